@@ -1,0 +1,1 @@
+"""The simulation computer: tasks and the environments that step them (installed as ``physai.envs``)."""

@@ -1,0 +1,73 @@
+"""A task backed by any registered gymnasium environment id (``HalfCheetah-v5``, ``CartPole-v1``...).
+
+The pipeline only talks to a task through this small surface: make one env, make a batch
+of envs for training, and say its control rate and solved threshold.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Optional
+
+import gymnasium as gym
+
+from physai.errors import ConfigError
+
+
+class GymTask:
+    def __init__(self, id: str, kwargs: Optional[dict[str, Any]] = None,
+                 max_episode_steps: Optional[int] = None, solved_threshold: Optional[float] = None,
+                 control_rate_hz: Optional[float] = None) -> None:
+        self.id = id
+        self.kwargs = dict(kwargs or {})
+        self.max_episode_steps = max_episode_steps
+        self.spec = _lookup_spec(id)
+        self._solved_threshold = solved_threshold
+        self._control_rate_hz = control_rate_hz
+
+    def make(self, render_mode: Optional[str] = None) -> gym.Env:
+        try:
+            return gym.make(self.id, max_episode_steps=self.max_episode_steps,
+                            render_mode=render_mode, **self.kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"env.kwargs {self.kwargs} were refused by {self.id}: {exc}; "
+                              f"fix or remove the offending env.kwargs entry") from exc
+
+    def env_fn(self) -> Callable[[], gym.Env]:
+        return lambda: self.make()
+
+    @property
+    def solved_threshold(self) -> Optional[float]:
+        if self._solved_threshold is not None:
+            return float(self._solved_threshold)
+        threshold = self.spec.reward_threshold
+        return None if threshold is None else float(threshold)
+
+    def control_rate_hz(self, env: Optional[gym.Env] = None) -> Optional[float]:
+        """The rate at which the policy acts: configured, or 1/dt of a MuJoCo env."""
+        if self._control_rate_hz is not None:
+            return float(self._control_rate_hz)
+        owned = env is None
+        env = env or self.make()
+        try:
+            dt = getattr(env.unwrapped, "dt", None)
+            fps = env.metadata.get("render_fps")
+            if dt:
+                return 1.0 / float(dt)
+            return float(fps) if fps else None
+        finally:
+            if owned:
+                env.close()
+
+
+def _lookup_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as exc:
+        known = list(gym.registry.keys())
+        close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"env.id={env_id!r} is not a registered gymnasium environment.{hint} "
+            f"Pass a registered id, e.g. env.id=InvertedPendulum-v5, or pick a preset with env=<name>."
+        ) from exc

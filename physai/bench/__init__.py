@@ -1,0 +1,1 @@
+"""Benchmarks run as commands (``physai bench ...``), never as timed tests."""

@@ -1,0 +1,87 @@
+"""Edge latency side by side: physai's runtime, a bare onnxruntime session and torch eager.
+
+All three run the same network in one process, interleaved in rounds so that noise from a
+shared machine lands on every contender alike. Batch 1, one thread each.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from physai.latency import latency_figures, time_calls
+
+log = logging.getLogger(__name__)
+
+
+def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup: int = 300) -> dict:
+    import onnxruntime as ort
+    import torch
+    from omegaconf import OmegaConf
+
+    from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE
+    from physai.edge.runtime import EdgePolicy
+    from physai.export import DeployablePolicy
+    from physai.pipeline import CONFIG_FILE
+    from physai.training.normalization import NORMALIZATION_FILE, load_obs_normalization
+    from physai.training.sb3 import load_checkpoint
+
+    run_dir = bundle_dir.resolve().parent
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    checkpoint = run_dir / "checkpoints" / "final"
+    torch.set_num_threads(1)
+    model = load_checkpoint(cfg.algo, checkpoint)
+    torch_policy = DeployablePolicy(model, load_obs_normalization(checkpoint / NORMALIZATION_FILE)).eval()
+
+    runtime = EdgePolicy.load(bundle_dir, intra_op_threads=1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    bare = ort.InferenceSession(str(bundle_dir / POLICY_FILE), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+    obs = np.random.default_rng(0).normal(size=runtime.obs_dim).astype(np.float32)
+    obs_batch = obs[None, :]
+    obs_tensor = torch.from_numpy(obs_batch)
+
+    def torch_eager():
+        with torch.inference_mode():
+            return torch_policy(obs_tensor).numpy()
+
+    contenders = {
+        "physai_runtime": lambda: runtime.act(obs),
+        "onnxruntime_bare": lambda: bare.run([OUTPUT_NAME], {INPUT_NAME: obs_batch}),
+        "torch_eager": torch_eager,
+    }
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in contenders}
+    for name, call in contenders.items():
+        time_calls(call, warmup, 0)
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            samples[name].append(time_calls(call, warmup=50, iterations=iterations))
+    figures = {name: latency_figures(np.concatenate(parts)) for name, parts in samples.items()}
+    result = {
+        "bundle": str(bundle_dir),
+        "latency": figures,
+        "runtime_p50_over_ort": figures["physai_runtime"]["p50_ms"] / figures["onnxruntime_bare"]["p50_ms"],
+        "runtime_p99_over_ort": figures["physai_runtime"]["p99_ms"] / figures["onnxruntime_bare"]["p99_ms"],
+        "runtime_p50_over_torch": figures["physai_runtime"]["p50_ms"] / figures["torch_eager"]["p50_ms"],
+        "runtime_p99_over_torch": figures["physai_runtime"]["p99_ms"] / figures["torch_eager"]["p99_ms"],
+    }
+    _print_table(figures)
+    return result
+
+
+def _print_table(figures: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="batch-1 latency, same network, one process, interleaved rounds")
+    for column in ("contender", "p50 ms", "p95 ms", "p99 ms", "max ms", "actions/s", "n"):
+        table.add_column(column)
+    for name, fig in figures.items():
+        table.add_row(name, f"{fig['p50_ms']:.4f}", f"{fig['p95_ms']:.4f}", f"{fig['p99_ms']:.4f}",
+                      f"{fig['max_ms']:.4f}", f"{fig['actions_per_s']:.0f}", str(fig["n"]))
+    Console(stderr=True).print(table)

@@ -1,0 +1,119 @@
+"""The ``physai`` command and the glue between Hydra and the pipeline.
+
+    physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
+    physai verify BUNDLE                                                  check a bundle's checksums
+    physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from physai.errors import PhysaiError
+
+log = logging.getLogger("physai")
+
+GATE_FAILED_EXIT = 3
+USER_ERROR_EXIT = 2
+
+
+def run_composed(cfg: DictConfig) -> dict:
+    """Run the pipeline for a Hydra-composed config in Hydra's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from physai.pipeline import run_pipeline
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    return _run_and_report(cfg, run_dir)
+
+
+def _run_and_report(cfg: DictConfig, run_dir: Path) -> dict:
+    from physai.pipeline import run_pipeline
+
+    try:
+        summary = run_pipeline(cfg, run_dir)
+    except PhysaiError as exc:
+        log.error("%s", exc)
+        print(f"physai: error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    gates = summary.get("gates")
+    log.info("run directory: %s", run_dir)
+    if gates is not None:
+        log.info("release gates: %s", "PASS" if gates["passed"] else "FAIL")
+        if cfg.gate.strict and not gates["passed"]:
+            sys.exit(GATE_FAILED_EXIT)
+    return summary
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from physai.pipeline import load_run_config
+
+    run_dir = Path(args.run_dir)
+    overrides = list(args.overrides)
+    if args.stages:
+        overrides.append(f"pipeline.stages=[{args.stages}]")
+    cfg = load_run_config(run_dir, overrides)
+    _run_and_report(cfg, run_dir)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from physai.edge.bundle import verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    print(f"ok: {args.bundle} (format {manifest['format_version']}, {len(manifest['files'])} file(s) verified)")
+    return 0
+
+
+def _cmd_bench_edge(args: argparse.Namespace) -> int:
+    from physai.bench.edge import bench_edge
+
+    figures = bench_edge(Path(args.bundle), iterations=args.iterations, rounds=args.rounds)
+    print(json.dumps(figures))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="physai", description="physai: train, export and profile robot policies")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="rerun stages on an existing run directory with its saved config")
+    run.add_argument("run_dir")
+    run.add_argument("--stages", help="comma-separated stages, e.g. export,profile,gate")
+    run.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    run.set_defaults(func=_cmd_run)
+    verify = sub.add_parser("verify", help="check every checksum of a bundle")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=_cmd_verify)
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime vs torch eager, side by side")
+    edge.add_argument("bundle", help="a bundle directory inside a run directory (its checkpoint gives the torch net)")
+    edge.add_argument("--iterations", type=int, default=2000, help="timed calls per round and contender")
+    edge.add_argument("--rounds", type=int, default=5, help="interleaved rounds, to spread machine noise evenly")
+    edge.set_defaults(func=_cmd_bench_edge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "run" or any("=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    try:
+        return args.func(args)
+    except PhysaiError as exc:
+        print(f"physai: error: {exc}", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

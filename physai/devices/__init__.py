@@ -1,0 +1,1 @@
+"""Modeled compute budgets: what a bundle would cost on a target we cannot measure here."""

@@ -1,0 +1,159 @@
+"""Export a trained SB3 policy as a checksummed ONNX bundle for the edge runtime.
+
+The graph takes raw observations and returns actions in the env's units: observation
+normalization, the deterministic action head and the action-space mapping (clip for PPO,
+tanh-unsquash for SAC, argmax for discrete) are all folded in, so the robot runs one graph.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import subprocess
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from physai import __version__
+from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
+                                describe_space)
+from physai.errors import ConfigError
+from physai.io import sha256_file, write_bytes_atomic, write_json_atomic
+from physai.training.normalization import ObsNormalization
+
+log = logging.getLogger(__name__)
+
+
+class DeployablePolicy(nn.Module):
+    """Raw observation in, env-unit action out: what SB3's deterministic ``predict`` computes."""
+
+    def __init__(self, model: Any, obs_norm: Optional[ObsNormalization]) -> None:
+        super().__init__()
+        self.policy = model.policy
+        self.kind = _policy_kind(model)
+        self.normalize = obs_norm is not None
+        if obs_norm is not None:
+            self.register_buffer("obs_mean", torch.as_tensor(obs_norm.mean, dtype=torch.float32))
+            self.register_buffer("obs_std", torch.as_tensor(np.sqrt(obs_norm.var + obs_norm.epsilon),
+                                                            dtype=torch.float32))
+            self.obs_clip = float(obs_norm.clip)
+        space = model.action_space
+        if isinstance(space, gym.spaces.Box):
+            self.register_buffer("action_low", torch.as_tensor(space.low, dtype=torch.float32))
+            self.register_buffer("action_high", torch.as_tensor(space.high, dtype=torch.float32))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        obs = observation
+        if self.normalize:
+            obs = torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
+        if self.kind == "squashed_gaussian":
+            mean_actions, _, _ = self.policy.actor.get_action_dist_params(obs)
+            squashed = torch.tanh(mean_actions)
+            return self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)
+        features = self.policy.extract_features(obs, self.policy.pi_features_extractor)
+        latent = self.policy.mlp_extractor.forward_actor(features)
+        head = self.policy.action_net(latent)
+        if self.kind == "categorical":
+            return torch.argmax(head, dim=-1)
+        return torch.maximum(torch.minimum(head, self.action_high), self.action_low)
+
+
+def _policy_kind(model: Any) -> str:
+    space = model.action_space
+    if hasattr(model.policy, "actor") and hasattr(model.policy.actor, "get_action_dist_params"):
+        return "squashed_gaussian"
+    if isinstance(space, gym.spaces.Discrete):
+        return "categorical"
+    if isinstance(space, gym.spaces.Box):
+        if getattr(model.policy, "squash_output", False):
+            raise ConfigError("PPO with squash_output (gSDE) is not exportable yet; train with use_sde=false")
+        return "gaussian"
+    raise ConfigError(f"action space {space} cannot be exported; physai exports Box and Discrete actions")
+
+
+def export_onnx(model: Any, obs_norm: Optional[ObsNormalization], target: Path, opset: int) -> None:
+    module = DeployablePolicy(model, obs_norm).eval()
+    obs_dim = int(np.prod(model.observation_space.shape))
+    example = torch.zeros(1, obs_dim, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), _quiet_exporter_logs():
+        warnings.simplefilter("ignore")
+        path = Path(scratch) / POLICY_FILE
+        with torch.no_grad():
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        write_bytes_atomic(target, path.read_bytes())
+
+
+@contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """torch.onnx and onnxscript narrate every optimization pass at INFO; keep the run log readable."""
+    names = ("torch.onnx", "onnx_ir", "onnxscript", "torch.onnx._internal.exporter._registration")
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def git_provenance() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty)}
+
+
+def config_hash(resolved_config_yaml: str) -> str:
+    return hashlib.sha256(resolved_config_yaml.encode("utf-8")).hexdigest()
+
+
+def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: Path, *, opset: int,
+                 control_rate_hz: Optional[float], provenance: dict[str, Any],
+                 observation_names: Optional[list[str]] = None, action_names: Optional[list[str]] = None) -> dict:
+    """Write ``policy.onnx`` then ``manifest.json`` (last, so a manifest always describes a complete bundle)."""
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, obs_norm, bundle_dir / POLICY_FILE, opset)
+    obs_space, action_space = model.observation_space, model.action_space
+    obs_dim = int(np.prod(obs_space.shape))
+    act_dim = int(np.prod(action_space.shape)) if isinstance(action_space, gym.spaces.Box) else 1
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "io": {
+            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", obs_dim],
+                        "units": "raw environment observation (normalization is inside the graph)"}],
+            "outputs": [{"name": OUTPUT_NAME, "dtype": "int64" if discrete else "float32",
+                         "shape": ["batch"] if discrete else ["batch", act_dim],
+                         "units": "action index" if discrete else "environment action units (already clipped/scaled)"}],
+        },
+        "observation_space": describe_space(obs_space, observation_names or [f"obs_{i}" for i in range(obs_dim)]),
+        "action_space": describe_space(action_space, action_names or [f"act_{i}" for i in range(act_dim)]),
+        "control_rate_hz": control_rate_hz,
+        "normalization": None if obs_norm is None else {
+            "folded_into_graph": True, "mean": obs_norm.mean.tolist(),
+            "std": np.sqrt(obs_norm.var + obs_norm.epsilon).tolist(), "clip": obs_norm.clip},
+        "files": {POLICY_FILE: {"sha256": sha256_file(bundle_dir / POLICY_FILE),
+                                "bytes": (bundle_dir / POLICY_FILE).stat().st_size}},
+        "provenance": {**provenance, "physai_version": __version__,
+                       "exported_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+    }
+    write_json_atomic(bundle_dir / MANIFEST_FILE, manifest)
+    return manifest

@@ -1,0 +1,197 @@
+"""The pipeline runner: validate everything, then run the configured stages in order.
+
+A stage is a module in ``physai.stages`` with ``REQUIRES`` and ``PRODUCES`` (artifact paths
+relative to the run directory; ``summary:<section>`` for a section of ``summary.json``) and
+``run(cfg, ctx) -> dict``. The runner checks every contract before the first stage starts,
+so a pipeline that cannot finish refuses to begin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from physai.config.schema import STAGE_NAMES
+from physai.config.validate import check_writable_dir, validate_config
+from physai.errors import ConfigError, PhysaiError
+from physai.io import read_summary, update_summary, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+
+
+def stage_module(name: str):
+    return importlib.import_module(f"physai.stages.{name}")
+
+
+@dataclass
+class RunContext:
+    """What a stage may touch: the run directory, the task, the tracker and the summary."""
+
+    run_dir: Path
+    cfg: DictConfig
+    tracker: Any
+    _task: Any = field(default=None, repr=False)
+
+    @property
+    def task(self):
+        if self._task is None:
+            self._task = build_task(self.cfg.env)
+        return self._task
+
+    def record(self, section: str, figures: dict[str, Any]) -> None:
+        update_summary(self.run_dir, section, figures)
+        self.tracker.summary(section, figures)
+
+    def summary(self) -> dict[str, Any]:
+        return read_summary(self.run_dir)
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+
+def build_task(env_cfg: DictConfig) -> Any:
+    """Instantiate the configured task, letting our own input errors through unwrapped."""
+    try:
+        return instantiate(env_cfg)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, PhysaiError):
+            raise exc.__cause__ from None
+        raise ConfigError(f"env._target_={env_cfg._target_!r} could not build the task: {exc}") from exc
+
+
+def _artifact_exists(run_dir: Path, artifact: str, summary: dict[str, Any]) -> bool:
+    if artifact.startswith("summary:"):
+        return artifact.split(":", 1)[1] in summary
+    return (run_dir / artifact).exists()
+
+
+def check_contracts(stages: list[str], run_dir: Path) -> None:
+    """Every artifact a stage reads must come from an earlier stage or already be in the run directory."""
+    summary = read_summary(run_dir)
+    produced: set[str] = set()
+    for name in stages:
+        module = stage_module(name)
+        for artifact in module.REQUIRES:
+            if artifact not in produced and not _artifact_exists(run_dir, artifact, summary):
+                makers = [s for s in _all_stage_names() if artifact in stage_module(s).PRODUCES]
+                raise ConfigError(
+                    f"pipeline.stages runs '{name}', which needs {artifact}, but no earlier stage produces it and "
+                    f"{run_dir} does not have it; add {makers} before '{name}' in pipeline.stages, "
+                    f"or rerun on a run directory that has it")
+        produced.update(module.PRODUCES)
+
+
+def _all_stage_names() -> list[str]:
+    return list(STAGE_NAMES)
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> None:
+    """All checks that need no training: values, env id, output directory, stage contracts."""
+    validate_config(cfg)
+    check_writable_dir(run_dir, "run directory")
+    build_task(cfg.env)  # refuses an unknown env id with a suggestion
+    check_contracts(list(cfg.pipeline.stages), run_dir)
+
+
+def make_tracker(cfg: DictConfig, run_dir: Path) -> Any:
+    name = f"{cfg.experiment}-{cfg.env.id}-{cfg.algo.name}-s{cfg.seed}"
+    return instantiate(cfg.tracking, run_dir=run_dir, name=name,
+                       run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False,
+                       _convert_="all")
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path, tracker: Optional[Any] = None) -> dict[str, Any]:
+    """Run ``cfg.pipeline.stages`` against ``run_dir`` and return the final summary."""
+    run_dir = Path(run_dir)
+    prepare(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CONFIG_FILE).exists():
+        write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    own_tracker = tracker is None
+    tracker = make_tracker(cfg, run_dir) if own_tracker else tracker
+    ctx = RunContext(run_dir=run_dir, cfg=cfg, tracker=tracker)
+    timings: dict[str, float] = dict(read_summary(run_dir).get("timings_s", {}))
+    try:
+        for name in cfg.pipeline.stages:
+            log.info("stage %s", name)
+            start = time.perf_counter()
+            stage_module(name).run(cfg, ctx)
+            timings[name] = round(time.perf_counter() - start, 3)
+            ctx.record("timings_s", timings)
+    finally:
+        if own_tracker:
+            tracker.finish()
+    return read_summary(run_dir)
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The config a run was made with, plus overrides, checked against the schema.
+
+    ``key.sub=value`` sets one key; ``tracking=none``, ``pipeline=deploy`` or ``device=[a,b]`` replace
+    that group with options from configs/. Groups that define what was trained cannot change.
+    """
+    from physai.config.schema import DeviceConfig, PhysaiConfig, PPOConfig, SACConfig
+
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: '{run_dir}' is not a physai run directory "
+                          f"(run `python train.py` first, or point at the folder that holds {CONFIG_FILE})")
+    saved = OmegaConf.load(path)
+    replacements, dotted = _split_group_choices(overrides)
+    for group, node in replacements.items():
+        saved[group] = node
+    algo_schema = {"ppo": PPOConfig, "sac": SACConfig}.get(saved.algo.name)
+    if algo_schema is None:
+        raise ConfigError(f"{path} names algo.name={saved.algo.name!r}, which this physai does not know")
+    schema = OmegaConf.structured(PhysaiConfig)
+    schema.algo = OmegaConf.structured(algo_schema)
+    schema.device = {key: OmegaConf.structured(DeviceConfig) for key in saved.get("device", {})}
+    try:
+        return OmegaConf.merge(schema, saved, OmegaConf.from_dotlist(dotted))
+    except Exception as exc:  # omegaconf raises several types; all mean a bad key or value
+        raise ConfigError(f"override {overrides} does not fit the run's config: {exc}") from exc
+
+
+# Groups whose option may change when stages are rerun; env and algo define what was trained.
+RERUN_GROUPS = ("tracking", "pipeline", "device")
+
+
+def _split_group_choices(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Separate group choices (``tracking=none``) from single-key overrides (``a.b=1``)."""
+    replacements: dict[str, Any] = {}
+    dotted = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if "." in key or key not in (*RERUN_GROUPS, "env", "algo", "experiment"):
+            dotted.append(override)
+        elif key in RERUN_GROUPS:
+            options = [o.strip() for o in value.strip("[]").split(",") if o.strip()]
+            loaded = {option: _load_group_option(key, option, override) for option in options}
+            replacements[key] = loaded if key == "device" else loaded[options[0]]
+        else:
+            raise ConfigError(f"'{override}' would change what the run trained; start a new run with "
+                              f"`python train.py {override}` instead of rerunning stages of this one")
+    return replacements, dotted
+
+
+def _load_group_option(group: str, option: str, override: str) -> DictConfig:
+    from importlib.resources import files
+
+    folder = files("physai.configs") / group
+    source = folder / f"{option}.yaml"
+    if not source.is_file():
+        known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise ConfigError(f"'{override}': configs/{group} has no option '{option}'; known options: {known}")
+    loaded = OmegaConf.create(source.read_text())
+    loaded.pop("defaults", None)
+    return loaded

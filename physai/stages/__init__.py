@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each: ``REQUIRES``, ``PRODUCES`` and ``run(cfg, ctx)``."""

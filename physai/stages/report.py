@@ -1,0 +1,117 @@
+"""A report a person reads: learning curve, evaluation, bundle, latency, device budgets, gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from physai.io import write_text_atomic
+
+REQUIRES: list[str] = []
+PRODUCES = ["report/report.md"]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def plot_learning_curve(curve_csv: Path, target: Path, threshold: float | None) -> bool:
+    from physai.training.sb3 import read_curve
+
+    rows = read_curve(curve_csv)
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = np.array([r["timesteps"] for r in rows])
+    returns = np.array([r["episode_return"] for r in rows])
+    window = max(1, min(20, len(returns) // 5))
+    smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    ax.plot(steps, returns, ".", alpha=0.3, markersize=3, label="episode return")
+    ax.plot(steps[window - 1:], smooth, lw=2, label=f"mean of {window}")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label="solved threshold")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(target)
+    return True
+
+
+def run(cfg, ctx) -> dict:
+    summary = ctx.summary()
+    report_dir = ctx.path("report")
+    lines = [f"# physai run: {cfg.env.id} / {cfg.algo.name} / seed {cfg.seed}", ""]
+    train = summary.get("train")
+    if train:
+        lines += [f"Trained {train['timesteps']} steps with {train['n_envs']} env(s).", ""]
+    curve_png = report_dir / "learning_curve.png"
+    if plot_learning_curve(ctx.path("train_curve.csv"), curve_png, (summary.get("eval") or {}).get("solved_threshold")):
+        lines += ["![learning curve](learning_curve.png)", ""]
+        ctx.tracker.log_image("report/learning_curve", curve_png)
+    evaluation = summary.get("eval")
+    if evaluation:
+        lines += ["## Evaluation (deterministic, fresh seeds)", "",
+                  "| policy | mean return | 95% CI | n | solved threshold | solved |", "|---|---|---|---|---|---|",
+                  f"| trained (SB3) | {_fmt(evaluation['mean_return'])} | [{_fmt(evaluation['ci95_low'])}, "
+                  f"{_fmt(evaluation['ci95_high'])}] | {evaluation['n_episodes']} | "
+                  f"{_fmt(evaluation['solved_threshold'])} | {_fmt(evaluation['solved'])} |"]
+        bundle_eval = (summary.get("bundle") or {}).get("eval")
+        if bundle_eval:
+            lines.append(f"| bundle (ONNX) | {_fmt(bundle_eval['mean_return'])} | [{_fmt(bundle_eval['ci95_low'])}, "
+                         f"{_fmt(bundle_eval['ci95_high'])}] | {bundle_eval['n_episodes']} | "
+                         f"{_fmt(bundle_eval['solved_threshold'])} | {_fmt(bundle_eval['solved'])} |")
+        lines.append("")
+    bundle = summary.get("bundle")
+    if bundle:
+        lines += ["## Bundle", "", f"`bundle/policy.onnx` sha256 `{bundle['policy_sha256']}`, "
+                  f"{bundle['policy_bytes']} bytes, control rate {_fmt(bundle['control_rate_hz'])} Hz; parity with "
+                  f"SB3 on {bundle['parity']['samples']} random observations: max abs error "
+                  f"{bundle['parity']['max_abs_error']:.2e}.", ""]
+    profile = summary.get("profile")
+    if profile:
+        host = profile["host"]
+        lines += ["## Latency at batch 1", "", "Measured on this host (edge runtime, "
+                  f"{host['n']} timed calls after {host['warmup']} warm-up):", "",
+                  "| min | mean | p50 | p90 | p95 | p99 | max (ms) | actions/s |", "|---|---|---|---|---|---|---|---|",
+                  "| " + " | ".join(_fmt(host[k]) for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
+                                                            "p99_ms", "max_ms")) + f" | {host['actions_per_s']:.0f} |",
+                  "", "Modeled (roofline + per-kernel overhead from published specs; not measured):", "",
+                  "| target | path | latency ms | actions/s | actions/J | $ per 1M actions | meets control rate | source |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for device in profile["devices"].values():
+            lines.append(f"| {device['device']} | {device['path_used']} | {_fmt(device['latency_ms'])} | "
+                         f"{device['actions_per_s']:.0f} | {_fmt(device['actions_per_joule'])} | "
+                         f"{_fmt(device['usd_per_million_actions'])} | {_fmt(device.get('meets_control_rate'))} | "
+                         f"{device['source']} |")
+        lines.append("")
+    gates = summary.get("gates")
+    if gates:
+        lines += [f"## Release gates: {'PASS' if gates['passed'] else 'FAIL'}", "",
+                  "| gate | value | threshold | unit | result |", "|---|---|---|---|---|"]
+        for gate in gates["gates"]:
+            tag = " (modeled)" if gate.get("modeled") else ""
+            lines.append(f"| {gate['name']}{tag} | {_fmt(gate['value'])} | {_fmt(gate['threshold'])} | "
+                         f"{gate['unit']} | {'pass' if gate['passed'] else 'FAIL'} |")
+        lines.append("")
+    write_text_atomic(report_dir / "report.md", "\n".join(lines))
+    figures = {"path": "report/report.md", "learning_curve": "report/learning_curve.png" if curve_png.exists() else None}
+    ctx.record("report", figures)
+    return figures

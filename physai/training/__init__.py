@@ -1,0 +1,1 @@
+"""The training computer: stable-baselines3 algorithms, checkpoints, progress."""

@@ -1,0 +1,160 @@
+"""Build, train, checkpoint and reload stable-baselines3 policies from the ``algo`` config."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+from physai.io import write_text_atomic
+from physai.training.checkpoints import (FINAL_NAME, MODEL_FILE, REPLAY_FILE, latest_checkpoint, save_checkpoint,
+                                         step_name)
+from physai.training.normalization import NORMALIZATION_FILE, restore_vecnormalize
+
+log = logging.getLogger(__name__)
+
+# Config keys that steer physai itself; every other algo key is passed to the SB3 class.
+FRAMEWORK_KEYS = {"_target_", "name", "total_timesteps", "n_envs", "normalize_obs", "normalize_reward", "clip_obs",
+                  "net_arch", "activation", "log_std_init", "ortho_init", "checkpoint_every_steps",
+                  "keep_checkpoints", "torch_threads"}
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
+CURVE_FILE = "train_curve.csv"
+CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
+
+
+def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
+    venv = make_vec_env(task.env_fn(), n_envs=algo.n_envs, seed=seed)
+    if algo.normalize_obs or algo.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=algo.normalize_obs, norm_reward=algo.normalize_reward,
+                            clip_obs=algo.clip_obs, gamma=algo.gamma)
+    return venv
+
+
+def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
+    kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items() if k not in FRAMEWORK_KEYS}
+    policy_kwargs: dict[str, Any] = {"net_arch": list(algo.net_arch),
+                                     "activation_fn": ACTIVATIONS[algo.activation],
+                                     "log_std_init": algo.log_std_init}
+    if "ortho_init" in algo:
+        policy_kwargs["ortho_init"] = algo.ortho_init
+    kwargs["policy_kwargs"] = policy_kwargs
+    return kwargs
+
+
+def build_model(algo: DictConfig, venv, seed: int) -> BaseAlgorithm:
+    algorithm_class = get_class(algo._target_)
+    return algorithm_class("MlpPolicy", venv, seed=seed, verbose=0, device="cpu", **algorithm_kwargs(algo))
+
+
+class TrainingMonitor(BaseCallback):
+    """Records episode returns, shows a rich progress bar, writes checkpoints at an interval."""
+
+    def __init__(self, run_dir: Path, algo: DictConfig, tracker, curve: list[dict[str, float]],
+                 progress: Progress, task_id: Any) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.algo = algo
+        self.tracker = tracker
+        self.curve = curve
+        self.progress = progress
+        self.task_id = task_id
+        self.next_checkpoint = 0
+
+    def _on_training_start(self) -> None:
+        every = self.algo.checkpoint_every_steps
+        self.next_checkpoint = (self.num_timesteps // every + 1) * every
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            episode = info.get("episode")
+            if episode:
+                row = {"timesteps": self.num_timesteps, "episode_return": float(episode["r"]),
+                       "episode_length": int(episode["l"])}
+                self.curve.append(row)
+                self.tracker.log({"train/episode_return": row["episode_return"],
+                                  "train/episode_length": row["episode_length"]}, step=self.num_timesteps)
+        recent = [row["episode_return"] for row in self.curve[-20:]]
+        description = f"train  return {np.mean(recent):8.1f}" if recent else "train"
+        self.progress.update(self.task_id, completed=self.num_timesteps, description=description)
+        if self.num_timesteps >= self.next_checkpoint:
+            self.save(step_name(self.num_timesteps))
+            self.next_checkpoint += self.algo.checkpoint_every_steps
+        return True
+
+    def save(self, name: str, keep: Optional[int] = None) -> Path:
+        keep = self.algo.keep_checkpoints if keep is None else keep
+        path = save_checkpoint(self.model, self.run_dir / "checkpoints", name,
+                               keep=keep if name != FINAL_NAME else None,
+                               with_replay_buffer=hasattr(self.model, "replay_buffer") and name != FINAL_NAME)
+        write_curve(self.run_dir / CURVE_FILE, self.curve)
+        return path
+
+
+def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_curve(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{"timesteps": int(r["timesteps"]), "episode_return": float(r["episode_return"]),
+                 "episode_length": int(r["episode_length"])} for r in csv.DictReader(handle)]
+
+
+def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
+    """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need."""
+    torch.set_num_threads(algo.torch_threads)
+    venv = build_vec_env(task, algo, seed)
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    if checkpoint is not None:
+        model = load_checkpoint(algo, checkpoint, venv)
+        curve = [row for row in read_curve(run_dir / CURVE_FILE) if row["timesteps"] <= model.num_timesteps]
+        log.info("resuming from %s at step %d", checkpoint, model.num_timesteps)
+    else:
+        if resume:
+            log.info("resume=true but %s holds no checkpoint: starting a fresh run", run_dir / "checkpoints")
+        model = build_model(algo, venv, seed)
+        curve = []
+    resumed_from = model.num_timesteps
+    remaining = max(0, algo.total_timesteps - model.num_timesteps)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task_id = progress.add_task("train", total=algo.total_timesteps, completed=model.num_timesteps)
+        monitor = TrainingMonitor(run_dir, algo, tracker, curve, progress, task_id)
+        if remaining:
+            model.learn(total_timesteps=remaining, callback=monitor, reset_num_timesteps=checkpoint is None)
+        else:
+            monitor.init_callback(model)
+        final = monitor.save(FINAL_NAME)
+    venv.close()
+    return {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
+            "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
+            "episodes": len(curve)}
+
+
+def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None) -> BaseAlgorithm:
+    algorithm_class = get_class(algo._target_)
+    model = algorithm_class.load(checkpoint / MODEL_FILE, env=venv, device="cpu")
+    if venv is not None and hasattr(venv, "obs_rms") and (checkpoint / NORMALIZATION_FILE).exists():
+        restore_vecnormalize(venv, checkpoint / NORMALIZATION_FILE)
+    if venv is not None and (checkpoint / REPLAY_FILE).exists() and hasattr(model, "load_replay_buffer"):
+        model.load_replay_buffer(checkpoint / REPLAY_FILE)
+    return model

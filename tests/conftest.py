@@ -1,0 +1,46 @@
+"""Shared helpers: compose configs in-process, run ``train.py`` for real in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from physai.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+register_configs()
+
+
+def compose_config(overrides: list[str] | None = None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+def run_train(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=kwargs.pop("cwd", REPO),
+                          capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-m", "physai.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One real ``experiment=smoke`` run (wandb offline), shared by the tests that read its artifacts."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    result = run_train(["experiment=smoke", f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir

@@ -1,0 +1,78 @@
+"""Bundles are verified before use; the edge runtime checks its input and never imports training code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from physai.edge import EdgePolicy, verify_bundle
+from physai.errors import BundleError
+
+
+@pytest.fixture()
+def bundle(smoke_run, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(smoke_run / "bundle", target)
+    return target
+
+
+def test_a_bundle_with_one_changed_byte_is_refused(bundle):
+    path = bundle / "policy.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="policy.onnx does not match its manifest checksum"):
+        EdgePolicy.load(bundle)
+    result = run_cli(["verify", str(bundle)])
+    assert result.returncode == 2 and "re-export" in result.stderr
+
+
+def test_a_manifest_of_another_format_version_is_refused(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format_version=99"):
+        verify_bundle(bundle)
+
+
+def test_a_missing_policy_file_is_named(bundle):
+    (bundle / "policy.onnx").unlink()
+    with pytest.raises(BundleError, match="policy.onnx is listed in the manifest but missing"):
+        verify_bundle(bundle)
+
+
+def test_act_checks_shape_dtype_and_finiteness(bundle):
+    policy = EdgePolicy.load(bundle)
+    with pytest.raises(BundleError, match="shape"):
+        policy.act(np.zeros(5, dtype=np.float32))
+    with pytest.raises(BundleError, match="non-finite"):
+        policy.act(np.array([0.0, np.nan, 0.0, 0.0], dtype=np.float32))
+    with pytest.raises(BundleError, match="dtype"):
+        policy.act(np.array(["a", "b", "c", "d"]))
+    assert policy.act(np.zeros(4, dtype=np.float64)).shape == (1,)
+
+
+def test_bare_onnxruntime_can_use_a_bundle_from_its_manifest(bundle):
+    import onnxruntime as ort
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    session = ort.InferenceSession(str(bundle / "policy.onnx"), providers=["CPUExecutionProvider"])
+    io_in, io_out = manifest["io"]["inputs"][0], manifest["io"]["outputs"][0]
+    obs = np.zeros((3, io_in["shape"][1]), dtype=np.float32)
+    (action,) = session.run([io_out["name"]], {io_in["name"]: obs})
+    np.testing.assert_allclose(action, EdgePolicy.load(bundle).act(obs), atol=0)
+
+
+def test_edge_runtime_imports_neither_torch_nor_training_code(bundle):
+    probe = ("import sys, numpy as np; from physai.edge import EdgePolicy; "
+             f"p = EdgePolicy.load({str(bundle)!r}); p.act(np.zeros(4, np.float32)); "
+             "bad = [m for m in ('torch', 'stable_baselines3', 'mujoco', 'hydra', 'gymnasium') if m in sys.modules]; "
+             "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

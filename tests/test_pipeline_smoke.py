@@ -1,0 +1,92 @@
+"""The smoke preset runs every stage for real and leaves the full artifact set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+
+from conftest import run_cli
+from wandb_records import read_offline_run
+from physai.edge import EdgePolicy
+
+
+def test_smoke_run_produces_every_artifact(smoke_run):
+    for artifact in [".hydra/config.yaml", "config.yaml", "checkpoints/final/model.zip", "train_curve.csv",
+                     "bundle/policy.onnx", "bundle/manifest.json", "summary.json", "report/report.md",
+                     "report/learning_curve.png"]:
+        assert (smoke_run / artifact).is_file(), artifact
+
+
+def test_summary_holds_every_stage_with_units(smoke_run):
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert {"train", "eval", "bundle", "profile", "gates", "report", "timings_s"} <= set(summary)
+    evaluation = summary["eval"]
+    assert evaluation["n_episodes"] == 3 and len(evaluation["seeds"]) == 3
+    assert evaluation["ci95_low"] <= evaluation["mean_return"] <= evaluation["ci95_high"]
+    assert evaluation["solved_threshold"] == 950
+    host = summary["profile"]["host"]
+    assert host["n"] >= 1000 and host["modeled"] is False
+    assert host["p50_ms"] <= host["p95_ms"] <= host["p99_ms"] <= host["max_ms"]
+    for device in summary["profile"]["devices"].values():
+        assert device["modeled"] is True and device["source"]
+        assert device["latency_ms"] > 0 and device["usd_per_million_actions"] > 0
+    assert summary["bundle"]["parity"]["max_abs_error"] < 1e-5
+    names = {gate["name"] for gate in summary["gates"]["gates"]}
+    assert {"quality_drop", "host_latency_p99", "host_latency_p99_within_control_period"} <= names
+    for gate in summary["gates"]["gates"]:
+        assert {"value", "threshold", "unit", "passed"} <= set(gate)
+
+
+def test_report_shows_curve_and_gate_table(smoke_run):
+    report = (smoke_run / "report" / "report.md").read_text()
+    assert "![learning curve](learning_curve.png)" in report
+    assert "## Release gates" in report and "| quality_drop |" in report
+    assert "Modeled" in report and "Jetson Orin Nano" in report
+
+
+def test_manifest_describes_the_bundle(smoke_run):
+    manifest = json.loads((smoke_run / "bundle" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["observation_space"]["shape"] == [4] and manifest["action_space"]["shape"] == [1]
+    assert manifest["control_rate_hz"] == 25.0
+    assert len(manifest["files"]["policy.onnx"]["sha256"]) == 64
+    provenance = manifest["provenance"]
+    assert {"git_commit", "config_sha256", "seed", "env_id", "algo"} <= set(provenance)
+    assert provenance["seed"] == 0 and provenance["env_id"] == "InvertedPendulum-v5"
+
+
+def test_bundle_acts_in_env_units(smoke_run):
+    policy = EdgePolicy.load(smoke_run / "bundle")
+    actions = policy.act(np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32) * 100)
+    assert actions.shape == (64, 1)
+    assert np.all(actions >= -3.0) and np.all(actions <= 3.0)
+
+
+def test_wandb_offline_run_records_config_and_summary(smoke_run):
+    runs = list((smoke_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "expected one offline wandb run file"
+    recorded = read_offline_run(runs[0])
+    assert recorded["config"]["env"]["id"] == "InvertedPendulum-v5"
+    assert recorded["config"]["experiment"] == "smoke"
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert recorded["summary"]["eval/mean_return"] == summary["eval"]["mean_return"]
+    assert "profile/host/p99_ms" in recorded["summary"]
+    assert "train/episode_return" in recorded["history_keys"]
+
+
+def test_stages_rerun_alone_on_an_existing_run(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "rerun"
+    shutil.copytree(smoke_run, run_dir)
+    checkpoint_before = (run_dir / "checkpoints/final/model.zip").read_bytes()
+    result = run_cli(["run", str(run_dir), "--stages", "profile,gate", "tracking=none",
+                      "gate.latency_p99_max_ms=0.000001"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    latency_gate = next(g for g in summary["gates"]["gates"] if g["name"] == "host_latency_p99")
+    assert latency_gate["passed"] is False and summary["gates"]["passed"] is False
+    assert (run_dir / "checkpoints/final/model.zip").read_bytes() == checkpoint_before
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["gate"]["latency_p99_max_ms"] == 50.0

@@ -1,0 +1,28 @@
+"""physai's entry point: ``python train.py [overrides]`` composes configs/ and runs the pipeline.
+
+Examples::
+
+    python train.py                                  # default task and algorithm
+    python train.py experiment=smoke                 # every stage on a tiny budget
+    python train.py env=hopper algo=sac              # a tuned preset
+    python train.py env.id=Walker2d-v5               # any gymnasium id
+    python train.py -m seed=0,1,2                    # a Hydra sweep
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from physai.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from physai.cli import run_composed
+
+    run_composed(cfg)
+
+
+if __name__ == "__main__":
+    main()
