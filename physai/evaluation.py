@@ -44,6 +44,9 @@ def summarize_returns(returns: Sequence[float], seeds: Sequence[int], solved_thr
 
 
 def score_points(mean_return: float, solved_threshold: float | None, reference: float) -> float:
-    """Return in score points: 100 = the solved threshold (or the reference when a task has none)."""
-    scale = solved_threshold if solved_threshold else abs(reference) or 1.0
+    """Return in score points: 100 points = |solved threshold| (or |reference| when a task has none).
+
+    Dividing by the magnitude keeps "more return = more points" for tasks with negative thresholds.
+    """
+    scale = abs(solved_threshold) if solved_threshold else abs(reference) or 1.0
     return 100.0 * mean_return / scale

@@ -26,7 +26,7 @@ from physai import __version__
 from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
                                 describe_space)
 from physai.errors import ConfigError
-from physai.io import sha256_file, write_bytes_atomic, write_json_atomic
+from physai.io import fresh_staging_dir, replace_dir_atomically, sha256_file, write_bytes_atomic, write_json_atomic
 from physai.training.normalization import ObsNormalization
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,12 @@ def config_hash(resolved_config_yaml: str) -> str:
 def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: Path, *, opset: int,
                  control_rate_hz: Optional[float], provenance: dict[str, Any],
                  observation_names: Optional[list[str]] = None, action_names: Optional[list[str]] = None) -> dict:
-    """Write ``policy.onnx`` then ``manifest.json`` (last, so a manifest always describes a complete bundle)."""
-    bundle_dir.mkdir(parents=True, exist_ok=True)
+    """Assemble ``policy.onnx`` and ``manifest.json`` beside ``bundle_dir``, then swap the whole directory in.
+
+    A failed or killed export leaves the previous bundle untouched.
+    """
+    target_dir = Path(bundle_dir)
+    bundle_dir = fresh_staging_dir(target_dir)
     export_onnx(model, obs_norm, bundle_dir / POLICY_FILE, opset)
     obs_space, action_space = model.observation_space, model.action_space
     obs_dim = int(np.prod(obs_space.shape))
@@ -156,4 +160,5 @@ def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: P
                        "exported_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
     }
     write_json_atomic(bundle_dir / MANIFEST_FILE, manifest)
+    replace_dir_atomically(bundle_dir, target_dir)
     return manifest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,31 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def replace_dir_atomically(staging: Path, target: Path) -> None:
+    """Move a fully written ``staging`` directory onto ``target``; a crash leaves one of the two whole."""
+    for child in staging.iterdir():
+        if child.is_file():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+    if target.exists():
+        retired = target.with_name(f".retired-{target.name}-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, target)
+    _fsync_dir(target.parent)
+
+
+def fresh_staging_dir(target: Path) -> Path:
+    """An empty directory beside ``target`` to assemble its next version in."""
+    staging = target.with_name(f".staging-{target.name}-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:

@@ -22,8 +22,6 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first out-of-range or inconsistent value in ``cfg``."""
     _check_node(cfg, prefix="")
     _check_stages(list(cfg.pipeline.stages))
-    if cfg.algo.name == "sac" and cfg.algo.get("n_envs", 1) > 1 and cfg.algo.train_freq < 1:
-        raise ConfigError("algo.train_freq must be >= 1 with several envs")
     if cfg.algo.name == "ppo":
         rollout = cfg.algo.n_steps * cfg.algo.n_envs
         if cfg.algo.batch_size > rollout:

@@ -8,12 +8,11 @@ crash at any moment leaves the previous checkpoint usable.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
 
-from physai.io import write_text_atomic
+from physai.io import fresh_staging_dir, replace_dir_atomically, write_text_atomic
 from physai.training.normalization import NORMALIZATION_FILE, save_vecnormalize
 
 MODEL_FILE = "model.zip"
@@ -24,29 +23,15 @@ FINAL_NAME = "final"
 
 def save_checkpoint(model, checkpoint_root: Path, name: str, keep: Optional[int] = None,
                     with_replay_buffer: bool = False) -> Path:
-    checkpoint_root.mkdir(parents=True, exist_ok=True)
-    staging = checkpoint_root / f".staging-{name}-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    target = checkpoint_root / name
+    staging = fresh_staging_dir(target)
     model.save(staging / MODEL_FILE)
     venv = model.get_env()
     if hasattr(venv, "obs_rms"):
         save_vecnormalize(venv, staging / NORMALIZATION_FILE)
     if with_replay_buffer and hasattr(model, "replay_buffer"):
         model.save_replay_buffer(staging / REPLAY_FILE)
-    for child in staging.iterdir():
-        with open(child, "rb") as handle:
-            os.fsync(handle.fileno())
-    target = checkpoint_root / name
-    if target.exists():
-        # Move the old one aside first so a crash never leaves the name empty-handed.
-        retired = checkpoint_root / f".retired-{name}-{os.getpid()}"
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, target)
+    replace_dir_atomically(staging, target)
     write_text_atomic(checkpoint_root / LATEST_POINTER, name + "\n")
     if keep is not None:
         _rotate(checkpoint_root, keep)
