@@ -1,7 +1,8 @@
-"""A task backed by any registered gymnasium environment id (``HalfCheetah-v5``, ``CartPole-v1``...).
+"""A task: any registered gymnasium id (``HalfCheetah-v5``) or a physai task (``physai/Cartpole-v0``).
 
 The pipeline only talks to a task through this small surface: make one env, make a batch
-of envs for training, and say its control rate and solved threshold.
+of envs for training, and say its control rate and solved threshold. physai tasks train on
+the batched MuJoCo engine; other ids on SB3's ``DummyVecEnv`` of single envs.
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from physai.errors import ConfigError
 class GymTask:
     def __init__(self, id: str, kwargs: Optional[dict[str, Any]] = None,
                  max_episode_steps: Optional[int] = None, solved_threshold: Optional[float] = None,
-                 control_rate_hz: Optional[float] = None) -> None:
+                 control_rate_hz: Optional[float] = None, task: Optional[dict[str, Any]] = None,
+                 nthread: Optional[int] = None) -> None:
+        import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
+
         self.id = id
         self.kwargs = dict(kwargs or {})
+        # A physai task definition applies only to its own id (env.id=Hopper-v5 leaves it unused).
+        self.task = dict(task) if task and self.id.startswith("physai/") else None
+        if self.task is not None:
+            self.kwargs["task"] = self.task
+            from physai.envs.spec import build_spec
+
+            self.task_spec = build_spec(**self.task)  # refuses a bad task definition now, not mid-run
+        self.nthread = nthread
         self.max_episode_steps = max_episode_steps
         self.spec = _lookup_spec(id)
         self._solved_threshold = solved_threshold
@@ -37,9 +49,33 @@ class GymTask:
         return lambda: self.make()
 
     @property
+    def batched(self) -> bool:
+        return self.task is not None
+
+    def make_sb3_vec_env(self, num_envs: int, seed: int):
+        """The training batch: the batched engine for physai tasks, else single envs in a DummyVecEnv."""
+        if self.task is not None:
+            from physai.envs.vector import PhysaiSB3VecEnv
+
+            return PhysaiSB3VecEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread)
+        from stable_baselines3.common.env_util import make_vec_env
+
+        return make_vec_env(self.env_fn(), n_envs=num_envs, seed=seed)
+
+    def make_vector_env(self, num_envs: int, seed: Optional[int] = None) -> gym.vector.VectorEnv:
+        """A gymnasium 1.x ``VectorEnv``: batched engine for physai tasks, ``SyncVectorEnv`` otherwise."""
+        if self.task is not None:
+            from physai.envs.vector import PhysaiVectorEnv
+
+            return PhysaiVectorEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread)
+        return gym.vector.SyncVectorEnv([self.env_fn() for _ in range(num_envs)])
+
+    @property
     def solved_threshold(self) -> Optional[float]:
         if self._solved_threshold is not None:
             return float(self._solved_threshold)
+        if self.task is not None and self.task_spec.solved_threshold is not None:
+            return float(self.task_spec.solved_threshold)
         threshold = self.spec.reward_threshold
         return None if threshold is None else float(threshold)
 

@@ -62,7 +62,7 @@ class RunContext:
 def build_task(env_cfg: DictConfig) -> Any:
     """Instantiate the configured task, letting our own input errors through unwrapped."""
     try:
-        return instantiate(env_cfg)
+        return instantiate(env_cfg, _convert_="all")
     except InstantiationException as exc:
         if isinstance(exc.__cause__, PhysaiError):
             raise exc.__cause__ from None

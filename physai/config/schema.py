@@ -40,6 +40,10 @@ class EnvConfig:
     solved_threshold: Optional[float] = None
     # None: derive from the simulator (1 / env.dt).
     control_rate_hz: Optional[float] = bounded(None, low=0.0, low_open=True)
+    # A physai task's declarative definition (MJCF + terms); see configs/env/cartpole_balance.yaml.
+    task: Dict[str, Any] = field(default_factory=dict)
+    # Threads of the batched engine (None: all cores).
+    nthread: Optional[int] = bounded(None, low=1)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from physai.io import write_text_atomic
@@ -35,7 +34,7 @@ CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
 
 
 def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
-    venv = make_vec_env(task.env_fn(), n_envs=algo.n_envs, seed=seed)
+    venv = task.make_sb3_vec_env(algo.n_envs, seed)
     if algo.normalize_obs or algo.normalize_reward:
         venv = VecNormalize(venv, norm_obs=algo.normalize_obs, norm_reward=algo.normalize_reward,
                             clip_obs=algo.clip_obs, gamma=algo.gamma)

@@ -1,0 +1,274 @@
+"""The batched engine: N copies of one task stepped together through ``mujoco.rollout``.
+
+Physics state lives in one ``(N, nstate)`` array; a step writes the controls of all envs and
+hands the whole batch to MuJoCo's C rollout on a persistent thread pool, so Python runs once
+per batch, not once per env. Each env may have its own ``MjModel`` (domain randomization
+of masses, friction, gains...). Term functions read and write views of the batch arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Optional
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+from physai.envs.spec import TaskError, TaskSpec, Term
+
+FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+# An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
+EXPLODED_QVEL = 1e4
+
+
+def _state_offsets(model: mujoco.MjModel) -> dict[str, int]:
+    """Column offsets of qpos/qvel/act inside a full-physics state vector."""
+    offsets, position = {}, 0
+    for bit in range(16):
+        flag = 1 << bit
+        if not int(FULL) & flag:
+            continue
+        name = mujoco.mjtState(flag).name
+        offsets[name] = position
+        position += mujoco.mj_stateSize(model, flag)
+    return {"qpos": offsets["mjSTATE_QPOS"], "qvel": offsets["mjSTATE_QVEL"], "act": offsets["mjSTATE_ACT"]}
+
+
+def load_model(spec: TaskSpec) -> mujoco.MjModel:
+    try:
+        return mujoco.MjModel.from_xml_path(str(spec.mjcf))
+    except ValueError as exc:
+        raise TaskError(f"task {spec.name}: MJCF {spec.mjcf} does not load: {exc}") from exc
+
+
+class BatchedEngine:
+    """Owns physics, terms, commands, events and resets for ``num_envs`` envs of one task."""
+
+    def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
+                 nthread: Optional[int] = None) -> None:
+        if num_envs < 1:
+            raise TaskError(f"task {spec.name}: num_envs={num_envs} must be >= 1")
+        self.spec = spec
+        self.num_envs = num_envs
+        self.model = load_model(spec)
+        self.dt = self.model.opt.timestep * spec.frame_skip
+        self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
+        self.rng = np.random.default_rng(seed)
+        self._ids: dict[tuple[str, str], int] = {}
+        self.actuator_ids = self._actuator_ids()
+        self.num_actions = len(self.actuator_ids)
+        ctrlrange = self.model.actuator_ctrlrange[self.actuator_ids]
+        limited = self.model.actuator_ctrllimited[self.actuator_ids].astype(bool)
+        self._ctrl_mid = np.where(limited, ctrlrange.mean(axis=1), 0.0)
+        self._ctrl_half = np.where(limited, (ctrlrange[:, 1] - ctrlrange[:, 0]) / 2, 1.0) * spec.action_scale
+        # One model per env only when startup events will randomize them.
+        has_startup = any(term.mode == "startup" for term in spec.events)
+        self.models = [copy.deepcopy(self.model) for _ in range(num_envs)] if has_startup else [self.model] * num_envs
+        self._datas = [mujoco.MjData(self.model) for _ in range(self.nthread)]
+        self._scratch = mujoco.MjData(self.model)
+        # A persistent pool: threads are created once, not on every step. nthread=1 runs inline.
+        self._pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        nstate = mujoco.mj_stateSize(self.model, FULL)
+        offsets = _state_offsets(self.model)
+        self.state = np.zeros((num_envs, nstate))
+        self.qpos = self.state[:, offsets["qpos"]:offsets["qpos"] + self.model.nq]
+        self.qvel = self.state[:, offsets["qvel"]:offsets["qvel"] + self.model.nv]
+        self._control = np.zeros((num_envs, spec.frame_skip, self.model.nu))
+        self._state_out = np.zeros((num_envs, spec.frame_skip, nstate))
+        self._sensor_out = np.zeros((num_envs, spec.frame_skip, self.model.nsensordata))
+        self.sensordata = np.zeros((num_envs, self.model.nsensordata))
+        self.action = np.zeros((num_envs, self.num_actions))
+        self.last_action = np.zeros_like(self.action)
+        self.episode_step = np.zeros(num_envs, dtype=np.int64)
+        self.episode_return = np.zeros(num_envs)
+        self.reward_sums = {term.name: np.zeros(num_envs) for term in spec.rewards}
+        self.commands: dict[str, np.ndarray] = {}
+        self._command_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.commands}
+        self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
+                             if term.mode == "interval"}
+        self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
+        self._noise = spec.observation_noise
+        for term in spec.events:
+            if term.mode == "startup":
+                self._call(term, "events", np.arange(num_envs))
+        self.reset_envs(np.arange(num_envs))
+        self.observation_dim = self.observe().shape[1]
+        for term in spec.rewards + spec.terminations:
+            self._check_output(term, self._call(term, "rewards" if term in spec.rewards else "terminations"))
+
+    # ----- names -----------------------------------------------------------------------------
+    def _actuator_ids(self) -> np.ndarray:
+        if not self.spec.actuators:
+            return np.arange(self.model.nu)
+        return np.array([self.id_of("actuator", name, "actions.actuators") for name in self.spec.actuators])
+
+    def id_of(self, kind: str, name: str, where: str = "a term") -> int:
+        key = (kind, name)
+        if key not in self._ids:
+            self._ids[key] = self._lookup(kind, name, where)
+        return self._ids[key]
+
+    def _lookup(self, kind: str, name: str, where: str) -> int:
+        obj = getattr(mujoco.mjtObj, f"mjOBJ_{kind.upper()}")
+        index = mujoco.mj_name2id(self.model, obj, name)
+        if index < 0:
+            known = [mujoco.mj_id2name(self.model, obj, i) for i in range(_count(self.model, kind))]
+            raise TaskError(f"task {self.spec.name}: {where} names {kind} {name!r}, which {self.spec.mjcf.name} "
+                            f"does not have; known: {[k for k in known if k]}")
+        return index
+
+    def joint_qpos(self, name: str, where: str = "a term") -> int:
+        return int(self.model.jnt_qposadr[self.id_of("joint", name, where)])
+
+    def joint_dof(self, name: str, where: str = "a term") -> int:
+        return int(self.model.jnt_dofadr[self.id_of("joint", name, where)])
+
+    def sensor(self, name: str, where: str = "a term") -> slice:
+        index = self.id_of("sensor", name, where)
+        start = int(self.model.sensor_adr[index])
+        return slice(start, start + int(self.model.sensor_dim[index]))
+
+    # ----- terms -----------------------------------------------------------------------------
+    def _call(self, term: Term, section: str, env_ids: Optional[np.ndarray] = None) -> Any:
+        try:
+            if env_ids is None:
+                return term.fn(self, **term.params)
+            return term.fn(self, env_ids, **term.params)
+        except TaskError as exc:
+            raise TaskError(f"{section}.{term.name}: {exc}") from exc
+        except (TypeError, KeyError, ValueError, IndexError) as exc:
+            raise TaskError(f"task {self.spec.name}: {section}.{term.name} ({term.fn.__name__}) failed with "
+                            f"params {term.params}: {exc}") from exc
+
+    def _check_output(self, term: Term, value: np.ndarray) -> None:
+        if np.shape(value)[:1] != (self.num_envs,):
+            raise TaskError(f"task {self.spec.name}: term {term.name} returned shape {np.shape(value)}; "
+                            f"expected ({self.num_envs}, ...)")
+
+    def observe(self) -> np.ndarray:
+        parts = []
+        for term in self.spec.observations:
+            value = np.asarray(self._call(term, "observations"), dtype=np.float64)
+            parts.append(value.reshape(self.num_envs, -1))
+        obs = np.concatenate(parts, axis=1)
+        if self._noise:
+            obs = obs + self.rng.normal(0.0, self._noise, size=obs.shape)
+        return obs.astype(np.float32)
+
+    # ----- reset -----------------------------------------------------------------------------
+    def reset_envs(self, env_ids: np.ndarray) -> None:
+        if env_ids.size == 0:
+            return
+        self.state[env_ids] = 0.0
+        self.qpos[env_ids] = self.model.qpos0
+        self.episode_step[env_ids] = 0
+        self.episode_return[env_ids] = 0.0
+        self.action[env_ids] = 0.0
+        self.last_action[env_ids] = 0.0
+        for sums in self.reward_sums.values():
+            sums[env_ids] = 0.0
+        for term in self.spec.events:
+            if term.mode == "reset":
+                self._call(term, "events", env_ids)
+            elif term.mode == "interval":
+                self._event_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
+                                                                          size=env_ids.size)
+        for term in self.spec.commands:
+            self._resample_command(term, env_ids)
+        self._forward(env_ids)
+
+    def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
+        value = np.asarray(self._call(term, "commands", env_ids), dtype=np.float64).reshape(env_ids.size, -1)
+        if term.name not in self.commands:
+            self.commands[term.name] = np.zeros((self.num_envs, value.shape[1]))
+        self.commands[term.name][env_ids] = value
+        self._command_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
+                                                                    size=env_ids.size)
+
+    def _forward(self, env_ids: np.ndarray) -> None:
+        """Recompute sensors of envs whose state was set by hand (after reset or events)."""
+        data = self._scratch
+        for i in env_ids:
+            mujoco.mj_setState(self.models[i], data, self.state[i], FULL)
+            mujoco.mj_forward(self.models[i], data)
+            self.sensordata[i] = data.sensordata
+
+    # ----- step ------------------------------------------------------------------------------
+    def step(self, action: np.ndarray, autoreset: bool = True) -> dict[str, Any]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.num_envs, self.num_actions):
+            raise TaskError(f"task {self.spec.name}: actions of shape {action.shape}; expected "
+                            f"({self.num_envs}, {self.num_actions}) (num_envs, actuators)")
+        self.last_action[:] = self.action
+        np.clip(action, -1.0, 1.0, out=self.action)
+        self._control[:, :, self.actuator_ids] = (self._ctrl_mid + self._ctrl_half * self.action)[:, None, :]
+        time_before = self.state[:, 0].copy()
+        self._simulate()
+        # MuJoCo resets an env's data by itself when it meets NaN/huge values; time jumping back shows it.
+        reset_by_mujoco = self.state[:, 0] < time_before + 0.5 * self.dt
+        self.episode_step += 1
+        for term in self.spec.events:
+            if term.mode == "interval":
+                timer = self._event_timer[term.name]
+                timer -= 1
+                due = np.flatnonzero(timer <= 0)
+                if due.size:
+                    self._call(term, "events", due)
+                    self._forward(due)
+                    timer[due] = self.rng.integers(*term.every_steps, endpoint=True, size=due.size)
+        for term in self.spec.commands:
+            timer = self._command_timer[term.name]
+            timer -= 1
+            due = np.flatnonzero(timer <= 0)
+            if due.size:
+                self._resample_command(term, due)
+        exploded = (reset_by_mujoco | ~np.isfinite(self.state).all(axis=1)
+                    | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
+        if exploded.any():
+            # Zero the broken rows so no NaN reaches rewards or observations; the env resets below.
+            self.state[exploded] = 0.0
+            self.qpos[exploded] = self.model.qpos0
+            self.sensordata[exploded] = 0.0
+        reward = np.zeros(self.num_envs)
+        for term in self.spec.rewards:
+            value = term.weight * np.asarray(self._call(term, "rewards"), dtype=np.float64)
+            value[exploded] = 0.0
+            self.reward_sums[term.name] += value
+            reward += value
+        self.episode_return += reward
+        terminated = exploded.copy()
+        for term in self.spec.terminations:
+            terminated |= np.asarray(self._call(term, "terminations"), dtype=bool)
+        truncated = (self.episode_step >= self.spec.episode_steps) & ~terminated
+        done = terminated | truncated
+        obs = self.observe()
+        info: dict[str, Any] = {"exploded": exploded}
+        done_ids = np.flatnonzero(done)
+        if done_ids.size:
+            info["episode_return"] = self.episode_return[done_ids].copy()
+            info["episode_length"] = self.episode_step[done_ids].copy()
+            info["episode_terms"] = {name: sums[done_ids].copy() for name, sums in self.reward_sums.items()}
+            info["done_ids"] = done_ids
+            if autoreset:
+                info["final_obs"] = obs[done_ids].copy()
+                self.reset_envs(done_ids)
+                obs[done_ids] = self.observe()[done_ids]
+        return {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
+
+    def _simulate(self) -> None:
+        self._pool.rollout(self.models, self._datas, self.state, self._control, nstep=self.spec.frame_skip,
+                           state=self._state_out, sensordata=self._sensor_out, skip_checks=True)
+        self.state[:] = self._state_out[:, -1]
+        self.sensordata[:] = self._sensor_out[:, -1]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _count(model: mujoco.MjModel, kind: str) -> int:
+    return {"actuator": model.nu, "joint": model.njnt, "body": model.nbody, "geom": model.ngeom,
+            "sensor": model.nsensor, "site": model.nsite}[kind]

@@ -1,0 +1,238 @@
+"""The term library: observations, rewards, terminations, commands and events for task configs.
+
+Observation, reward and termination terms take the engine and return one row per env.
+Commands and events take the engine and the ids of the envs they apply to. Everything is
+vectorized over envs; names (joints, sensors, bodies) are resolved once and cached.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _range(name: str, bounds: Sequence[float], nonnegative: bool = False) -> tuple[float, float]:
+    low, high = float(bounds[0]), float(bounds[1])
+    if low > high:
+        raise ValueError(f"{name}={list(bounds)} has low > high; write it as [low, high]")
+    if nonnegative and low < 0:
+        raise ValueError(f"{name}={list(bounds)} would make a physical quantity negative; use values >= 0")
+    return low, high
+
+
+def _qpos_ids(env, joints: Optional[Sequence[str]]) -> np.ndarray:
+    if joints is None:
+        return np.arange(env.model.nq)
+    return np.array([env.joint_qpos(j, "joints") for j in joints])
+
+
+def _dof_ids(env, joints: Optional[Sequence[str]]) -> np.ndarray:
+    if joints is None:
+        return np.arange(env.model.nv)
+    return np.array([env.joint_dof(j, "joints") for j in joints])
+
+
+# ----- observations ------------------------------------------------------------------------
+def joint_pos(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
+    return env.qpos[:, _qpos_ids(env, joints)]
+
+
+def joint_pos_sincos(env, joints: Sequence[str]) -> np.ndarray:
+    """Angles as (sin, cos) pairs: continuous across the +-pi wrap of a free-spinning hinge."""
+    angles = env.qpos[:, _qpos_ids(env, joints)]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def joint_vel(env, joints: Optional[Sequence[str]] = None, scale: float = 1.0) -> np.ndarray:
+    return env.qvel[:, _dof_ids(env, joints)] * scale
+
+
+def sensor(env, name: str, scale: float = 1.0) -> np.ndarray:
+    return env.sensordata[:, env.sensor(name, "name")] * scale
+
+
+def command(env, name: str) -> np.ndarray:
+    return env.commands[name]
+
+
+def sensor_minus_command(env, sensor_name: str, command_name: str) -> np.ndarray:
+    """E.g. fingertip position relative to the target: what a reaching policy needs to see."""
+    return env.sensordata[:, env.sensor(sensor_name, "sensor_name")] - env.commands[command_name]
+
+
+def last_action(env) -> np.ndarray:
+    return env.action
+
+
+# ----- rewards -----------------------------------------------------------------------------
+def alive(env) -> np.ndarray:
+    return np.ones(env.num_envs)
+
+
+def joint_cos(env, joint: str) -> np.ndarray:
+    """cos of a hinge angle: 1 upright, -1 hanging; the swing-up shaping term."""
+    return np.cos(env.qpos[:, env.joint_qpos(joint, "joint")])
+
+
+def joint_pos_l2(env, joints: Sequence[str], target: float = 0.0) -> np.ndarray:
+    return np.sum(np.square(env.qpos[:, _qpos_ids(env, joints)] - target), axis=1)
+
+
+def joint_vel_l2(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
+    return np.sum(np.square(env.qvel[:, _dof_ids(env, joints)]), axis=1)
+
+
+def action_l2(env) -> np.ndarray:
+    return np.sum(np.square(env.action), axis=1)
+
+
+def action_rate_l2(env) -> np.ndarray:
+    return np.sum(np.square(env.action - env.last_action), axis=1)
+
+
+def distance_to_command(env, sensor_name: str, command_name: str) -> np.ndarray:
+    delta = env.sensordata[:, env.sensor(sensor_name, "sensor_name")] - env.commands[command_name]
+    return np.linalg.norm(delta, axis=1)
+
+
+def within_distance(env, sensor_name: str, command_name: str, radius: float) -> np.ndarray:
+    return (distance_to_command(env, sensor_name, command_name) < radius).astype(np.float64)
+
+
+def tracking_exp(env, sensor_name: str, command_name: str, sigma: float, dims: Optional[Sequence[int]] = None):
+    """exp(-|measured - commanded|^2 / sigma^2): Isaac Lab's velocity-tracking reward."""
+    measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")]
+    if dims is not None:
+        measured = measured[:, list(dims)]
+    error = np.sum(np.square(measured - env.commands[command_name]), axis=1)
+    return np.exp(-error / sigma**2)
+
+
+def sensor_value(env, name: str, index: int = 0) -> np.ndarray:
+    return env.sensordata[:, env.sensor(name, "name")][:, index]
+
+
+def sensor_abs(env, name: str, index: int = 0) -> np.ndarray:
+    return np.abs(sensor_value(env, name, index))
+
+
+def sensor_l2(env, name: str) -> np.ndarray:
+    return np.sum(np.square(env.sensordata[:, env.sensor(name, "name")]), axis=1)
+
+
+# ----- terminations ------------------------------------------------------------------------
+def joint_out_of_bounds(env, joint: str, low: float, high: float) -> np.ndarray:
+    low, high = _range("low/high", (low, high))
+    q = env.qpos[:, env.joint_qpos(joint, "joint")]
+    return (q < low) | (q > high)
+
+
+def sensor_out_of_bounds(env, name: str, low: float, high: float, index: int = 0) -> np.ndarray:
+    low, high = _range("low/high", (low, high))
+    value = sensor_value(env, name, index)
+    return (value < low) | (value > high)
+
+
+# ----- commands ----------------------------------------------------------------------------
+def uniform_command(env, env_ids: np.ndarray, ranges: Sequence[Sequence[float]]) -> np.ndarray:
+    bounds = np.array([_range("ranges", r) for r in ranges])
+    return env.rng.uniform(bounds[:, 0], bounds[:, 1], size=(env_ids.size, len(bounds)))
+
+
+def disc_command(env, env_ids: np.ndarray, radius: Sequence[float], z: float = 0.0) -> np.ndarray:
+    """A target uniformly placed in an annulus of the plane at height z (planar reach)."""
+    r_low, r_high = _range("radius", radius, nonnegative=True)
+    angle = env.rng.uniform(-np.pi, np.pi, env_ids.size)
+    r = np.sqrt(env.rng.uniform(r_low**2, r_high**2, env_ids.size))
+    return np.stack([r * np.cos(angle), r * np.sin(angle), np.full(env_ids.size, z)], axis=1)
+
+
+def ball_command(env, env_ids: np.ndarray, center: Sequence[float], radius: Sequence[float]) -> np.ndarray:
+    """A target uniformly placed in a spherical shell around ``center`` (3D reach)."""
+    r_low, r_high = _range("radius", radius, nonnegative=True)
+    direction = env.rng.normal(size=(env_ids.size, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    r = np.cbrt(env.rng.uniform(r_low**3, r_high**3, env_ids.size))[:, None]
+    return np.asarray(center, dtype=np.float64) + r * direction
+
+
+# ----- events: reset -----------------------------------------------------------------------
+def reset_joints_uniform(env, env_ids: np.ndarray, joints: Optional[Sequence[str]] = None,
+                         pos_range: Sequence[float] = (0.0, 0.0), vel_range: Sequence[float] = (0.0, 0.0)) -> None:
+    """Offsets around the model's default pose and velocity, per joint, per env."""
+    qpos_ids, dof_ids = _qpos_ids(env, joints), _dof_ids(env, joints)
+    low, high = _range("pos_range", pos_range)
+    env.qpos[np.ix_(env_ids, qpos_ids)] += env.rng.uniform(low, high, size=(env_ids.size, qpos_ids.size))
+    low, high = _range("vel_range", vel_range)
+    env.qvel[np.ix_(env_ids, dof_ids)] = env.rng.uniform(low, high, size=(env_ids.size, dof_ids.size))
+
+
+def reset_joint_choice(env, env_ids: np.ndarray, joint: str, values: Sequence[float], noise: float = 0.0) -> None:
+    """Start a joint at one of several values (cartpole: upright for balance, down for swing-up)."""
+    q = env.joint_qpos(joint, "joint")
+    picks = env.rng.choice(np.asarray(values, dtype=np.float64), size=env_ids.size)
+    env.qpos[env_ids, q] = picks + env.rng.uniform(-noise, noise, size=env_ids.size)
+
+
+# ----- events: startup (per-env physics) ---------------------------------------------------
+def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], count: int) -> np.ndarray:
+    low, high = _range("scale_range", scale_range, nonnegative=True)
+    return env.rng.uniform(low, high, size=(env_ids.size, count))
+
+
+def randomize_body_mass(env, env_ids: np.ndarray, bodies: Sequence[str], scale_range: Sequence[float]) -> None:
+    ids = np.array([env.id_of("body", b, "bodies") for b in bodies])
+    scales = _scales(env, env_ids, scale_range, ids.size)
+    for row, i in enumerate(env_ids):
+        env.models[i].body_mass[ids] = env.model.body_mass[ids] * scales[row]
+        env.models[i].body_inertia[ids] = env.model.body_inertia[ids] * scales[row][:, None]
+
+
+def randomize_friction(env, env_ids: np.ndarray, scale_range: Sequence[float],
+                       geoms: Optional[Sequence[str]] = None) -> None:
+    ids = np.arange(env.model.ngeom) if geoms is None else np.array([env.id_of("geom", g, "geoms") for g in geoms])
+    scales = _scales(env, env_ids, scale_range, 1)
+    for row, i in enumerate(env_ids):
+        env.models[i].geom_friction[ids, 0] = env.model.geom_friction[ids, 0] * scales[row, 0]
+
+
+def randomize_joint_damping(env, env_ids: np.ndarray, joints: Sequence[str], scale_range: Sequence[float]) -> None:
+    dofs = _dof_ids(env, joints)
+    scales = _scales(env, env_ids, scale_range, dofs.size)
+    for row, i in enumerate(env_ids):
+        env.models[i].dof_damping[dofs] = env.model.dof_damping[dofs] * scales[row]
+
+
+def randomize_actuator_gain(env, env_ids: np.ndarray, scale_range: Sequence[float],
+                            actuators: Optional[Sequence[str]] = None) -> None:
+    """Weak or strong motors: scales gain (and the matching bias of position servos)."""
+    ids = (np.arange(env.model.nu) if actuators is None
+           else np.array([env.id_of("actuator", a, "actuators") for a in actuators]))
+    scales = _scales(env, env_ids, scale_range, ids.size)
+    for row, i in enumerate(env_ids):
+        env.models[i].actuator_gainprm[ids, 0] = env.model.actuator_gainprm[ids, 0] * scales[row]
+        env.models[i].actuator_biasprm[ids, 1] = env.model.actuator_biasprm[ids, 1] * scales[row]
+
+
+def randomize_geom_size(env, env_ids: np.ndarray, geoms: Sequence[str], scale_range: Sequence[float]) -> None:
+    ids = np.array([env.id_of("geom", g, "geoms") for g in geoms])
+    scales = _scales(env, env_ids, scale_range, ids.size)
+    for row, i in enumerate(env_ids):
+        env.models[i].geom_size[ids] = env.model.geom_size[ids] * scales[row][:, None]
+
+
+# ----- events: interval --------------------------------------------------------------------
+def push_joints(env, env_ids: np.ndarray, joints: Sequence[str], vel_range: Sequence[float]) -> None:
+    """A shove: add a random velocity to some joints (a free joint's linear dofs for a body push)."""
+    dofs = _dof_ids(env, joints)
+    low, high = _range("vel_range", vel_range)
+    env.qvel[np.ix_(env_ids, dofs)] += env.rng.uniform(low, high, size=(env_ids.size, dofs.size))
+
+
+def push_dofs(env, env_ids: np.ndarray, joint: str, dofs: Sequence[int], vel_range: Sequence[float]) -> None:
+    """Velocity kick on chosen dofs of one joint (e.g. x, y of a free joint: a lateral push or gust)."""
+    start = env.joint_dof(joint, "joint")
+    ids = start + np.asarray(dofs, dtype=np.int64)
+    low, high = _range("vel_range", vel_range)
+    env.qvel[np.ix_(env_ids, ids)] += env.rng.uniform(low, high, size=(env_ids.size, ids.size))

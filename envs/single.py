@@ -1,0 +1,62 @@
+"""A single-env ``gymnasium.Env`` view of a physai task (``physai/<Task>-v0``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from physai.envs.engine import BatchedEngine
+from physai.envs.spec import build_spec
+
+
+class PhysaiEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(self, task: dict[str, Any], render_mode: Optional[str] = None, width: int = 320,
+                 height: int = 240) -> None:
+        self.spec_ = build_spec(**task)
+        self.engine = BatchedEngine(self.spec_, num_envs=1, nthread=1)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.engine.observation_dim,),
+                                                dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.engine.num_actions,), dtype=np.float32)
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.engine.dt))}
+        self.dt = self.engine.dt
+        self.render_mode = render_mode
+        self._size = (width, height)
+        self._renderer = None
+        self._render_data = None
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        self.engine.rng = self.np_random
+        self.engine.reset_envs(np.arange(1))
+        return self.engine.observe()[0], {}
+
+    def step(self, action):
+        out = self.engine.step(np.asarray(action, dtype=np.float64).reshape(1, -1), autoreset=False)
+        info: dict[str, Any] = {"exploded": bool(out["info"]["exploded"][0])}
+        if "episode_terms" in out["info"]:
+            info["episode_terms"] = {k: float(v[0]) for k, v in out["info"]["episode_terms"].items()}
+        return (out["obs"][0], float(out["reward"][0]), bool(out["terminated"][0]), bool(out["truncated"][0]), info)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        import mujoco
+
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.engine.model, height=self._size[1], width=self._size[0])
+            self._render_data = mujoco.MjData(self.engine.model)
+        mujoco.mj_setState(self.engine.models[0], self._render_data, self.engine.state[0],
+                           mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(self.engine.models[0], self._render_data)
+        self._renderer.update_scene(self._render_data)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self.engine.close()

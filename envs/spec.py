@@ -1,0 +1,113 @@
+"""The declarative description of a task: an MJCF model plus named terms, in the style of Isaac Lab.
+
+A task config (``configs/env/<task>.yaml``) is turned into a ``TaskSpec``; the engine owns the
+loop. Term functions are referenced by name: a bare name is looked up in ``physai.envs.mdp``, a
+dotted path (``my_pkg.rewards.foo``) is imported, so adding a task never touches the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from physai.errors import ConfigError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+EVENT_MODES = ("startup", "reset", "interval")
+
+
+class TaskError(ConfigError):
+    """A task definition that cannot be built; the message names task, term and field."""
+
+
+@dataclass
+class Term:
+    name: str
+    fn: Callable[..., Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    mode: str = ""                      # events only: startup | reset | interval
+    every_steps: tuple[int, int] = (0, 0)  # interval events and commands: resample range, in control steps
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    mjcf: Path
+    frame_skip: int
+    episode_steps: int
+    actuators: list[str]
+    action_scale: float
+    observations: list[Term]
+    rewards: list[Term]
+    terminations: list[Term]
+    commands: list[Term]
+    events: list[Term]
+    solved_threshold: Optional[float]
+    observation_noise: float = 0.0
+
+
+def resolve_function(task: str, section: str, term: str, name: str) -> Callable[..., Any]:
+    if "." not in name:
+        from physai.envs import mdp
+
+        fn = getattr(mdp, name, None)
+        if fn is None or name.startswith("_"):
+            raise TaskError(f"task {task}: {section}.{term}.fn={name!r} is not a function in physai.envs.mdp; "
+                            f"use one of its functions or a dotted path to your own")
+        return fn
+    module_name, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise TaskError(f"task {task}: {section}.{term}.fn={name!r} cannot be imported ({exc})") from exc
+
+
+def _terms(task: str, section: str, entries: dict[str, Any] | None) -> list[Term]:
+    terms = []
+    for term_name, entry in (entries or {}).items():
+        if entry is None:  # a term switched off by an override (rewards.alive=null)
+            continue
+        entry = dict(entry)
+        if "fn" not in entry:
+            raise TaskError(f"task {task}: {section}.{term_name} has no 'fn'; name the term function")
+        fn = resolve_function(task, section, term_name, entry.pop("fn"))
+        weight = float(entry.pop("weight", 1.0))
+        mode = entry.pop("mode", "")
+        if section == "events" and mode not in EVENT_MODES:
+            raise TaskError(f"task {task}: events.{term_name}.mode={mode!r} must be one of {list(EVENT_MODES)}")
+        every = entry.pop("every_steps", (0, 0))
+        every = (int(every), int(every)) if isinstance(every, (int, float)) else tuple(int(v) for v in every)
+        if (section == "commands" or mode == "interval") and (len(every) != 2 or every[0] < 1 or every[0] > every[1]):
+            raise TaskError(f"task {task}: {section}.{term_name}.every_steps={list(every)} must be [low, high] "
+                            f"with 1 <= low <= high")
+        terms.append(Term(term_name, fn, entry.pop("params", {}) or {}, weight, mode, every))
+        if entry:
+            raise TaskError(f"task {task}: {section}.{term_name} has unknown field(s) {sorted(entry)}; "
+                            f"a term takes fn, params, weight, mode, every_steps")
+    return terms
+
+
+def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, actions: dict[str, Any],
+               observations: dict, rewards: dict, terminations: dict | None = None, commands: dict | None = None,
+               events: dict | None = None, solved_threshold: Optional[float] = None,
+               observation_noise: float = 0.0) -> TaskSpec:
+    path = Path(mjcf)
+    if not path.is_absolute():
+        path = ASSETS / path
+    if not path.is_file():
+        raise TaskError(f"task {name}: mjcf={mjcf!r} does not exist (looked in {path.parent}); "
+                        f"put the MJCF file under envs/assets/ or give an absolute path")
+    if frame_skip < 1 or episode_steps < 1:
+        raise TaskError(f"task {name}: frame_skip and episode_steps must be >= 1")
+    if not observations:
+        raise TaskError(f"task {name}: observations is empty; a policy needs at least one observation term")
+    return TaskSpec(
+        name=name, mjcf=path, frame_skip=int(frame_skip), episode_steps=int(episode_steps),
+        actuators=list(actions.get("actuators", [])), action_scale=float(actions.get("scale", 1.0)),
+        observations=_terms(name, "observations", observations), rewards=_terms(name, "rewards", rewards),
+        terminations=_terms(name, "terminations", terminations), commands=_terms(name, "commands", commands),
+        events=_terms(name, "events", events), solved_threshold=solved_threshold,
+        observation_noise=float(observation_noise))

@@ -1,0 +1,125 @@
+"""The batched engine behind the two vector APIs users train with: gymnasium 1.x and SB3."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from physai.envs.engine import BatchedEngine
+from physai.envs.spec import TaskSpec
+
+
+def _spaces(engine: BatchedEngine) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    obs = gym.spaces.Box(-np.inf, np.inf, shape=(engine.observation_dim,), dtype=np.float32)
+    act = gym.spaces.Box(-1.0, 1.0, shape=(engine.num_actions,), dtype=np.float32)
+    return obs, act
+
+
+class PhysaiVectorEnv(gym.vector.VectorEnv):
+    """A gymnasium ``VectorEnv`` over the batched engine; finished envs reset in the same step."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
+                 nthread: Optional[int] = None) -> None:
+        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread)
+        self.num_envs = num_envs
+        self.single_observation_space, self.single_action_space = _spaces(self.engine)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self.engine.dt}
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self.engine.rng = np.random.default_rng(seed)
+        self.engine.reset_envs(np.arange(self.num_envs))
+        return self.engine.observe(), {}
+
+    def step(self, actions):
+        out = self.engine.step(np.asarray(actions))
+        info = _vector_info(out["info"], self.num_envs)
+        return out["obs"], out["reward"], out["terminated"], out["truncated"], info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.engine.close()
+
+
+def _vector_info(raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"exploded": raw["exploded"]}
+    if "done_ids" in raw:
+        mask = np.zeros(num_envs, dtype=bool)
+        mask[raw["done_ids"]] = True
+        final_obs = np.empty(num_envs, dtype=object)
+        for row, env_id in enumerate(raw["done_ids"]):
+            final_obs[env_id] = raw["final_obs"][row] if "final_obs" in raw else None
+        info.update({"final_obs": final_obs, "_final_obs": mask})
+        episode_return = np.zeros(num_envs)
+        episode_return[raw["done_ids"]] = raw["episode_return"]
+        info.update({"episode_return": episode_return, "_episode_return": mask})
+    return info
+
+
+class PhysaiSB3VecEnv(VecEnv):
+    """SB3's ``VecEnv`` interface over the engine: PPO and SAC train on the batch directly.
+
+    Finished envs carry ``terminal_observation``, ``TimeLimit.truncated`` and an ``episode``
+    record (return, length, per-term reward sums) in their info, as SB3's Monitor would add.
+    """
+
+    def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
+                 nthread: Optional[int] = None) -> None:
+        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread)
+        observation_space, action_space = _spaces(self.engine)
+        super().__init__(num_envs, observation_space, action_space)
+        self._actions: Optional[np.ndarray] = None
+        self.render_mode = None
+
+    def reset(self):
+        if self._seeds[0] is not None:
+            self.engine.rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds()
+        self.engine.reset_envs(np.arange(self.num_envs))
+        return self.engine.observe()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs, -1)
+
+    def step_wait(self):
+        out = self.engine.step(self._actions)
+        raw = out["info"]
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for row, env_id in enumerate(raw.get("done_ids", [])):
+            infos[env_id] = {
+                "terminal_observation": raw["final_obs"][row],
+                "TimeLimit.truncated": bool(out["truncated"][env_id]),
+                "episode": {"r": float(raw["episode_return"][row]), "l": int(raw["episode_length"][row]),
+                            "terms": {k: float(v[row]) for k, v in raw["episode_terms"].items()}},
+            }
+        for env_id in np.flatnonzero(raw["exploded"]):
+            infos[env_id]["exploded"] = True
+        dones = out["terminated"] | out["truncated"]
+        return out["obs"], out["reward"].astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.engine, attr_name, None)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.engine, attr_name, value)
+
+    def env_method(self, method_name: str, *args, indices=None, **kwargs) -> list[Any]:
+        return [getattr(self.engine, method_name)(*args, **kwargs)] * len(self._indices(indices))
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)

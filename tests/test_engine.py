@@ -1,0 +1,121 @@
+"""The batched engine: gymnasium and SB3 APIs, determinism, NaN isolation, per-env physics, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import physai.envs  # noqa: F401  registers physai/<Task>-v0
+from physai.envs.engine import BatchedEngine
+from physai.envs.registry import packaged_tasks
+from physai.envs.spec import TaskError, build_spec
+from physai.envs.vector import PhysaiSB3VecEnv, PhysaiVectorEnv
+
+TASK_IDS = sorted(packaged_tasks())
+
+
+def _task(env_id: str) -> dict:
+    return copy.deepcopy(packaged_tasks()[env_id])
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_every_task_is_a_checked_gymnasium_env(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_vector_env_declares_autoreset_and_steps_a_batch(env_id):
+    venv = PhysaiVectorEnv(build_spec(**_task(env_id)), num_envs=8, seed=0, nthread=2)
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (8, venv.single_observation_space.shape[0]) and obs.dtype == np.float32
+    obs, reward, terminated, truncated, info = venv.step(venv.action_space.sample())
+    assert reward.shape == (8,) and terminated.dtype == bool and truncated.dtype == bool
+    venv.close()
+
+
+def test_same_seed_same_trajectories():
+    spec = build_spec(**_task("physai/CartpoleBalance-v0"))
+
+    def trajectory(seed: int) -> np.ndarray:
+        engine = BatchedEngine(spec, num_envs=16, seed=seed, nthread=2)
+        actions = np.random.default_rng(123).uniform(-1, 1, size=(300, 16, engine.num_actions))
+        rows = [engine.step(a)["obs"] for a in actions]
+        engine.close()
+        return np.stack(rows)
+
+    np.testing.assert_array_equal(trajectory(7), trajectory(7))
+    assert not np.array_equal(trajectory(7), trajectory(8))
+
+
+def test_startup_events_give_every_env_its_own_physics():
+    engine = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=8, seed=0)
+    pole = engine.id_of("body", "pole")
+    masses = np.array([m.body_mass[pole] for m in engine.models])
+    assert len(set(masses.round(9))) == 8
+    assert np.all((masses >= 0.07 - 1e-9) & (masses <= 0.13 + 1e-9))
+
+
+def test_an_exploding_env_is_reset_alone_and_flagged():
+    engine = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, seed=0)
+    engine.step(np.zeros((4, 1)))
+    engine.qvel[2] = np.nan
+    out = engine.step(np.zeros((4, 1)))
+    assert out["info"]["exploded"].tolist() == [False, False, True, False]
+    assert out["terminated"][2] and np.isfinite(out["obs"]).all() and np.isfinite(out["reward"]).all()
+    assert engine.episode_step[2] == 0 and engine.episode_step[0] == 2
+
+
+def test_sb3_adapter_reports_episodes_like_monitor():
+    venv = PhysaiSB3VecEnv(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, seed=0)
+    venv.reset()
+    episodes = []
+    for _ in range(600):
+        _, _, dones, infos = venv.step(np.ones((4, 1)))  # full push: the pole falls quickly
+        for done, info in zip(dones, infos):
+            if done:
+                episodes.append(info)
+    assert episodes
+    assert {"terminal_observation", "episode", "TimeLimit.truncated"} <= set(episodes[0])
+    assert {"upright", "centered", "effort"} == set(episodes[0]["episode"]["terms"])
+    assert episodes[0]["episode"]["l"] >= 1
+
+
+def test_wrong_action_shape_is_refused_with_the_task_named():
+    engine = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, seed=0)
+    with pytest.raises(TaskError, match="cartpole_balance: actions of shape \\(4, 3\\); expected \\(4, 1\\)"):
+        engine.step(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t["rewards"]["upright"]["params"].update(joint="elbow"), "rewards.upright: .*joint 'elbow'"),
+    (lambda t: t["events"]["pole_mass"]["params"].update(bodies=["wheel"]), "events.pole_mass: .*body 'wheel'"),
+    (lambda t: t["events"]["pole_mass"]["params"].update(scale_range=[1.3, 0.7]), "pole_mass.*low > high"),
+    (lambda t: t["events"]["pole_mass"]["params"].update(scale_range=[-1.0, 0.5]), "pole_mass.*negative"),
+    (lambda t: t["rewards"]["upright"].update(fn="no_such_fn"), "rewards.upright.fn='no_such_fn'"),
+    (lambda t: t["events"]["nudge"].update(mode="sometimes"), "events.nudge.mode='sometimes'"),
+    (lambda t: t["observations"]["cart_pos"].update(fn="sensor", params={"name": "lidar"}), "sensor 'lidar'"),
+])
+def test_bad_task_definitions_fail_when_the_task_is_built(mutate, message):
+    task = _task("physai/CartpoleBalance-v0")
+    mutate(task)
+    with pytest.raises(TaskError, match=message) as info:
+        BatchedEngine(build_spec(**task), num_envs=2, seed=0)
+    assert "cartpole_balance" in str(info.value)
+
+
+def test_an_mjcf_that_does_not_parse_names_the_line(tmp_path):
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<mujoco>\n<worldbody>\n<geom type='sphere' size='0.1' colour='red'/>\n</worldbody>\n</mujoco>\n")
+    task = _task("physai/CartpoleBalance-v0")
+    task["mjcf"] = str(broken)
+    with pytest.raises(TaskError, match="(?s)cartpole_balance: MJCF .*broken.xml does not load.*line 3"):
+        BatchedEngine(build_spec(**task), num_envs=2, seed=0)
