@@ -9,9 +9,12 @@ Examples::
     python train.py -m seed=0,1,2                    # a Hydra sweep
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from physai.cli import route_env_id
 from physai.config import register_configs
 
 register_configs()
@@ -25,4 +28,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = route_env_id(sys.argv)
     main()

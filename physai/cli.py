@@ -1,5 +1,6 @@
 """The ``physai`` command and the glue between Hydra and the pipeline.
 
+    physai train [overrides]                                              python train.py, for an installed physai
     physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
     physai verify BUNDLE                                                  check a bundle's checksums
     physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
@@ -23,11 +24,29 @@ GATE_FAILED_EXIT = 3
 USER_ERROR_EXIT = 2
 
 
+def route_env_id(argv: list[str]) -> list[str]:
+    """``env.id=X`` without ``env=...`` selects the env option made for X, or the generic ``gym`` one.
+
+    Otherwise the default option's threshold and tuned preset would silently apply to another task.
+    """
+    overrides = argv[1:]
+    ids = [a.split("=", 1)[1] for a in overrides if a.startswith("env.id=")]
+    if not ids or any(a.startswith(("env=", "+env=", "~env")) for a in overrides):
+        return argv
+    from importlib.resources import files
+
+    import yaml
+
+    options = {}
+    for source in (files("physai.configs") / "env").iterdir():
+        if source.name.endswith(".yaml"):
+            options[(yaml.safe_load(source.read_text()) or {}).get("id")] = source.name[:-5]
+    return [argv[0], f"env={options.get(ids[-1], 'gym')}", *overrides]
+
+
 def run_composed(cfg: DictConfig) -> dict:
     """Run the pipeline for a Hydra-composed config in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
-
-    from physai.pipeline import run_pipeline
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     return _run_and_report(cfg, run_dir)
@@ -63,6 +82,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``physai train [overrides]``: ``train.py`` for an installed physai (configs from the package)."""
+    import hydra
+
+    from physai.config import register_configs
+
+    register_configs()
+    sys.argv = route_env_id([f"{sys.argv[0]} train", *args.overrides])
+
+    @hydra.main(version_base="1.3", config_path="pkg://physai.configs", config_name="config")
+    def _main(cfg: DictConfig) -> None:
+        run_composed(cfg)
+
+    _main()
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from physai.edge.bundle import verify_bundle
 
@@ -87,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help="comma-separated stages, e.g. export,profile,gate")
     run.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     run.set_defaults(func=_cmd_run)
+    train = sub.add_parser("train", help="compose configs and run the pipeline (like python train.py)",
+                           add_help=False)
+    train.add_argument("overrides", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_cmd_train)
     verify = sub.add_parser("verify", help="check every checksum of a bundle")
     verify.add_argument("bundle")
     verify.set_defaults(func=_cmd_verify)
@@ -105,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command != "run" or any("=" not in item for item in extra):
+        if args.command not in ("run", "train") or any("=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:

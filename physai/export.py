@@ -8,10 +8,8 @@ tanh-unsquash for SAC, argmax for discrete) are all folded in, so the robot runs
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import subprocess
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +24,7 @@ from physai import __version__
 from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
                                 describe_space)
 from physai.errors import ConfigError
-from physai.io import fresh_staging_dir, replace_dir_atomically, sha256_file, write_bytes_atomic, write_json_atomic
+from physai.io import sha256_file, write_json_atomic
 from physai.training.normalization import ObsNormalization
 
 log = logging.getLogger(__name__)
@@ -83,14 +81,11 @@ def export_onnx(model: Any, obs_norm: Optional[ObsNormalization], target: Path, 
     module = DeployablePolicy(model, obs_norm).eval()
     obs_dim = int(np.prod(model.observation_space.shape))
     example = torch.zeros(1, obs_dim, dtype=torch.float32)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), _quiet_exporter_logs():
+    with warnings.catch_warnings(), _quiet_exporter_logs(), torch.no_grad():
         warnings.simplefilter("ignore")
-        path = Path(scratch) / POLICY_FILE
-        with torch.no_grad():
-            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
-        write_bytes_atomic(target, path.read_bytes())
+        torch.onnx.export(module, (example,), str(target), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
 
 
 @contextmanager
@@ -120,19 +115,15 @@ def git_provenance() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty)}
 
 
-def config_hash(resolved_config_yaml: str) -> str:
-    return hashlib.sha256(resolved_config_yaml.encode("utf-8")).hexdigest()
-
-
 def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: Path, *, opset: int,
                  control_rate_hz: Optional[float], provenance: dict[str, Any],
                  observation_names: Optional[list[str]] = None, action_names: Optional[list[str]] = None) -> dict:
-    """Assemble ``policy.onnx`` and ``manifest.json`` beside ``bundle_dir``, then swap the whole directory in.
+    """Write ``policy.onnx`` and then ``manifest.json`` into ``bundle_dir``.
 
-    A failed or killed export leaves the previous bundle untouched.
+    The export stage points this at a staging directory and swaps it in only once the bundle
+    has proven itself, so a failed export leaves the previous bundle untouched.
     """
-    target_dir = Path(bundle_dir)
-    bundle_dir = fresh_staging_dir(target_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, obs_norm, bundle_dir / POLICY_FILE, opset)
     obs_space, action_space = model.observation_space, model.action_space
     obs_dim = int(np.prod(obs_space.shape))
@@ -160,5 +151,4 @@ def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: P
                        "exported_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
     }
     write_json_atomic(bundle_dir / MANIFEST_FILE, manifest)
-    replace_dir_atomically(bundle_dir, target_dir)
     return manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -13,23 +14,19 @@ from physai.errors import PhysaiError
 
 
 class Preflight(Callback):
-    """Runs the checks of ``physai.pipeline.prepare`` that need no run directory yet.
+    """Runs ``physai.pipeline.prepare`` on the composed config before Hydra writes anything.
 
     Hydra turns exceptions raised in callbacks into warnings, so a refusal exits here directly.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from physai.config.validate import check_writable_dir, validate_config
-        from physai.pipeline import build_task
+        from physai.pipeline import prepare
 
-        run_dir = config.hydra.run.dir
         task_cfg = copy.deepcopy(config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
         try:
-            check_writable_dir(run_dir, "run directory (hydra.run.dir)")
-            validate_config(task_cfg)
-            build_task(task_cfg.env)
+            prepare(task_cfg, Path(config.hydra.run.dir))
         except PhysaiError as exc:
             print(f"physai: error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -69,6 +70,20 @@ def replace_dir_atomically(staging: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def recover_interrupted_swaps(parent: Path) -> None:
+    """Finish what a killed swap left behind: restore a retired directory whose target is gone,
+    and drop half-built staging directories."""
+    for retired in parent.glob(".retired-*"):
+        name = retired.name[len(".retired-"):].rsplit("-", 1)[0]
+        target = parent / name
+        if target.exists():
+            shutil.rmtree(retired)
+        else:
+            os.replace(retired, target)
+    for staging in parent.glob(".staging-*"):
+        shutil.rmtree(staging)
+
+
 def fresh_staging_dir(target: Path) -> Path:
     """An empty directory beside ``target`` to assemble its next version in."""
     staging = target.with_name(f".staging-{target.name}-{os.getpid()}")
@@ -88,7 +103,21 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(target: str | os.PathLike, payload: Any) -> None:
-    write_text_atomic(target, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Standard JSON only: NaN and infinities become null, so any language's parser reads the file."""
+    text = json.dumps(_finite_or_null(payload), indent=2, default=_json_default, allow_nan=False)
+    write_text_atomic(target, text + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _finite_or_null(value.tolist())
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-
-from physai.training.normalization import ObsNormalization
 
 
 def random_observations(space: Any, n: int, seed: int) -> np.ndarray:
@@ -19,10 +17,11 @@ def random_observations(space: Any, n: int, seed: int) -> np.ndarray:
     return np.where(bounded, uniform, wide).astype(np.float32)
 
 
-def parity_report(model: Any, obs_norm: Optional[ObsNormalization], policy: Any, n: int, seed: int) -> dict:
-    observations = random_observations(model.observation_space, n, seed)
-    model_input = observations if obs_norm is None else obs_norm.apply(observations).astype(np.float32)
-    expected, _ = model.predict(model_input, deterministic=True)
-    actual = policy.act(observations)
+def parity_report(trained: Any, exported: Any, n: int, seed: int) -> dict:
+    """Max/mean |bundle - SB3| over ``n`` observations; SB3 normalizes with its own VecNormalize."""
+    observations = random_observations(trained.model.observation_space, n, seed)
+    expected = trained.predict(observations)
+    actual = exported.act(observations)
     error = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
-    return {"samples": int(n), "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean())}
+    return {"samples": int(n), "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
+            "reference": "stable-baselines3 predict(deterministic=True) after VecNormalize.normalize_obs"}

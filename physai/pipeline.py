@@ -8,6 +8,8 @@ so a pipeline that cannot finish refuses to begin.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib
 import logging
 import time
@@ -19,10 +21,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from physai.config.schema import STAGE_NAMES
+from physai.config.schema import NON_IDENTITY_KEYS, STAGE_NAMES
 from physai.config.validate import check_writable_dir, validate_config
 from physai.errors import ConfigError, PhysaiError
-from physai.io import read_summary, update_summary, write_text_atomic
+from physai.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,16 @@ CONFIG_FILE = "config.yaml"
 
 def stage_module(name: str):
     return importlib.import_module(f"physai.stages.{name}")
+
+
+def build_task(env_cfg: DictConfig) -> Any:
+    """Instantiate the configured task, letting our own input errors through unwrapped."""
+    try:
+        return instantiate(env_cfg, _convert_="all")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, PhysaiError):
+            raise exc.__cause__ from None
+        raise ConfigError(f"env._target_={env_cfg._target_!r} could not build the task: {exc}") from exc
 
 
 @dataclass
@@ -59,16 +71,49 @@ class RunContext:
         return self.run_dir.joinpath(*parts)
 
 
-def build_task(env_cfg: DictConfig) -> Any:
-    """Instantiate the configured task, letting our own input errors through unwrapped."""
-    try:
-        return instantiate(env_cfg, _convert_="all")
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, PhysaiError):
-            raise exc.__cause__ from None
-        raise ConfigError(f"env._target_={env_cfg._target_!r} could not build the task: {exc}") from exc
+# ----- training identity -------------------------------------------------------------------
+def training_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a config that decides which policy gets trained (see ``NON_IDENTITY_KEYS``)."""
+    identity = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in NON_IDENTITY_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = identity
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return identity
 
 
+def identity_hash(cfg: DictConfig) -> str:
+    text = OmegaConf.to_yaml(OmegaConf.create(training_identity(cfg)), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
+
+
+def _check_existing_run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
+    """An existing run keeps what it trained: no silent retraining over it, no relabelled config."""
+    saved_path = run_dir / CONFIG_FILE
+    if saved_path.exists():
+        saved = training_identity(OmegaConf.load(saved_path))
+        changed = _differences(saved, training_identity(cfg))
+        if changed:
+            raise ConfigError(
+                f"{run_dir} was trained with another config ({'; '.join(changed[:4])}); a run directory keeps "
+                f"its training config. Use `physai run {run_dir} ...` to rerun stages with it, or choose a new "
+                f"hydra.run.dir")
+    if "train" in stages and not cfg.resume and (run_dir / "checkpoints").exists():
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; pass resume=true to continue that training, or choose a new "
+            f"hydra.run.dir so nothing is overwritten")
+
+
+# ----- contracts ---------------------------------------------------------------------------
 def _artifact_exists(run_dir: Path, artifact: str, summary: dict[str, Any]) -> bool:
     if artifact.startswith("summary:"):
         return artifact.split(":", 1)[1] in summary
@@ -83,7 +128,7 @@ def check_contracts(stages: list[str], run_dir: Path) -> None:
         module = stage_module(name)
         for artifact in module.REQUIRES:
             if artifact not in produced and not _artifact_exists(run_dir, artifact, summary):
-                makers = [s for s in _all_stage_names() if artifact in stage_module(s).PRODUCES]
+                makers = [s for s in STAGE_NAMES if artifact in stage_module(s).PRODUCES]
                 raise ConfigError(
                     f"pipeline.stages runs '{name}', which needs {artifact}, but no earlier stage produces it and "
                     f"{run_dir} does not have it; add {makers} before '{name}' in pipeline.stages, "
@@ -91,18 +136,17 @@ def check_contracts(stages: list[str], run_dir: Path) -> None:
         produced.update(module.PRODUCES)
 
 
-def _all_stage_names() -> list[str]:
-    return list(STAGE_NAMES)
-
-
 def prepare(cfg: DictConfig, run_dir: Path) -> None:
-    """All checks that need no training: values, env id, output directory, stage contracts."""
+    """All checks that need no training: values, env, output directory, existing run, stage contracts."""
     validate_config(cfg)
     check_writable_dir(run_dir, "run directory")
-    build_task(cfg.env)  # refuses an unknown env id with a suggestion
-    check_contracts(list(cfg.pipeline.stages), run_dir)
+    build_task(cfg.env)  # refuses an unknown env id or a broken task definition
+    stages = list(cfg.pipeline.stages)
+    _check_existing_run(cfg, run_dir, stages)
+    check_contracts(stages, run_dir)
 
 
+# ----- running -----------------------------------------------------------------------------
 def make_tracker(cfg: DictConfig, run_dir: Path) -> Any:
     name = f"{cfg.experiment}-{cfg.env.id}-{cfg.algo.name}-s{cfg.seed}"
     return instantiate(cfg.tracking, run_dir=run_dir, name=name,
@@ -113,6 +157,10 @@ def make_tracker(cfg: DictConfig, run_dir: Path) -> Any:
 def run_pipeline(cfg: DictConfig, run_dir: Path, tracker: Optional[Any] = None) -> dict[str, Any]:
     """Run ``cfg.pipeline.stages`` against ``run_dir`` and return the final summary."""
     run_dir = Path(run_dir)
+    if run_dir.exists():
+        recover_interrupted_swaps(run_dir)
+        if (run_dir / "checkpoints").exists():
+            recover_interrupted_swaps(run_dir / "checkpoints")
     prepare(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / CONFIG_FILE).exists():
@@ -134,25 +182,31 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, tracker: Optional[Any] = None) 
     return read_summary(run_dir)
 
 
+# ----- reruns ------------------------------------------------------------------------------
+# Groups whose option may change when stages are rerun; env and algo define what was trained.
+RERUN_GROUPS = ("tracking", "pipeline", "device")
+
+
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The config a run was made with, plus overrides, checked against the schema.
 
     ``key.sub=value`` sets one key; ``tracking=none``, ``pipeline=deploy`` or ``device=[a,b]`` replace
-    that group with options from configs/. Groups that define what was trained cannot change.
+    that group with options from configs/. Only keys outside the training identity may change.
     """
-    from physai.config.schema import DeviceConfig, PhysaiConfig, PPOConfig, SACConfig
+    from physai.config.schema import DeviceConfig, PhysaiConfig, algo_schema_for
 
     path = run_dir / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"{path} does not exist: '{run_dir}' is not a physai run directory "
                           f"(run `python train.py` first, or point at the folder that holds {CONFIG_FILE})")
     saved = OmegaConf.load(path)
-    replacements, dotted = _split_group_choices(overrides)
+    replacements, dotted = _split_overrides(overrides)
     for group, node in replacements.items():
         saved[group] = node
-    algo_schema = {"ppo": PPOConfig, "sac": SACConfig}.get(saved.algo.name)
-    if algo_schema is None:
-        raise ConfigError(f"{path} names algo.name={saved.algo.name!r}, which this physai does not know")
+    try:
+        algo_schema = algo_schema_for(saved.algo._target_)
+    except KeyError:
+        raise ConfigError(f"{path} names algo._target_={saved.algo._target_!r}, which this physai does not know")
     schema = OmegaConf.structured(PhysaiConfig)
     schema.algo = OmegaConf.structured(algo_schema)
     schema.device = {key: OmegaConf.structured(DeviceConfig) for key in saved.get("device", {})}
@@ -162,25 +216,21 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"override {overrides} does not fit the run's config: {exc}") from exc
 
 
-# Groups whose option may change when stages are rerun; env and algo define what was trained.
-RERUN_GROUPS = ("tracking", "pipeline", "device")
-
-
-def _split_group_choices(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Separate group choices (``tracking=none``) from single-key overrides (``a.b=1``)."""
+def _split_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Group choices (``tracking=none``) apart from single-key overrides (``gate.strict=true``)."""
     replacements: dict[str, Any] = {}
     dotted = []
     for override in overrides:
         key, _, value = override.partition("=")
-        if "." in key or key not in (*RERUN_GROUPS, "env", "algo", "experiment"):
-            dotted.append(override)
-        elif key in RERUN_GROUPS:
+        if not any(key == allowed or key.startswith(allowed + ".") for allowed in NON_IDENTITY_KEYS):
+            raise ConfigError(f"'{override}' would change what the run trained; a rerun may change only "
+                              f"{list(NON_IDENTITY_KEYS)}. Start a new run with `python train.py {override}`")
+        if key in RERUN_GROUPS:
             options = [o.strip() for o in value.strip("[]").split(",") if o.strip()]
             loaded = {option: _load_group_option(key, option, override) for option in options}
-            replacements[key] = loaded if key == "device" else loaded[options[0]]
+            replacements[key] = loaded if key == "device" else copy.deepcopy(loaded[options[0]])
         else:
-            raise ConfigError(f"'{override}' would change what the run trained; start a new run with "
-                              f"`python train.py {override}` instead of rerunning stages of this one")
+            dotted.append(override)
     return replacements, dotted
 
 

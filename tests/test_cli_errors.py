@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -14,8 +13,10 @@ from conftest import run_cli, run_train
     ("algo.n_envs=0", "algo.n_envs=0 is out of range"),
     ("algo.learning_rate=-1", "algo.learning_rate=-1.0 is out of range"),
     ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is not a registered gymnasium environment"),
-    ("algo=dqn", "algo"),
-    ("algo.not_a_key=1", "not_a_key"),
+    ("algo=dqn", "Could not find 'algo/dqn'"),
+    ("algo.not_a_key=1", "Key 'not_a_key' not in 'PPOConfig'"),
+    ("+algo.not_a_key=1", "algo.not_a_key is not a setting of PPO"),
+    ("pipeline.stages=[export,profile]", "needs checkpoints/final/model.zip"),
 ])
 def test_bad_overrides_stop_before_the_run_directory_exists(tmp_path, override, needle):
     run_dir = tmp_path / "run"
@@ -47,9 +48,32 @@ def test_rerun_of_a_stage_without_its_inputs_is_refused_and_keeps_the_directory(
     assert after == before
 
 
-def test_rerun_with_a_bad_override_names_it(smoke_run):
-    result = run_cli(["run", str(smoke_run), "--stages", "gate", "gate.latency_p99_max_ms=-5"])
+def _snapshot(run_dir):
+    return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["--stages", "gate", "gate.latency_p99_max_ms=-5"], "gate.latency_p99_max_ms=-5.0 is out of range"),
+    (["--stages", "export", "env.id=Hopper-v5"], "'env.id=Hopper-v5' would change what the run trained"),
+    (["--stages", "export", "seed=7"], "'seed=7' would change what the run trained"),
+    (["--stages", "export", "algo=sac"], "'algo=sac' would change what the run trained"),
+    (["--stages", "gate", "tracking=nope"], "configs/tracking has no option 'nope'"),
+    ([], "already holds checkpoints; pass resume=true"),
+])
+def test_rerun_with_a_bad_override_names_it_and_changes_nothing(smoke_run, overrides, needle):
+    before = _snapshot(smoke_run)
+    result = run_cli(["run", str(smoke_run), *overrides])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert needle in result.stderr
+    assert _snapshot(smoke_run) == before
+
+
+def test_training_into_an_existing_run_directory_is_refused(smoke_run):
+    before = _snapshot(smoke_run)
+    result = run_train(["experiment=smoke", "tracking=none", f"hydra.run.dir={smoke_run}"], timeout=120)
     assert result.returncode == 2
-    assert "gate.latency_p99_max_ms" in result.stderr
-    summary = json.loads((smoke_run / "summary.json").read_text())
-    assert summary["gates"]["passed"] in (True, False)
+    assert "already holds checkpoints; pass resume=true" in result.stderr
+    result = run_train(["experiment=smoke", "tracking=none", "seed=5", "resume=true",
+                        f"hydra.run.dir={smoke_run}"], timeout=120)
+    assert result.returncode == 2 and "was trained with another config (seed: 0 -> 5" in result.stderr
+    assert _snapshot(smoke_run) == before  # not even Hydra's .hydra/ record is rewritten

@@ -23,19 +23,43 @@ def test_every_option_of_every_group_composes(group):
     options = _options(group)
     assert options, f"configs/{group} is empty"
     for option in options:
-        cfg = compose_config([f"{group}={option}"] if group != "device" else [f"device=[{option}]"])
+        overrides = [f"{group}={option}"] if group != "device" else [f"device=[{option}]"]
+        if (group, option) == ("env", "gym"):
+            overrides.append("env.id=Walker2d-v5")  # the generic option needs an id
+        cfg = compose_config(overrides)
         validate_config(cfg)
         if group == "env":
             task = build_task(cfg.env)
             assert task.id == cfg.env.id
 
 
-def test_every_preset_composes_with_its_algo_and_env():
+def test_every_preset_is_applied_to_its_algo_and_env():
     for preset in _options("preset"):
         algo, env = preset.split("_", 1)
         cfg = compose_config([f"algo={algo}", f"env={env}"])
         validate_config(cfg)
         assert cfg.algo.name == algo
+        # A misnamed preset file would be skipped silently (it is optional): prove this one applied.
+        assert cfg.algo.tuned_for == cfg.env.id, preset
+    assert compose_config(["algo=ppo", "env=hopper"]).algo.total_timesteps == 1_000_000
+
+
+def test_a_preset_never_applies_to_another_env_id():
+    cfg = compose_config(["env=inverted_pendulum", "env.id=Hopper-v5"])
+    with pytest.raises(ConfigError, match="tuned for InvertedPendulum-v5.*env=gym env.id=Hopper-v5"):
+        validate_config(cfg)
+
+
+def test_env_id_alone_routes_to_its_own_option_or_the_generic_one():
+    from physai.cli import route_env_id
+
+    assert route_env_id(["train.py", "env.id=Hopper-v5"]) == ["train.py", "env=hopper", "env.id=Hopper-v5"]
+    assert route_env_id(["train.py", "env.id=Walker2d-v5"])[1] == "env=gym"
+    assert route_env_id(["train.py", "env=hopper", "env.id=Hopper-v5"]) == ["train.py", "env=hopper",
+                                                                             "env.id=Hopper-v5"]
+    cfg = compose_config(route_env_id(["train.py", "env.id=Walker2d-v5"])[1:])
+    validate_config(cfg)
+    assert cfg.env.solved_threshold is None and cfg.algo.tuned_for is None
 
 
 def test_default_config_names_the_documented_defaults():
@@ -48,18 +72,21 @@ def test_default_config_names_the_documented_defaults():
     assert all(device.source for device in cfg.device.values())
 
 
-@pytest.mark.parametrize("override, key", [
-    (["algo.n_env=4"], "n_env"),                      # typo'd key
-    (["algo.n_envs=four"], "n_envs"),                 # wrong type
-    (["algo=dqn"], "algo"),                           # unknown algorithm
-    (["env=walker9000"], "env"),                      # unknown env preset
-    (["algo.learning_rate=fast"], "learning_rate"),
+@pytest.mark.parametrize("override, needle", [
+    (["algo.n_env=4"], "Key 'n_env' not in 'PPOConfig'"),                       # typo'd key
+    (["algo.n_envs=four"], "Value 'four' of type 'str' could not be converted to Integer"),
+    (["algo=dqn"], "Could not find 'algo/dqn'"),                                # unknown algorithm
+    (["env=walker9000"], "Could not find 'env/walker9000'"),                    # unknown env option
+    (["algo.learning_rate=fast"], "could not be converted to Float"),
     (["tracking.project=[1,2]"], "project"),
 ])
-def test_composition_refuses_unknown_keys_and_wrong_types(override, key):
+def test_composition_refuses_unknown_keys_and_wrong_types(override, needle):
     with pytest.raises((ConfigCompositionException, OmegaConfBaseException)) as info:
         compose_config(override)
-    assert key in str(info.value) or key in str(info.value.__cause__)
+    message = f"{info.value} {info.value.__cause__}"
+    assert needle in message
+    if "Could not find" in needle:
+        assert "Available options" in message  # the fix: which options exist
 
 
 @pytest.mark.parametrize("override, key", [
@@ -77,6 +104,8 @@ def test_composition_refuses_unknown_keys_and_wrong_types(override, key):
     (["algo.batch_size=100000"], "algo.batch_size"),
     (["algo=sac", "algo.tau=0"], "algo.tau"),
     (["device.jetson_orin_nano.power_w=0"], "device.jetson_orin_nano.power_w"),
+    (["+algo.n_env=4"], "algo.n_env is not a setting of PPO"),
+    (["algo=sac", "algo.learning_starts=5000", "algo.total_timesteps=2000"], "algo.learning_starts=5000"),
 ])
 def test_validation_refuses_out_of_range_values_naming_the_key(override, key):
     cfg = compose_config(override)
@@ -93,8 +122,9 @@ def test_unknown_env_id_is_refused_with_a_suggestion():
     assert "env.id='Hoper-v5'" in message and "Hopper-v5" in message
 
 
-def test_any_gymnasium_id_works_where_a_preset_does():
-    cfg = compose_config(["env.id=Walker2d-v5"])
-    task = build_task(cfg.env)
-    assert task.solved_threshold is None or task.solved_threshold > 0
-    assert task.control_rate_hz() == pytest.approx(125.0)
+def test_any_gymnasium_id_builds_a_task_with_the_spec_threshold():
+    walker = build_task(compose_config(["env=gym", "env.id=Walker2d-v5"]).env)
+    assert walker.solved_threshold is None  # gymnasium publishes none for Walker2d
+    assert walker.control_rate_hz() == pytest.approx(125.0)
+    hopper = build_task(compose_config(["env=gym", "env.id=Hopper-v5"]).env)
+    assert hopper.solved_threshold == 3800.0

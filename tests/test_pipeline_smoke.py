@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import run_cli
@@ -33,6 +34,9 @@ def test_summary_holds_every_stage_with_units(smoke_run):
         assert device["modeled"] is True and device["source"]
         assert device["latency_ms"] > 0 and device["usd_per_million_actions"] > 0
     assert summary["bundle"]["parity"]["max_abs_error"] < 1e-5
+    assert summary["eval"]["checkpoint_timesteps"] == summary["bundle"]["timesteps"] == summary["train"]["timesteps"]
+    assert summary["profile"]["devices"]["host_cpu"]["measured_host"] is True
+    assert "error_vs_measured_p50" in summary["profile"]["devices"]["host_cpu"]
     names = {gate["name"] for gate in summary["gates"]["gates"]}
     assert {"quality_drop", "host_latency_p99", "host_latency_p99_within_control_period"} <= names
     for gate in summary["gates"]["gates"]:
@@ -74,6 +78,40 @@ def test_wandb_offline_run_records_config_and_summary(smoke_run):
     assert recorded["summary"]["eval/mean_return"] == summary["eval"]["mean_return"]
     assert "profile/host/p99_ms" in recorded["summary"]
     assert "train/episode_return" in recorded["history_keys"]
+
+
+def test_manifest_is_standard_json(smoke_run):
+    text = (smoke_run / "bundle" / "manifest.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"manifest holds non-standard {name}"))
+    manifest = json.loads(text)
+    assert manifest["observation_space"]["low"] == [None] * 4  # unbounded, written as null
+
+
+def test_a_failed_export_keeps_the_previous_bundle(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "failing_export"
+    shutil.copytree(smoke_run, run_dir)
+    bundle_before = {p.name: p.read_bytes() for p in (run_dir / "bundle").iterdir()}
+    summary_before = (run_dir / "summary.json").read_text()
+    result = run_cli(["run", str(run_dir), "--stages", "export", "tracking=none", "export.parity_tolerance=1e-15"])
+    assert result.returncode == 2
+    assert "the previous bundle was kept" in result.stderr
+    assert {p.name: p.read_bytes() for p in (run_dir / "bundle").iterdir()} == bundle_before
+    assert (run_dir / "summary.json").read_text() == summary_before
+    assert not list(run_dir.glob(".staging-*"))
+
+
+def test_gate_refuses_figures_of_different_policies(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "stale"
+    shutil.copytree(smoke_run, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["profile"]["policy_sha256"] = "0" * 64
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    result = run_cli(["run", str(run_dir), "--stages", "gate", "tracking=none"])
+    assert result.returncode == 2 and "profile measured another bundle" in result.stderr
 
 
 def test_stages_rerun_alone_on_an_existing_run(smoke_run, tmp_path):

@@ -24,16 +24,14 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
     from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE
     from physai.edge.runtime import EdgePolicy
     from physai.export import DeployablePolicy
-    from physai.pipeline import CONFIG_FILE
-    from physai.training.normalization import NORMALIZATION_FILE, load_obs_normalization
-    from physai.training.sb3 import load_checkpoint
+    from physai.pipeline import CONFIG_FILE, build_task
+    from physai.training.sb3 import load_trained_policy
 
     run_dir = bundle_dir.resolve().parent
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    checkpoint = run_dir / "checkpoints" / "final"
     torch.set_num_threads(1)
-    model = load_checkpoint(cfg.algo, checkpoint)
-    torch_policy = DeployablePolicy(model, load_obs_normalization(checkpoint / NORMALIZATION_FILE)).eval()
+    trained = load_trained_policy(cfg.algo, run_dir / "checkpoints" / "final", build_task(cfg.env))
+    torch_policy = DeployablePolicy(trained.model, trained.obs_norm).eval()
 
     runtime = EdgePolicy.load(bundle_dir, intra_op_threads=1)
     options = ort.SessionOptions()

@@ -27,6 +27,19 @@ def one_of(default: Any, *choices: str) -> Any:
 
 STAGE_NAMES = ("train", "evaluate", "export", "profile", "gate", "report")
 
+# Config keys that steer physai itself; every other algo key is a keyword of the SB3 class.
+ALGO_FRAMEWORK_KEYS = frozenset({
+    "_target_", "name", "total_timesteps", "n_envs", "normalize_obs", "normalize_reward", "clip_obs", "net_arch",
+    "activation", "log_std_init", "ortho_init", "checkpoint_every_steps", "keep_checkpoints", "torch_threads",
+    "tuned_for"})
+
+# Keys that change how a run is executed or judged, not which policy it trains. Everything
+# else is the run's training identity: hashed into the bundle's provenance, and frozen once
+# a run directory exists (reruns and resumes may change only these).
+NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "profile", "gate", "device",
+                     "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps", "algo.keep_checkpoints",
+                     "algo.torch_threads", "env.nthread")
+
 
 @dataclass
 class EnvConfig:
@@ -66,6 +79,8 @@ class AlgoConfig:
     checkpoint_every_steps: int = bounded(10_000, low=1)
     keep_checkpoints: int = bounded(3, low=1)
     torch_threads: int = bounded(1, low=1)
+    # Set by presets: the env id their hyperparameters were tuned for.
+    tuned_for: Optional[str] = None
 
 
 @dataclass
@@ -121,6 +136,8 @@ class DeviceConfig:
     name: str = MISSING
     kind: str = one_of("cpu", "cpu", "gpu", "soc")
     source: str = MISSING
+    # The machine the pipeline runs on: its modeled latency is printed beside the measured one.
+    measured_host: bool = False
     # The path that runs a small policy: peak FP32 FLOP/s and bandwidth in SI units.
     cpu_peak_gflops: float = bounded(MISSING, low=0.0, low_open=True)
     cpu_memory_bandwidth_gbs: float = bounded(MISSING, low=0.0, low_open=True)
@@ -186,6 +203,14 @@ class PhysaiConfig:
     resume: bool = False
     # Set by experiment presets so runs can be grouped by what they were for.
     experiment: str = "default"
+
+
+def algo_schema_for(target: str) -> type:
+    """The schema dataclass of the algorithm whose ``_target_`` is ``target``."""
+    for schema in (PPOConfig, SACConfig):
+        if schema._target_ == target:
+            return schema
+    raise KeyError(target)
 
 
 def register_configs() -> None:

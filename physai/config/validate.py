@@ -8,13 +8,14 @@ full key and a fix, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from physai.config.schema import STAGE_NAMES
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, STAGE_NAMES
 from physai.errors import ConfigError
 
 
@@ -22,6 +23,17 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first out-of-range or inconsistent value in ``cfg``."""
     _check_node(cfg, prefix="")
     _check_stages(list(cfg.pipeline.stages))
+    _check_algo_keys(cfg.algo)
+    tuned_for = cfg.algo.get("tuned_for")
+    if tuned_for and tuned_for != cfg.env.id:
+        raise ConfigError(
+            f"env.id={cfg.env.id} runs with hyperparameters tuned for {tuned_for} (algo.tuned_for); pick the env "
+            f"option made for {cfg.env.id} (env=<name>), or env=gym env.id={cfg.env.id} for untuned defaults")
+    if "learning_starts" in cfg.algo and cfg.algo.learning_starts >= cfg.algo.total_timesteps:
+        raise ConfigError(
+            f"algo.learning_starts={cfg.algo.learning_starts} >= algo.total_timesteps={cfg.algo.total_timesteps}: "
+            f"the policy would never be updated; lower algo.learning_starts (e.g. algo.learning_starts="
+            f"{max(1, cfg.algo.total_timesteps // 10)})")
     if cfg.algo.name == "ppo":
         rollout = cfg.algo.n_steps * cfg.algo.n_envs
         if cfg.algo.batch_size > rollout:
@@ -29,6 +41,21 @@ def validate_config(cfg: DictConfig) -> None:
                 f"algo.batch_size={cfg.algo.batch_size} is larger than one rollout "
                 f"(algo.n_steps x algo.n_envs = {rollout}); lower algo.batch_size or raise algo.n_steps"
             )
+
+
+def _check_algo_keys(algo: DictConfig) -> None:
+    """Keys added with ``+algo.x=...`` must be keywords of the algorithm class, or SB3 fails mid-run."""
+    from hydra.utils import get_class
+
+    try:
+        algorithm_class = get_class(algo._target_)
+    except Exception as exc:  # hydra raises ImportError or ValueError depending on the path
+        raise ConfigError(f"algo._target_={algo._target_!r} cannot be imported: {exc}") from exc
+    accepted = set(inspect.signature(algorithm_class.__init__).parameters)
+    for key in algo.keys():
+        if key not in ALGO_FRAMEWORK_KEYS and key not in accepted:
+            raise ConfigError(f"algo.{key} is not a setting of {algorithm_class.__name__}; remove it or fix the "
+                              f"spelling (its settings: {sorted(accepted - {'self', 'policy', 'env'})})")
 
 
 def _check_node(node: Any, prefix: str) -> None:

@@ -24,20 +24,18 @@ OUTPUT_NAME = "action"
 
 
 def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
-    """A JSON description of a gymnasium Box or Discrete space (duck-typed: no gymnasium import here)."""
+    """A JSON description of a gymnasium Box or Discrete space (duck-typed: no gymnasium import here).
+
+    Unbounded Box limits are written as null: standard JSON has no infinity.
+    """
     if hasattr(space, "n") and not hasattr(space, "low"):
         return {"type": "Discrete", "n": int(space.n), "names": names}
+
+    def bounds(values: Any) -> list[Any]:
+        return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).ravel()]
+
     return {"type": "Box", "shape": list(space.shape), "dtype": str(np.dtype(space.dtype)),
-            "low": np.asarray(space.low, dtype=np.float64).tolist(),
-            "high": np.asarray(space.high, dtype=np.float64).tolist(), "names": names}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            "low": bounds(space.low), "high": bounds(space.high), "names": names}
 
 
 def load_manifest(bundle_dir: str | Path) -> dict[str, Any]:
@@ -59,20 +57,31 @@ def load_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
-    """Check the manifest and every file's sha256; return the manifest."""
+def read_verified_bundle(bundle_dir: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the bytes of every file it lists, each checked against its sha256.
+
+    Callers use these bytes rather than reopening the files, so what was checked is what runs.
+    """
     bundle_dir = Path(bundle_dir)
     manifest = load_manifest(bundle_dir)
     files = manifest.get("files") or {}
     if POLICY_FILE not in files:
         raise BundleError(f"{bundle_dir / MANIFEST_FILE} lists no checksum for {POLICY_FILE}; re-export the bundle")
+    contents = {}
     for name, record in files.items():
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(f"{path} is listed in the manifest but missing; copy the whole bundle directory")
-        actual = _sha256(path)
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
         if actual != record.get("sha256"):
             raise BundleError(f"{path} does not match its manifest checksum (sha256 {actual[:12]}... != "
                               f"{str(record.get('sha256'))[:12]}...): the file was changed or corrupted after "
                               f"export; re-export or re-copy the bundle")
-    return manifest
+        contents[name] = data
+    return manifest, contents
+
+
+def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
+    """Check the manifest and every file's sha256; return the manifest."""
+    return read_verified_bundle(bundle_dir)[0]

@@ -12,21 +12,21 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, verify_bundle
+from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, read_verified_bundle
 from physai.errors import BundleError
 
 
 class EdgePolicy:
     def __init__(self, bundle_dir: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
         self.bundle_dir = Path(bundle_dir)
-        self.manifest = verify_bundle(self.bundle_dir)
+        self.manifest, contents = read_verified_bundle(self.bundle_dir)
         self.obs_dim = int(self.manifest["io"]["inputs"][0]["shape"][1])
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.bundle_dir / POLICY_FILE), sess_options=options,
+        self.session = ort.InferenceSession(contents[POLICY_FILE], sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self._single = np.zeros((1, self.obs_dim), dtype=np.float32)
         self._outputs = [OUTPUT_NAME]

@@ -1,49 +1,59 @@
-"""Export the final policy as a bundle, then prove it: parity with SB3 and its closed-loop return."""
+"""Export the final policy as a bundle and prove it before it replaces the previous one.
+
+The bundle is assembled in a staging directory, checked for parity with SB3 and evaluated
+closed-loop, and only then swapped in: a failed export never costs the last good bundle.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from omegaconf import OmegaConf
+import shutil
 
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.errors import PhysaiError
 from physai.evaluation import episode_returns, evaluation_seeds, summarize_returns
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = [f"bundle/{POLICY_FILE}", f"bundle/{MANIFEST_FILE}", "summary:bundle"]
 
-# Keys that change how a run is executed but not what policy it produces.
-_NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "profile", "gate", "device")
+
+class ExportError(PhysaiError):
+    """The exported graph does not compute what the trained policy computes."""
 
 
 def run(cfg, ctx) -> dict:
     from physai.edge.runtime import EdgePolicy
-    from physai.export import config_hash, git_provenance, write_bundle
+    from physai.export import git_provenance, write_bundle
+    from physai.io import fresh_staging_dir, replace_dir_atomically
     from physai.parity import parity_report
-    from physai.training.normalization import NORMALIZATION_FILE, load_obs_normalization
-    from physai.training.sb3 import load_checkpoint
+    from physai.pipeline import identity_hash
+    from physai.training.sb3 import load_trained_policy
 
-    checkpoint = ctx.path("checkpoints", "final")
-    model = load_checkpoint(cfg.algo, checkpoint)
-    obs_norm = load_obs_normalization(checkpoint / NORMALIZATION_FILE)
-    identity = OmegaConf.to_container(cfg, resolve=True)
-    for key in _NON_IDENTITY_KEYS:
-        identity.pop(key, None)
-    provenance = {**git_provenance(), "config_sha256": config_hash(OmegaConf.to_yaml(OmegaConf.create(identity))),
-                  "seed": int(cfg.seed), "env_id": cfg.env.id, "algo": cfg.algo.name,
-                  "timesteps": int(model.num_timesteps), "checkpoint": "checkpoints/final", "dataset_ids": []}
-    bundle_dir = ctx.path("bundle")
-    manifest = write_bundle(model, obs_norm, bundle_dir, opset=cfg.export.opset,
-                            control_rate_hz=ctx.task.control_rate_hz(), provenance=provenance)
-
-    policy = EdgePolicy.load(bundle_dir)
-    parity = parity_report(model, obs_norm, policy, cfg.export.parity_samples, seed=cfg.seed)
-    if parity["max_abs_error"] > cfg.export.parity_tolerance:
-        raise RuntimeError(f"exported bundle disagrees with the trained policy by {parity['max_abs_error']:.3g} "
-                           f"(> export.parity_tolerance={cfg.export.parity_tolerance}); the export is wrong")
-    seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
-    closed_loop = summarize_returns(episode_returns(ctx.task, policy.act, seeds), seeds, ctx.task.solved_threshold)
+    trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
+    provenance = {**git_provenance(), "config_sha256": identity_hash(cfg), "seed": int(cfg.seed),
+                  "env_id": cfg.env.id, "algo": cfg.algo.name, "timesteps": trained.timesteps,
+                  "checkpoint": "checkpoints/final", "dataset_ids": []}
+    target = ctx.path("bundle")
+    staging = fresh_staging_dir(target)
+    try:
+        manifest = write_bundle(trained.model, trained.obs_norm, staging, opset=cfg.export.opset,
+                                control_rate_hz=ctx.task.control_rate_hz(), provenance=provenance)
+        policy = EdgePolicy.load(staging)
+        parity = parity_report(trained, policy, cfg.export.parity_samples, seed=cfg.seed)
+        if parity["max_abs_error"] > cfg.export.parity_tolerance:
+            raise ExportError(
+                f"the exported graph differs from the trained policy by {parity['max_abs_error']:.3g} "
+                f"(> export.parity_tolerance={cfg.export.parity_tolerance}); the previous bundle was kept. "
+                f"Report this with the run directory, or raise export.parity_tolerance if the gap is expected")
+        seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
+        closed_loop = summarize_returns(episode_returns(ctx.task, policy.act, seeds), seeds,
+                                        ctx.task.solved_threshold)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_dir_atomically(staging, target)
     figures = {"path": "bundle", "policy_sha256": manifest["files"][POLICY_FILE]["sha256"],
                "policy_bytes": manifest["files"][POLICY_FILE]["bytes"], "format_version": manifest["format_version"],
-               "control_rate_hz": manifest["control_rate_hz"], "parity": parity, "eval": closed_loop}
+               "control_rate_hz": manifest["control_rate_hz"], "timesteps": trained.timesteps,
+               "parity": parity, "eval": closed_loop}
     ctx.record("bundle", figures)
     return figures

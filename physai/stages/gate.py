@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from physai.errors import ConfigError
 from physai.evaluation import score_points
 
 REQUIRES = ["summary:eval", "summary:bundle", "summary:profile"]
@@ -12,12 +13,28 @@ PRODUCES = ["summary:gates"]
 log = logging.getLogger(__name__)
 
 
-def _gate(name: str, value: float, threshold: float, unit: str, passed: bool, **extra) -> dict:
+def _gate(name: str, value, threshold, unit: str, passed: bool, **extra) -> dict:
     return {"name": name, "value": value, "threshold": threshold, "unit": unit, "passed": bool(passed), **extra}
+
+
+def _check_same_policy(summary: dict) -> None:
+    """Gates compare figures of one policy; after a partial rerun they may describe different ones."""
+    evaluation, bundle, profile = summary["eval"], summary["bundle"], summary["profile"]
+    stale = []
+    if evaluation.get("checkpoint_timesteps") != bundle.get("timesteps"):
+        stale.append(f"eval is of the checkpoint at step {evaluation.get('checkpoint_timesteps')}, the bundle of "
+                     f"step {bundle.get('timesteps')} (rerun evaluate or export)")
+    if evaluation.get("seeds") != bundle["eval"].get("seeds"):
+        stale.append("eval and the bundle's evaluation used different seeds (rerun evaluate and export)")
+    if profile.get("policy_sha256") != bundle.get("policy_sha256"):
+        stale.append("profile measured another bundle than the current one (rerun profile)")
+    if stale:
+        raise ConfigError("the gate would compare figures of different policies: " + "; ".join(stale))
 
 
 def run(cfg, ctx) -> dict:
     summary = ctx.summary()
+    _check_same_policy(summary)
     reference, bundle_eval, profile = summary["eval"], summary["bundle"]["eval"], summary["profile"]
     threshold = reference.get("solved_threshold")
     ref_points = score_points(reference["mean_return"], threshold, reference["mean_return"])
@@ -26,22 +43,27 @@ def run(cfg, ctx) -> dict:
     gates = [_gate("quality_drop", drop, cfg.gate.quality_max_drop_points, "score points",
                    drop <= cfg.gate.quality_max_drop_points,
                    detail=f"bundle {bundle_points:.2f} vs reference {ref_points:.2f} points "
-                          f"(100 = {'solved threshold' if threshold else 'reference return'})")]
+                          f"(100 = {'|solved threshold|' if threshold else '|reference return|'})")]
     p99 = profile["host"]["p99_ms"]
     gates.append(_gate("host_latency_p99", p99, cfg.gate.latency_p99_max_ms, "ms",
                        p99 <= cfg.gate.latency_p99_max_ms, modeled=False))
-    period = profile.get("control_period_ms")
-    if cfg.gate.latency_within_control_period and period:
-        gates.append(_gate("host_latency_p99_within_control_period", p99, period, "ms", p99 <= period,
-                           modeled=False))
-        for key, device in profile.get("devices", {}).items():
-            if key == "host_cpu":
-                continue
-            gates.append(_gate(f"{key}_latency_within_control_period", device["latency_ms"], period, "ms",
-                               device["latency_ms"] <= period, modeled=True, source=device["source"]))
+    if cfg.gate.latency_within_control_period:
+        period = profile.get("control_period_ms")
+        if not period:
+            gates.append(_gate("host_latency_p99_within_control_period", p99, None, "ms", False, modeled=False,
+                               detail="control rate unknown: set env.control_rate_hz to judge this gate"))
+        else:
+            gates.append(_gate("host_latency_p99_within_control_period", p99, period, "ms", p99 <= period,
+                               modeled=False))
+            for key, device in profile.get("devices", {}).items():
+                if device.get("measured_host"):
+                    continue
+                gates.append(_gate(f"{key}_latency_within_control_period", device["latency_ms"], period, "ms",
+                                   device["latency_ms"] <= period, modeled=True, source=device["source"]))
     figures = {"passed": all(g["passed"] for g in gates), "gates": gates}
     ctx.record("gates", figures)
     for gate in gates:
-        log.info("gate %-45s %s  %.4g %s (threshold %.4g)", gate["name"], "PASS" if gate["passed"] else "FAIL",
-                 gate["value"], gate["unit"], gate["threshold"])
+        threshold_text = "unknown" if gate["threshold"] is None else f"{gate['threshold']:.4g}"
+        log.info("gate %-45s %s  %.4g %s (threshold %s)", gate["name"], "PASS" if gate["passed"] else "FAIL",
+                 gate["value"], gate["unit"], threshold_text)
     return figures

@@ -29,9 +29,11 @@ def run(cfg, ctx) -> dict:
     measured = latency_figures(samples, batch=1)
     measured.update({"modeled": False, "where": f"this host ({platform.processor() or platform.machine()})",
                      "intra_op_threads": cfg.profile.intra_op_threads, "warmup": cfg.profile.warmup})
-    if "host_cpu" in modeled:
-        modeled["host_cpu"]["error_vs_measured_p50"] = modeled["host_cpu"]["latency_ms"] / measured["p50_ms"] - 1
-    figures = {"host": measured, "devices": modeled,
+    for key, device in cfg.device.items():
+        if device.measured_host:
+            modeled[key]["error_vs_measured_p50"] = modeled[key]["latency_ms"] / measured["p50_ms"] - 1
+            modeled[key]["measured_host"] = True
+    figures = {"policy_sha256": policy.manifest["files"][POLICY_FILE]["sha256"], "host": measured, "devices": modeled,
                "control_rate_hz": control_rate, "control_period_ms": 1e3 / control_rate if control_rate else None}
     ctx.record("profile", figures)
     ctx.tracker.log({"profile/host_p99_ms": measured["p99_ms"], "profile/host_p50_ms": measured["p50_ms"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from physai.io import write_text_atomic
+from physai.io import atomic_path, write_text_atomic
 
 REQUIRES: list[str] = []
 PRODUCES = ["report/report.md"]
@@ -48,10 +48,9 @@ def plot_learning_curve(curve_csv: Path, target: Path, threshold: float | None) 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(target)
     return True
 
 

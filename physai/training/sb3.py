@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,19 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from physai.config.schema import ALGO_FRAMEWORK_KEYS
 from physai.io import write_text_atomic
 from physai.training.checkpoints import (FINAL_NAME, MODEL_FILE, REPLAY_FILE, latest_checkpoint, save_checkpoint,
                                          step_name)
-from physai.training.normalization import NORMALIZATION_FILE, restore_vecnormalize
+from physai.training.normalization import (NORMALIZATION_FILE, ObsNormalization, load_obs_normalization,
+                                           restore_vecnormalize)
 
 log = logging.getLogger(__name__)
 
-# Config keys that steer physai itself; every other algo key is passed to the SB3 class.
-FRAMEWORK_KEYS = {"_target_", "name", "total_timesteps", "n_envs", "normalize_obs", "normalize_reward", "clip_obs",
-                  "net_arch", "activation", "log_std_init", "ortho_init", "checkpoint_every_steps",
-                  "keep_checkpoints", "torch_threads"}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 CURVE_FILE = "train_curve.csv"
 CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
@@ -42,7 +41,7 @@ def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
 
 
 def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
-    kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items() if k not in FRAMEWORK_KEYS}
+    kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items() if k not in ALGO_FRAMEWORK_KEYS}
     policy_kwargs: dict[str, Any] = {"net_arch": list(algo.net_arch),
                                      "activation_fn": ACTIVATIONS[algo.activation],
                                      "log_std_init": algo.log_std_init}
@@ -82,8 +81,10 @@ class TrainingMonitor(BaseCallback):
                 row = {"timesteps": self.num_timesteps, "episode_return": float(episode["r"]),
                        "episode_length": int(episode["l"])}
                 self.curve.append(row)
+                # No explicit step: several envs can finish on the same timestep, and wandb merges equal steps.
                 self.tracker.log({"train/episode_return": row["episode_return"],
-                                  "train/episode_length": row["episode_length"]}, step=self.num_timesteps)
+                                  "train/episode_length": row["episode_length"],
+                                  "train/timesteps": self.num_timesteps})
         recent = [row["episode_return"] for row in self.curve[-20:]]
         description = f"train  return {np.mean(recent):8.1f}" if recent else "train"
         self.progress.update(self.task_id, completed=self.num_timesteps, description=description)
@@ -96,7 +97,7 @@ class TrainingMonitor(BaseCallback):
         keep = self.algo.keep_checkpoints if keep is None else keep
         path = save_checkpoint(self.model, self.run_dir / "checkpoints", name,
                                keep=keep if name != FINAL_NAME else None,
-                               with_replay_buffer=hasattr(self.model, "replay_buffer") and name != FINAL_NAME)
+                               with_replay_buffer=hasattr(self.model, "replay_buffer"))
         write_curve(self.run_dir / CURVE_FILE, self.curve)
         return path
 
@@ -147,6 +148,38 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
     return {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
             "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
             "episodes": len(curve)}
+
+
+@dataclass
+class TrainedPolicy:
+    """A checkpoint ready to act: the SB3 model plus SB3's own observation normalizer."""
+
+    model: BaseAlgorithm
+    obs_norm: Optional[ObsNormalization]  # the statistics, as folded into the exported graph
+    normalizer: Optional[VecNormalize]    # SB3's VecNormalize with those statistics: the reference
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.model.num_timesteps)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        return obs if self.normalizer is None else self.normalizer.normalize_obs(obs)
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """SB3's deterministic action for raw observations, exactly as at training time."""
+        action, _ = self.model.predict(np.asarray(self.normalize(obs), dtype=np.float32), deterministic=True)
+        return action
+
+
+def load_trained_policy(algo: DictConfig, checkpoint: Path, task) -> TrainedPolicy:
+    model = load_checkpoint(algo, checkpoint)
+    stats = checkpoint / NORMALIZATION_FILE
+    obs_norm = load_obs_normalization(stats)
+    normalizer = None
+    if obs_norm is not None:
+        normalizer = VecNormalize(DummyVecEnv([task.env_fn()]), training=False, norm_obs=True, norm_reward=False)
+        restore_vecnormalize(normalizer, stats)
+    return TrainedPolicy(model, obs_norm, normalizer)
 
 
 def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None) -> BaseAlgorithm:
