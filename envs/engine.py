@@ -63,9 +63,10 @@ class BatchedEngine:
         limited = self.model.actuator_ctrllimited[self.actuator_ids].astype(bool)
         self._ctrl_mid = np.where(limited, ctrlrange.mean(axis=1), 0.0)
         self._ctrl_half = np.where(limited, (ctrlrange[:, 1] - ctrlrange[:, 0]) / 2, 1.0) * spec.action_scale
-        # One model per env only when startup events will randomize them.
-        has_startup = any(term.mode == "startup" for term in spec.events)
-        self.models = [copy.deepcopy(self.model) for _ in range(num_envs)] if has_startup else [self.model] * num_envs
+        # One model per env only when events will change them: startup randomization, or a reset
+        # event whose function says it edits the model (``fn.edits_model = True``, e.g. obstacle layouts).
+        per_env = any(term.mode == "startup" or getattr(term.fn, "edits_model", False) for term in spec.events)
+        self.models = [copy.deepcopy(self.model) for _ in range(num_envs)] if per_env else [self.model] * num_envs
         self._datas = [mujoco.MjData(self.model) for _ in range(self.nthread)]
         self._scratch = mujoco.MjData(self.model)
         # A persistent pool: threads are created once, not on every step. nthread=1 runs inline.
@@ -93,6 +94,8 @@ class BatchedEngine:
         for term in spec.events:
             if term.mode == "startup":
                 self._call(term, "events", np.arange(num_envs))
+        if spec.camera is not None:
+            self.id_of("camera", spec.camera, "camera")
         self.reset_envs(np.arange(num_envs))
         self.observation_dim = self.observe().shape[1]
         for term in spec.rewards + spec.terminations:
@@ -271,4 +274,4 @@ class BatchedEngine:
 
 def _count(model: mujoco.MjModel, kind: str) -> int:
     return {"actuator": model.nu, "joint": model.njnt, "body": model.nbody, "geom": model.ngeom,
-            "sensor": model.nsensor, "site": model.nsite}[kind]
+            "sensor": model.nsensor, "site": model.nsite, "camera": model.ncam}[kind]

@@ -109,6 +109,18 @@ def tracking_exp(env, sensor_name: str, command_name: str, sigma: float, dims: O
     return np.exp(-error / sigma**2)
 
 
+def progress_along_command(env, sensor_name: str, command_name: str, dims: Sequence[int] = (0, 1)) -> np.ndarray:
+    """Velocity along the commanded direction as a fraction of the commanded speed, clipped to [-1, 1].
+
+    Linear in speed, so it rewards the first steps of a gait, where an exp-tracking term is still flat.
+    """
+    measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")][:, list(dims)]
+    commanded = env.commands[command_name]
+    speed = np.linalg.norm(commanded, axis=1)
+    along = np.einsum("ij,ij->i", measured, commanded) / np.maximum(speed, 1e-6) ** 2
+    return np.clip(along, -1.0, 1.0)
+
+
 def sensor_value(env, name: str, index: int = 0) -> np.ndarray:
     return env.sensordata[:, env.sensor(name, "name")][:, index]
 

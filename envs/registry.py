@@ -15,16 +15,20 @@ import yaml
 ENTRY_POINT = "physai.envs.single:PhysaiEnv"
 
 
+def packaged_task_configs() -> dict[str, dict[str, Any]]:
+    """Env option name (``cartpole_balance``) -> its config, for every option defining a physai task."""
+    configs = {}
+    for source in sorted((files("physai.configs") / "env").iterdir(), key=lambda p: p.name):
+        if source.name.endswith(".yaml"):
+            config = yaml.safe_load(source.read_text()) or {}
+            if config.get("task"):
+                configs[source.name[:-len(".yaml")]] = config
+    return configs
+
+
 def packaged_tasks() -> dict[str, dict[str, Any]]:
     """gymnasium id -> task definition, for every env config that defines a physai task."""
-    tasks = {}
-    for source in sorted((files("physai.configs") / "env").iterdir(), key=lambda p: p.name):
-        if not source.name.endswith(".yaml"):
-            continue
-        config = yaml.safe_load(source.read_text()) or {}
-        if config.get("task"):
-            tasks[config["id"]] = config["task"]
-    return tasks
+    return {config["id"]: config["task"] for config in packaged_task_configs().values()}
 
 
 def register_tasks() -> None:

@@ -52,7 +52,8 @@ class PhysaiEnv(gym.Env):
         mujoco.mj_setState(self.engine.models[0], self._render_data, self.engine.state[0],
                            mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(self.engine.models[0], self._render_data)
-        self._renderer.update_scene(self._render_data)
+        camera = self.spec_.camera if self.spec_.camera is not None else -1
+        self._renderer.update_scene(self._render_data, camera=camera)
         return self._renderer.render()
 
     def close(self) -> None:

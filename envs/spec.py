@@ -47,6 +47,7 @@ class TaskSpec:
     events: list[Term]
     solved_threshold: Optional[float]
     observation_noise: float = 0.0
+    camera: Optional[str] = None  # MJCF camera for videos; None: MuJoCo's free camera
 
 
 def resolve_function(task: str, section: str, term: str, name: str) -> Callable[..., Any]:
@@ -93,7 +94,7 @@ def _terms(task: str, section: str, entries: dict[str, Any] | None) -> list[Term
 def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, actions: dict[str, Any],
                observations: dict, rewards: dict, terminations: dict | None = None, commands: dict | None = None,
                events: dict | None = None, solved_threshold: Optional[float] = None,
-               observation_noise: float = 0.0) -> TaskSpec:
+               observation_noise: float = 0.0, camera: Optional[str] = None) -> TaskSpec:
     path = Path(mjcf)
     if not path.is_absolute():
         path = ASSETS / path
@@ -110,4 +111,4 @@ def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, action
         observations=_terms(name, "observations", observations), rewards=_terms(name, "rewards", rewards),
         terminations=_terms(name, "terminations", terminations), commands=_terms(name, "commands", commands),
         events=_terms(name, "events", events), solved_threshold=solved_threshold,
-        observation_noise=float(observation_noise))
+        observation_noise=float(observation_noise), camera=camera)

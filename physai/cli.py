@@ -4,6 +4,7 @@
     physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
     physai verify BUNDLE                                                  check a bundle's checksums
     physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
+    physai bench sim [--task quadruped_velocity]                          batched engine vs SyncVectorEnv vs rollout
 """
 
 from __future__ import annotations
@@ -115,6 +116,15 @@ def _cmd_bench_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from physai.bench.sim import bench_sim
+
+    result = bench_sim(args.task, [int(n) for n in args.envs.split(",")], [int(t) for t in args.threads.split(",")],
+                       args.seconds, Path(args.out), args.ppo_timesteps)
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physai", description="physai: train, export and profile robot policies")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--iterations", type=int, default=2000, help="timed calls per round and contender")
     edge.add_argument("--rounds", type=int, default=5, help="interleaved rounds, to spread machine noise evenly")
     edge.set_defaults(func=_cmd_bench_edge)
+    sim = bench_sub.add_parser("sim", help="batched engine vs gymnasium SyncVectorEnv vs bare mujoco.rollout")
+    sim.add_argument("--task", default="quadruped_velocity", help="a physai env option (configs/env/<task>.yaml)")
+    sim.add_argument("--envs", default="1,16,64,256", help="comma-separated numbers of parallel envs")
+    sim.add_argument("--threads", default="1,2", help="comma-separated engine thread counts")
+    sim.add_argument("--seconds", type=float, default=1.0, help="timed seconds per contender and point")
+    sim.add_argument("--out", default="benchmarks/results", help="where the scaling plot goes")
+    sim.add_argument("--ppo-timesteps", type=int, default=20000,
+                     help="PPO steps for the training-throughput comparison (0 skips it)")
+    sim.set_defaults(func=_cmd_bench_sim)
     return parser
 
 

@@ -49,13 +49,14 @@ def test_a_missing_policy_file_is_named(bundle):
 
 def test_act_checks_shape_dtype_and_finiteness(bundle):
     policy = EdgePolicy.load(bundle)
+    n = policy.obs_dim
     with pytest.raises(BundleError, match="shape"):
-        policy.act(np.zeros(5, dtype=np.float32))
+        policy.act(np.zeros(n + 1, dtype=np.float32))
     with pytest.raises(BundleError, match="non-finite"):
-        policy.act(np.array([0.0, np.nan, 0.0, 0.0], dtype=np.float32))
+        policy.act(np.array([0.0, np.nan] + [0.0] * (n - 2), dtype=np.float32))
     with pytest.raises(BundleError, match="dtype"):
-        policy.act(np.array(["a", "b", "c", "d"]))
-    assert policy.act(np.zeros(4, dtype=np.float64)).shape == (1,)
+        policy.act(np.array(["a"] * n))
+    assert policy.act(np.zeros(n, dtype=np.float64)).shape == (1,)
 
 
 def test_bare_onnxruntime_can_use_a_bundle_from_its_manifest(bundle):
@@ -72,7 +73,7 @@ def test_bare_onnxruntime_can_use_a_bundle_from_its_manifest(bundle):
 def test_edge_runtime_imports_only_numpy_onnxruntime_and_the_standard_library(bundle):
     # An allowlist, so any new third-party import in the runtime's graph fails this test.
     probe = ("import sys, numpy as np; from physai.edge import EdgePolicy; "
-             f"p = EdgePolicy.load({str(bundle)!r}); p.act(np.zeros(4, np.float32)); "
+             f"p = EdgePolicy.load({str(bundle)!r}); p.act(np.zeros(p.obs_dim, np.float32)); "
              "allowed = set(sys.stdlib_module_names) | {'numpy', 'onnxruntime', 'physai', 'packaging', "
              "'coloredlogs', 'humanfriendly', 'flatbuffers', 'sympy', 'mpmath', 'google', 'ml_dtypes', '_distutils_hack'}; "
              "bad = sorted({m.split('.')[0] for m in sys.modules} - allowed - {''}); "

@@ -45,7 +45,7 @@ def test_every_preset_is_applied_to_its_algo_and_env():
 
 
 def test_a_preset_never_applies_to_another_env_id():
-    cfg = compose_config(["env=inverted_pendulum", "env.id=Hopper-v5"])
+    cfg = compose_config(["env=inverted_pendulum", "env.id=Hopper-v5"])  # the pendulum's preset, Hopper's id
     with pytest.raises(ConfigError, match="tuned for InvertedPendulum-v5.*env=gym env.id=Hopper-v5"):
         validate_config(cfg)
 
@@ -64,7 +64,7 @@ def test_env_id_alone_routes_to_its_own_option_or_the_generic_one():
 
 def test_default_config_names_the_documented_defaults():
     cfg = compose_config()
-    assert cfg.env.id == "InvertedPendulum-v5"
+    assert cfg.env.id == "physai/CartpoleBalance-v0"
     assert cfg.algo.name == "ppo"
     assert cfg.tracking.mode == "offline"
     assert list(cfg.pipeline.stages) == ["train", "evaluate", "export", "profile", "gate", "report"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import compose_config
@@ -14,9 +15,18 @@ from physai.tracking import NullTracker
 
 def _run_gates(tmp_path, reference, bundle, p99_ms, control_rate_hz=25.0, threshold=950.0, overrides=()):
     cfg = compose_config(["tracking=none", *overrides])
-    update_summary(tmp_path, "eval", {"mean_return": reference, "solved_threshold": threshold})
-    update_summary(tmp_path, "bundle", {"eval": {"mean_return": bundle}})
+    ref_returns = np.atleast_1d(reference).astype(float).tolist()
+    bundle_returns = np.atleast_1d(bundle).astype(float).tolist()
+    if len(ref_returns) == 1:  # identical episodes: a deterministic task
+        ref_returns, bundle_returns = ref_returns * 5, bundle_returns * 5
+    seeds = list(range(len(ref_returns)))
+    update_summary(tmp_path, "eval", {"mean_return": float(np.mean(ref_returns)), "episode_returns": ref_returns,
+                                      "solved_threshold": threshold, "seeds": seeds, "checkpoint_timesteps": 10})
+    update_summary(tmp_path, "bundle", {"eval": {"mean_return": float(np.mean(bundle_returns)),
+                                                 "episode_returns": bundle_returns, "seeds": seeds},
+                                        "timesteps": 10, "policy_sha256": "ab"})
     update_summary(tmp_path, "profile", {"host": {"p99_ms": p99_ms}, "control_period_ms": 1e3 / control_rate_hz,
+                                         "policy_sha256": "ab",
                                          "devices": {"jetson_orin_nano": {"latency_ms": 0.05, "source": "url"}}})
     gate.run(cfg, RunContext(run_dir=tmp_path, cfg=cfg, tracker=NullTracker()))
     gates = read_summary(tmp_path)["gates"]
@@ -33,6 +43,15 @@ def test_all_gates_pass_for_a_faithful_fast_bundle(tmp_path):
 def test_quality_gate_fails_beyond_two_points(tmp_path):
     passed, gates = _run_gates(tmp_path, reference=1000.0, bundle=970.0, p99_ms=0.02)
     assert not passed and not gates["quality_drop"]["passed"]
+
+
+def test_quality_gate_reads_noise_as_noise_but_a_consistent_drop_as_a_drop(tmp_path):
+    rng = np.random.default_rng(0)
+    reference = 700 + rng.normal(0, 40, 10)
+    passed, gates = _run_gates(tmp_path, reference, reference + rng.normal(0, 40, 10), p99_ms=0.02)
+    assert gates["quality_drop"]["passed"], gates["quality_drop"]  # float noise on a chaotic task
+    passed, gates = _run_gates(tmp_path, reference, reference - 60 + rng.normal(0, 5, 10), p99_ms=0.02)
+    assert not gates["quality_drop"]["passed"]  # a consistent 60-return (6.3-point) drop
 
 
 def test_latency_gates_use_the_control_period_and_the_absolute_cap(tmp_path):

@@ -162,6 +162,9 @@ class EvaluateConfig:
     n_episodes: int = bounded(10, low=2, hint="at least 2 episodes for a confidence interval")
     # Evaluation seeds start here so they never coincide with training seeds.
     seed_offset: int = bounded(1_000_000, low=0)
+    # An MP4 of the first evaluation episode in report/ (needs an off-screen GL backend).
+    video: bool = True
+    video_max_frames: int = bounded(150, low=1)
 
 
 @dataclass

@@ -16,5 +16,11 @@ def run(cfg, ctx) -> dict:
     figures = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
     figures["policy"] = "checkpoints/final (stable-baselines3, deterministic)"
     figures["checkpoint_timesteps"] = trained.timesteps
+    if cfg.evaluate.video:
+        from physai.video import record_episode
+
+        video = record_episode(ctx.task, trained.predict, seeds[0], ctx.path("report", "eval_episode.mp4"),
+                               max_frames=cfg.evaluate.video_max_frames)
+        figures["video"] = None if video is None else "report/eval_episode.mp4"
     ctx.record("eval", figures)
     return figures

@@ -21,10 +21,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def plot_learning_curve(curve_csv: Path, target: Path, threshold: float | None) -> bool:
-    from physai.training.sb3 import read_curve
+def _smooth(values, window: int):
+    import numpy as np
 
-    rows = read_curve(curve_csv)
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_learning_curve(rows: list[dict], target: Path, threshold: float | None) -> bool:
     if not rows:
         return False
     import matplotlib
@@ -36,10 +39,9 @@ def plot_learning_curve(curve_csv: Path, target: Path, threshold: float | None) 
     steps = np.array([r["timesteps"] for r in rows])
     returns = np.array([r["episode_return"] for r in rows])
     window = max(1, min(20, len(returns) // 5))
-    smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     ax.plot(steps, returns, ".", alpha=0.3, markersize=3, label="episode return")
-    ax.plot(steps[window - 1:], smooth, lw=2, label=f"mean of {window}")
+    ax.plot(steps[window - 1:], _smooth(returns, window), lw=2, label=f"mean of {window}")
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label="solved threshold")
     ax.set_xlabel("environment steps")
@@ -54,6 +56,36 @@ def plot_learning_curve(curve_csv: Path, target: Path, threshold: float | None) 
     return True
 
 
+def plot_reward_terms(rows: list[dict], target: Path) -> bool:
+    """One smoothed curve per reward term's episode sum: which term drives (or fights) learning."""
+    from physai.training.sb3 import TERM_PREFIX
+
+    terms = sorted({k for r in rows for k in r if k.startswith(TERM_PREFIX)})
+    if not terms:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    window = max(1, min(20, len(rows) // 5))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    for term in terms:
+        points = [(r["timesteps"], r[term]) for r in rows if term in r]
+        steps, values = np.array(points).T
+        ax.plot(steps[window - 1:], _smooth(values, window), lw=1.5, label=term[len(TERM_PREFIX):])
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode sum (weighted)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
 def run(cfg, ctx) -> dict:
     summary = ctx.summary()
     report_dir = ctx.path("report")
@@ -61,10 +93,20 @@ def run(cfg, ctx) -> dict:
     train = summary.get("train")
     if train:
         lines += [f"Trained {train['timesteps']} steps with {train['n_envs']} env(s).", ""]
+    from physai.training.sb3 import CURVE_FILE, read_curve
+
+    rows = read_curve(ctx.path(CURVE_FILE))
     curve_png = report_dir / "learning_curve.png"
-    if plot_learning_curve(ctx.path("train_curve.csv"), curve_png, (summary.get("eval") or {}).get("solved_threshold")):
+    if plot_learning_curve(rows, curve_png, (summary.get("eval") or {}).get("solved_threshold")):
         lines += ["![learning curve](learning_curve.png)", ""]
         ctx.tracker.log_image("report/learning_curve", curve_png)
+    terms_png = report_dir / "reward_terms.png"
+    if plot_reward_terms(rows, terms_png):
+        lines += ["Reward terms (episode sums):", "", "![reward terms](reward_terms.png)", ""]
+        ctx.tracker.log_image("report/reward_terms", terms_png)
+    video = (summary.get("eval") or {}).get("video")
+    if video:
+        lines += [f"An evaluation episode: [{Path(video).name}]({Path(video).name})", ""]
     evaluation = summary.get("eval")
     if evaluation:
         lines += ["## Evaluation (deterministic, fresh seeds)", "",

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 CURVE_FILE = "train_curve.csv"
 CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
+TERM_PREFIX = "reward_term/"
 
 
 def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
@@ -80,11 +81,11 @@ class TrainingMonitor(BaseCallback):
             if episode:
                 row = {"timesteps": self.num_timesteps, "episode_return": float(episode["r"]),
                        "episode_length": int(episode["l"])}
+                # physai tasks report each reward term's episode sum: the curves users tune rewards from.
+                row.update({f"{TERM_PREFIX}{name}": value for name, value in episode.get("terms", {}).items()})
                 self.curve.append(row)
                 # No explicit step: several envs can finish on the same timestep, and wandb merges equal steps.
-                self.tracker.log({"train/episode_return": row["episode_return"],
-                                  "train/episode_length": row["episode_length"],
-                                  "train/timesteps": self.num_timesteps})
+                self.tracker.log({f"train/{key}": value for key, value in row.items()})
         recent = [row["episode_return"] for row in self.curve[-20:]]
         description = f"train  return {np.mean(recent):8.1f}" if recent else "train"
         self.progress.update(self.task_id, completed=self.num_timesteps, description=description)
@@ -104,7 +105,8 @@ class TrainingMonitor(BaseCallback):
 
 def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_FIELDS)
+    terms = sorted({key for row in rows for key in row if key.startswith(TERM_PREFIX)})
+    writer = csv.DictWriter(buffer, fieldnames=[*CURVE_FIELDS, *terms])
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
@@ -115,7 +117,9 @@ def read_curve(path: Path) -> list[dict[str, float]]:
         return []
     with open(path, newline="") as handle:
         return [{"timesteps": int(r["timesteps"]), "episode_return": float(r["episode_return"]),
-                 "episode_length": int(r["episode_length"])} for r in csv.DictReader(handle)]
+                 "episode_length": int(r["episode_length"]),
+                 **{k: float(v) for k, v in r.items() if k.startswith(TERM_PREFIX) and v not in ("", None)}}
+                for r in csv.DictReader(handle)]
 
 
 def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
