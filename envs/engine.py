@@ -57,8 +57,10 @@ class BatchedEngine:
         self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
         self.rng = np.random.default_rng(seed)
         self._ids: dict[tuple[str, str], int] = {}
+        self._indices: dict[tuple[str, Any], Any] = {}
         self.actuator_ids = self._actuator_ids()
         self.num_actions = len(self.actuator_ids)
+        self._all_actuators = np.array_equal(self.actuator_ids, np.arange(self.model.nu))
         ctrlrange = self.model.actuator_ctrlrange[self.actuator_ids]
         limited = self.model.actuator_ctrllimited[self.actuator_ids].astype(bool)
         self._ctrl_mid = np.where(limited, ctrlrange.mean(axis=1), 0.0)
@@ -128,10 +130,35 @@ class BatchedEngine:
     def joint_dof(self, name: str, where: str = "a term") -> int:
         return int(self.model.jnt_dofadr[self.id_of("joint", name, where)])
 
+    def qpos_indices(self, joints: tuple[str, ...]) -> np.ndarray:
+        """Columns of ``qpos`` for these joints; cached, since terms ask every step."""
+        key = ("qpos", joints)
+        if key not in self._indices:
+            self._indices[key] = np.array([self.joint_qpos(j, "joints") for j in joints], dtype=np.int64)
+        return self._indices[key]
+
+    def dof_indices(self, joints: tuple[str, ...]) -> np.ndarray:
+        key = ("dof", joints)
+        if key not in self._indices:
+            self._indices[key] = np.array([self.joint_dof(j, "joints") for j in joints], dtype=np.int64)
+        return self._indices[key]
+
     def sensor(self, name: str, where: str = "a term") -> slice:
-        index = self.id_of("sensor", name, where)
-        start = int(self.model.sensor_adr[index])
-        return slice(start, start + int(self.model.sensor_dim[index]))
+        key = ("sensor", name)
+        if key not in self._indices:
+            index = self.id_of("sensor", name, where)
+            start = int(self.model.sensor_adr[index])
+            self._indices[key] = slice(start, start + int(self.model.sensor_dim[index]))
+        return self._indices[key]
+
+    def memory_bytes(self) -> int:
+        """Bytes this engine holds for its envs: per-env models, batch arrays and per-thread MjData."""
+        arrays = [self.state, self._control, self._state_out, self._sensor_out, self.sensordata, self.action,
+                  self.last_action, self.episode_step, self.episode_return, *self.reward_sums.values(),
+                  *self.commands.values()]
+        models = len({id(m) for m in self.models}) * self.model.nbuffer
+        datas = sum(d.nbuffer + d.narena for d in self._datas)
+        return int(sum(a.nbytes for a in arrays) + models + datas)
 
     # ----- terms -----------------------------------------------------------------------------
     def _call(self, term: Term, section: str, env_ids: Optional[np.ndarray] = None) -> Any:
@@ -206,7 +233,11 @@ class BatchedEngine:
                             f"({self.num_envs}, {self.num_actions}) (num_envs, actuators)")
         self.last_action[:] = self.action
         np.clip(action, -1.0, 1.0, out=self.action)
-        self._control[:, :, self.actuator_ids] = (self._ctrl_mid + self._ctrl_half * self.action)[:, None, :]
+        ctrl = (self._ctrl_mid + self._ctrl_half * self.action)[:, None, :]
+        if self._all_actuators:
+            self._control[:] = ctrl
+        else:
+            self._control[:, :, self.actuator_ids] = ctrl
         time_before = self.state[:, 0].copy()
         self._simulate()
         # MuJoCo resets an env's data by itself when it meets NaN/huge values; time jumping back shows it.
@@ -234,10 +265,12 @@ class BatchedEngine:
             self.state[exploded] = 0.0
             self.qpos[exploded] = self.model.qpos0
             self.sensordata[exploded] = 0.0
+        any_exploded = bool(exploded.any())
         reward = np.zeros(self.num_envs)
         for term in self.spec.rewards:
             value = term.weight * np.asarray(self._call(term, "rewards"), dtype=np.float64)
-            value[exploded] = 0.0
+            if any_exploded:
+                value[exploded] = 0.0
             self.reward_sums[term.name] += value
             reward += value
         self.episode_return += reward

@@ -24,13 +24,13 @@ def _range(name: str, bounds: Sequence[float], nonnegative: bool = False) -> tup
 def _qpos_ids(env, joints: Optional[Sequence[str]]) -> np.ndarray:
     if joints is None:
         return np.arange(env.model.nq)
-    return np.array([env.joint_qpos(j, "joints") for j in joints])
+    return env.qpos_indices(tuple(joints))
 
 
 def _dof_ids(env, joints: Optional[Sequence[str]]) -> np.ndarray:
     if joints is None:
         return np.arange(env.model.nv)
-    return np.array([env.joint_dof(j, "joints") for j in joints])
+    return env.dof_indices(tuple(joints))
 
 
 # ----- observations ------------------------------------------------------------------------
