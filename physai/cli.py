@@ -121,8 +121,25 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 
     result = bench_sim(args.task, [int(n) for n in args.envs.split(",")], [int(t) for t in args.threads.split(",")],
                        args.seconds, Path(args.out), args.ppo_timesteps)
+    _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
     print(json.dumps(result))
     return 0
+
+
+def _save_benchmark(path: Path, result: dict) -> None:
+    """Keep a measured run with the command and the machine it came from, next to its plot."""
+    import os
+    import platform
+
+    from physai.io import write_json_atomic
+
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    record = {"command": "physai " + " ".join(sys.argv[1:]),
+              "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}", **result}
+    write_json_atomic(path, record)
 
 
 def build_parser() -> argparse.ArgumentParser:
