@@ -9,16 +9,17 @@ of masses, friction, gains...). Term functions read and write views of the batch
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 from typing import Any, Optional
 
 import mujoco
 import numpy as np
-from mujoco import rollout
 
 from physai.envs.spec import TaskError, TaskSpec, Term
 
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
 # An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
 EXPLODED_QVEL = 1e4
 
@@ -47,7 +48,7 @@ class BatchedEngine:
     """Owns physics, terms, commands, events and resets for ``num_envs`` envs of one task."""
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
-                 nthread: Optional[int] = None) -> None:
+                 nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
         if num_envs < 1:
             raise TaskError(f"task {spec.name}: num_envs={num_envs} must be >= 1")
         self.spec = spec
@@ -69,10 +70,8 @@ class BatchedEngine:
         # event whose function says it edits the model (``fn.edits_model = True``, e.g. obstacle layouts).
         per_env = any(term.mode == "startup" or getattr(term.fn, "edits_model", False) for term in spec.events)
         self.models = [copy.deepcopy(self.model) for _ in range(num_envs)] if per_env else [self.model] * num_envs
-        self._datas = [mujoco.MjData(self.model) for _ in range(self.nthread)]
         self._scratch = mujoco.MjData(self.model)
-        # A persistent pool: threads are created once, not on every step. nthread=1 runs inline.
-        self._pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
         nstate = mujoco.mj_stateSize(self.model, FULL)
         offsets = _state_offsets(self.model)
         self.state = np.zeros((num_envs, nstate))
@@ -157,8 +156,7 @@ class BatchedEngine:
                   self.last_action, self.episode_step, self.episode_return, *self.reward_sums.values(),
                   *self.commands.values()]
         models = len({id(m) for m in self.models}) * self.model.nbuffer
-        datas = sum(d.nbuffer + d.narena for d in self._datas)
-        return int(sum(a.nbytes for a in arrays) + models + datas)
+        return int(sum(a.nbytes for a in arrays) + models + self.backend.scratch_bytes())
 
     # ----- terms -----------------------------------------------------------------------------
     def _call(self, term: Term, section: str, env_ids: Optional[np.ndarray] = None) -> Any:
@@ -294,15 +292,21 @@ class BatchedEngine:
         return {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
 
     def _simulate(self) -> None:
-        self._pool.rollout(self.models, self._datas, self.state, self._control, nstep=self.spec.frame_skip,
-                           state=self._state_out, sensordata=self._sensor_out, skip_checks=True)
+        self.backend.step(self.models, self.state, self._control, self._state_out, self._sensor_out)
         self.state[:] = self._state_out[:, -1]
         self.sensordata[:] = self._sensor_out[:, -1]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self.backend.close()
+
+
+def _backend_class(spec: TaskSpec, path: str) -> Any:
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise TaskError(f"task {spec.name}: env.backend={path!r} cannot be imported ({exc}); "
+                        f"the CPU backend is {DEFAULT_BACKEND}") from exc
 
 
 def _count(model: mujoco.MjModel, kind: str) -> int:

@@ -19,7 +19,7 @@ class GymTask:
     def __init__(self, id: str, kwargs: Optional[dict[str, Any]] = None,
                  max_episode_steps: Optional[int] = None, solved_threshold: Optional[float] = None,
                  control_rate_hz: Optional[float] = None, task: Optional[dict[str, Any]] = None,
-                 nthread: Optional[int] = None) -> None:
+                 nthread: Optional[int] = None, backend: str = "physai.envs.backends.RolloutBackend") -> None:
         import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
 
         self.id = id
@@ -32,6 +32,7 @@ class GymTask:
 
             self.task_spec = build_spec(**self.task)  # refuses a bad task definition now, not mid-run
         self.nthread = nthread
+        self.backend = backend
         self.max_episode_steps = max_episode_steps
         self.spec = _lookup_spec(id)
         self._solved_threshold = solved_threshold
@@ -57,7 +58,7 @@ class GymTask:
         if self.task is not None:
             from physai.envs.vector import PhysaiSB3VecEnv
 
-            return PhysaiSB3VecEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread)
+            return PhysaiSB3VecEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
         from stable_baselines3.common.env_util import make_vec_env
 
         return make_vec_env(self.env_fn(), n_envs=num_envs, seed=seed)
@@ -67,7 +68,7 @@ class GymTask:
         if self.task is not None:
             from physai.envs.vector import PhysaiVectorEnv
 
-            return PhysaiVectorEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread)
+            return PhysaiVectorEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
         return gym.vector.SyncVectorEnv([self.env_fn() for _ in range(num_envs)])
 
     @property

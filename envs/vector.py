@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from physai.envs.engine import BatchedEngine
+from physai.envs.engine import DEFAULT_BACKEND, BatchedEngine
 from physai.envs.spec import TaskSpec
 
 
@@ -25,8 +25,8 @@ class PhysaiVectorEnv(gym.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
-                 nthread: Optional[int] = None) -> None:
-        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread)
+                 nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
+        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.engine)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
@@ -71,8 +71,8 @@ class PhysaiSB3VecEnv(VecEnv):
     """
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
-                 nthread: Optional[int] = None) -> None:
-        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread)
+                 nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
+        self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
         observation_space, action_space = _spaces(self.engine)
         super().__init__(num_envs, observation_space, action_space)
         self._actions: Optional[np.ndarray] = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import physai.envs  # noqa: F401  registers physai/<Task>-v0
+from physai.envs.backends import RolloutBackend
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_tasks
 from physai.envs.spec import TaskError, build_spec
@@ -22,10 +25,18 @@ def _task(env_id: str) -> dict:
     return copy.deepcopy(packaged_tasks()[env_id])
 
 
+def _rendering_available() -> bool:
+    import ctypes.util
+    import os
+
+    return os.environ.get("MUJOCO_GL") == "egl" or bool(ctypes.util.find_library("OSMesa"))
+
+
 @pytest.mark.parametrize("env_id", TASK_IDS)
 def test_every_task_is_a_checked_gymnasium_env(env_id):
     env = gym.make(env_id)
-    check_env(env.unwrapped, skip_render_check=True)
+    # The render check needs an off-screen GL backend (libosmesa6 on CPU machines).
+    check_env(env.unwrapped, skip_render_check=not _rendering_available())
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     env.close()
@@ -119,3 +130,23 @@ def test_an_mjcf_that_does_not_parse_names_the_line(tmp_path):
     task["mjcf"] = str(broken)
     with pytest.raises(TaskError, match="(?s)cartpole_balance: MJCF .*broken.xml does not load.*line 3"):
         BatchedEngine(build_spec(**task), num_envs=2, seed=0)
+
+
+def test_the_physics_backend_is_swappable_and_a_bad_one_is_named():
+    spec = build_spec(**_task("physai/CartpoleBalance-v0"))
+
+    class CountingBackend(RolloutBackend):
+        calls = 0
+
+        def step(self, *args):
+            CountingBackend.calls += 1
+            super().step(*args)
+
+    module = types.ModuleType("physai_test_backend")
+    module.CountingBackend = CountingBackend
+    sys.modules["physai_test_backend"] = module
+    engine = BatchedEngine(spec, num_envs=2, seed=0, backend="physai_test_backend.CountingBackend")
+    engine.step(np.zeros((2, 1)))
+    assert CountingBackend.calls == 1
+    with pytest.raises(TaskError, match="env.backend='no.such.Backend' cannot be imported"):
+        BatchedEngine(spec, num_envs=2, seed=0, backend="no.such.Backend")

@@ -47,8 +47,8 @@ def bench_point(task: dict, spec, num_envs: int, nthread: int, seconds: float, s
 
     # Bare rollout: same per-env models, same control mapping, state chained step to step.
     engine = venv.engine
-    models, datas = engine.models, [mujoco.MjData(engine.model) for _ in range(max(1, nthread))]
-    pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)
+    models, datas = engine.models, [mujoco.MjData(engine.model) for _ in range(engine.nthread)]
+    pool = rollout.Rollout(nthread=engine.nthread if engine.nthread > 1 else 0)
     state = engine.state.copy()
     control = np.zeros((num_envs, spec.frame_skip, engine.model.nu))
     controls = engine._ctrl_mid + engine._ctrl_half * actions.astype(np.float64)

@@ -38,7 +38,7 @@ ALGO_FRAMEWORK_KEYS = frozenset({
 # a run directory exists (reruns and resumes may change only these).
 NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "profile", "gate", "device",
                      "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps", "algo.keep_checkpoints",
-                     "algo.torch_threads", "env.nthread")
+                     "algo.torch_threads", "env.nthread", "env.backend")
 
 
 @dataclass
@@ -57,6 +57,8 @@ class EnvConfig:
     task: Dict[str, Any] = field(default_factory=dict)
     # Threads of the batched engine (None: all cores).
     nthread: Optional[int] = bounded(None, low=1)
+    # The physics backend of physai tasks: MuJoCo's rollout on CPU threads; a GPU one plugs in here.
+    backend: str = "physai.envs.backends.RolloutBackend"
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""Physics backends: what advances the batch's state by ``frame_skip`` physics steps.
+
+The engine owns terms, resets and bookkeeping; a backend only steps physics, so a GPU
+backend (mujoco-warp or MJX on a machine that has one) can replace the CPU one behind the
+same call. Select one with ``env.backend=<dotted.path.Class>``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+
+class RolloutBackend:
+    """MuJoCo's C ``rollout`` over all envs on a persistent thread pool (threads made once)."""
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int) -> None:
+        self.nthread = nthread
+        self._datas = [mujoco.MjData(model) for _ in range(nthread)]
+        self._pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)  # 0: run inline
+
+    def step(self, models: Sequence[mujoco.MjModel], state: np.ndarray, control: np.ndarray,
+             state_out: np.ndarray, sensor_out: np.ndarray) -> None:
+        """Advance every row of ``state`` by ``control.shape[1]`` physics steps; fill the outputs."""
+        self._pool.rollout(models, self._datas, state, control, nstep=control.shape[1], state=state_out,
+                           sensordata=sensor_out, skip_checks=True)
+
+    def scratch_bytes(self) -> int:
+        return int(sum(d.nbuffer + d.narena for d in self._datas))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
