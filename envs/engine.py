@@ -1,5 +1,9 @@
 """The batched engine: N copies of one task stepped together through ``mujoco.rollout``.
 
+Sensor readings follow ``mj_step``'s convention (as gymnasium's MuJoCo envs do): they are computed
+by the forward pass of the last physics step, before its integration, so they trail the state by
+one physics step (a fraction of a control step).
+
 Physics state lives in one ``(N, nstate)`` array; a step writes the controls of all envs and
 hands the whole batch to MuJoCo's C rollout on a persistent thread pool, so Python runs once
 per batch, not once per env. Each env may have its own ``MjModel`` (domain randomization
@@ -16,10 +20,10 @@ from typing import Any, Optional
 import mujoco
 import numpy as np
 
-from physai.envs.spec import TaskError, TaskSpec, Term
+from physai.envs.spec import DEFAULT_BACKEND, TaskError, TaskSpec, Term
 
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
-DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
+
 # An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
 EXPLODED_QVEL = 1e4
 
@@ -55,7 +59,7 @@ class BatchedEngine:
         self.num_envs = num_envs
         self.model = load_model(spec)
         self.dt = self.model.opt.timestep * spec.frame_skip
-        self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
+        self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
         self._ids: dict[tuple[str, str], int] = {}
         self._indices: dict[tuple[str, Any], Any] = {}
@@ -91,16 +95,39 @@ class BatchedEngine:
         self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
                              if term.mode == "interval"}
         self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
-        self._noise = spec.observation_noise
-        for term in spec.events:
-            if term.mode == "startup":
-                self._call(term, "events", np.arange(num_envs))
+        # Observation noise per env: the task's base level, raised during sensor-noise bursts.
+        self.noise_std = np.full(num_envs, spec.observation_noise)
+        self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
+        self.noise_burst_std = np.zeros(num_envs)
+        self._last_obs: Optional[np.ndarray] = None
         if spec.camera is not None:
             self.id_of("camera", spec.camera, "camera")
+        self._apply_startup_events()
+        # Interval events fire late in an episode; try each once now so a bad name or range fails at build.
+        for term in spec.events:
+            if term.mode == "interval":
+                self._call(term, "events", np.arange(1))
         self.reset_envs(np.arange(num_envs))
         self.observation_dim = self.observe().shape[1]
         for term in spec.rewards + spec.terminations:
             self._check_output(term, self._call(term, "rewards" if term in spec.rewards else "terminations"))
+
+    def seed(self, seed: Optional[int]) -> None:
+        """Restart the random streams and redraw every env's startup randomization from ``seed``,
+        so one seed gives the same physics and the same trajectories in a new process."""
+        self.reseed(np.random.default_rng(seed))
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self._apply_startup_events()
+
+    def _apply_startup_events(self) -> None:
+        if self.models and self.models[0] is not self.model:
+            for i in range(self.num_envs):
+                self.models[i] = copy.deepcopy(self.model)  # from nominal: draws never compound
+        for term in self.spec.events:
+            if term.mode == "startup":
+                self._call(term, "events", np.arange(self.num_envs))
 
     # ----- names -----------------------------------------------------------------------------
     def _actuator_ids(self) -> np.ndarray:
@@ -129,16 +156,25 @@ class BatchedEngine:
     def joint_dof(self, name: str, where: str = "a term") -> int:
         return int(self.model.jnt_dofadr[self.id_of("joint", name, where)])
 
+    def _single_dof(self, joints: tuple[str, ...]) -> None:
+        for joint in joints:
+            kind = int(self.model.jnt_type[self.id_of("joint", joint, "joints")])
+            if kind in (mujoco.mjtJoint.mjJNT_FREE, mujoco.mjtJoint.mjJNT_BALL):
+                raise TaskError(f"task {self.spec.name}: joint {joint!r} is a free or ball joint with several "
+                                f"coordinates; name hinge/slide joints here, or use push_dofs / sensors for it")
+
     def qpos_indices(self, joints: tuple[str, ...]) -> np.ndarray:
-        """Columns of ``qpos`` for these joints; cached, since terms ask every step."""
+        """Columns of ``qpos`` for these hinge/slide joints; cached, since terms ask every step."""
         key = ("qpos", joints)
         if key not in self._indices:
+            self._single_dof(joints)
             self._indices[key] = np.array([self.joint_qpos(j, "joints") for j in joints], dtype=np.int64)
         return self._indices[key]
 
     def dof_indices(self, joints: tuple[str, ...]) -> np.ndarray:
         key = ("dof", joints)
         if key not in self._indices:
+            self._single_dof(joints)
             self._indices[key] = np.array([self.joint_dof(j, "joints") for j in joints], dtype=np.int64)
         return self._indices[key]
 
@@ -181,8 +217,9 @@ class BatchedEngine:
             value = np.asarray(self._call(term, "observations"), dtype=np.float64)
             parts.append(value.reshape(self.num_envs, -1))
         obs = np.concatenate(parts, axis=1)
-        if self._noise:
-            obs = obs + self.rng.normal(0.0, self._noise, size=obs.shape)
+        std = np.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
+        if std.any():
+            obs = obs + self.rng.normal(0.0, 1.0, size=obs.shape) * std[:, None]
         return obs.astype(np.float32)
 
     # ----- reset -----------------------------------------------------------------------------
@@ -195,6 +232,7 @@ class BatchedEngine:
         self.episode_return[env_ids] = 0.0
         self.action[env_ids] = 0.0
         self.last_action[env_ids] = 0.0
+        self.noise_burst_until[env_ids] = 0
         for sums in self.reward_sums.values():
             sums[env_ids] = 0.0
         for term in self.spec.events:
@@ -205,15 +243,17 @@ class BatchedEngine:
                                                                           size=env_ids.size)
         for term in self.spec.commands:
             self._resample_command(term, env_ids)
+            self._command_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
+                                                                        size=env_ids.size)
         self._forward(env_ids)
 
     def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
+        """Draw new command values for ``env_ids``; their timers are redrawn by the caller."""
         value = np.asarray(self._call(term, "commands", env_ids), dtype=np.float64).reshape(env_ids.size, -1)
         if term.name not in self.commands:
             self.commands[term.name] = np.zeros((self.num_envs, value.shape[1]))
         self.commands[term.name][env_ids] = value
-        self._command_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
-                                                                    size=env_ids.size)
+
 
     def _forward(self, env_ids: np.ndarray) -> None:
         """Recompute sensors of envs whose state was set by hand (after reset or events)."""
@@ -238,32 +278,21 @@ class BatchedEngine:
             self._control[:, :, self.actuator_ids] = ctrl
         time_before = self.state[:, 0].copy()
         self._simulate()
-        # MuJoCo resets an env's data by itself when it meets NaN/huge values; time jumping back shows it.
-        reset_by_mujoco = self.state[:, 0] < time_before + 0.5 * self.dt
         self.episode_step += 1
-        for term in self.spec.events:
-            if term.mode == "interval":
-                timer = self._event_timer[term.name]
-                timer -= 1
-                due = np.flatnonzero(timer <= 0)
-                if due.size:
-                    self._call(term, "events", due)
-                    self._forward(due)
-                    timer[due] = self.rng.integers(*term.every_steps, endpoint=True, size=due.size)
-        for term in self.spec.commands:
-            timer = self._command_timer[term.name]
-            timer -= 1
-            due = np.flatnonzero(timer <= 0)
-            if due.size:
-                self._resample_command(term, due)
+        # MuJoCo resets an env's data by itself when it meets NaN/huge values; its clock then disagrees
+        # with the time this step should have taken.
+        expected = time_before + self.spec.frame_skip * self.model.opt.timestep
+        reset_by_mujoco = np.abs(self.state[:, 0] - expected) > 0.5 * self.model.opt.timestep
         exploded = (reset_by_mujoco | ~np.isfinite(self.state).all(axis=1)
                     | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
-        if exploded.any():
+        any_exploded = bool(exploded.any())
+        if any_exploded:
             # Zero the broken rows so no NaN reaches rewards or observations; the env resets below.
             self.state[exploded] = 0.0
             self.qpos[exploded] = self.model.qpos0
             self.sensordata[exploded] = 0.0
-        any_exploded = bool(exploded.any())
+        # Isaac Lab's order: rewards and terminations judge the step the policy acted on; commands
+        # and interval events then change the world for the next observation.
         reward = np.zeros(self.num_envs)
         for term in self.spec.rewards:
             value = term.weight * np.asarray(self._call(term, "rewards"), dtype=np.float64)
@@ -272,12 +301,21 @@ class BatchedEngine:
             self.reward_sums[term.name] += value
             reward += value
         self.episode_return += reward
-        terminated = exploded.copy()
+        terminated = np.zeros(self.num_envs, dtype=bool)
         for term in self.spec.terminations:
             terminated |= np.asarray(self._call(term, "terminations"), dtype=bool)
-        truncated = (self.episode_step >= self.spec.episode_steps) & ~terminated
+        terminated &= ~exploded
+        # A blow-up is the simulator's failure, not the policy's: truncate (bootstrap), never terminate.
+        truncated = ((self.episode_step >= self.spec.episode_steps) | exploded) & ~terminated
+        for term in self.spec.commands:
+            self._tick(self._command_timer[term.name], term, lambda due, t=term: self._resample_command(t, due))
+        for term in self.spec.events:
+            if term.mode == "interval":
+                self._tick(self._event_timer[term.name], term, lambda due, t=term: self._fire_event(t, due))
         done = terminated | truncated
         obs = self.observe()
+        if any_exploded and self._last_obs is not None:
+            obs[exploded] = self._last_obs[exploded]  # the last observation that was real
         info: dict[str, Any] = {"exploded": exploded}
         done_ids = np.flatnonzero(done)
         if done_ids.size:
@@ -289,7 +327,20 @@ class BatchedEngine:
                 info["final_obs"] = obs[done_ids].copy()
                 self.reset_envs(done_ids)
                 obs[done_ids] = self.observe()[done_ids]
+        self._last_obs = obs
         return {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
+
+    def _tick(self, timer: np.ndarray, term: Term, fire) -> None:
+        """Count an interval down by one control step; fire and redraw it for the envs that are due."""
+        timer -= 1
+        due = np.flatnonzero(timer <= 0)
+        if due.size:
+            fire(due)
+            timer[due] = self.rng.integers(*term.every_steps, endpoint=True, size=due.size)
+
+    def _fire_event(self, term: Term, env_ids: np.ndarray) -> None:
+        self._call(term, "events", env_ids)
+        self._forward(env_ids)
 
     def _simulate(self) -> None:
         self.backend.step(self.models, self.state, self._control, self._state_out, self._sensor_out)

@@ -19,7 +19,7 @@ class GymTask:
     def __init__(self, id: str, kwargs: Optional[dict[str, Any]] = None,
                  max_episode_steps: Optional[int] = None, solved_threshold: Optional[float] = None,
                  control_rate_hz: Optional[float] = None, task: Optional[dict[str, Any]] = None,
-                 nthread: Optional[int] = None, backend: str = "physai.envs.backends.RolloutBackend") -> None:
+                 nthread: Optional[int] = None, backend: Optional[str] = None) -> None:
         import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
 
         self.id = id
@@ -32,7 +32,9 @@ class GymTask:
 
             self.task_spec = build_spec(**self.task)  # refuses a bad task definition now, not mid-run
         self.nthread = nthread
-        self.backend = backend
+        from physai.envs.spec import DEFAULT_BACKEND
+
+        self.backend = backend or DEFAULT_BACKEND
         self.max_episode_steps = max_episode_steps
         self.spec = _lookup_spec(id)
         self._solved_threshold = solved_threshold

@@ -190,6 +190,8 @@ def reset_joint_choice(env, env_ids: np.ndarray, joint: str, values: Sequence[fl
 # ----- events: startup (per-env physics) ---------------------------------------------------
 def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], count: int) -> np.ndarray:
     low, high = _range("scale_range", scale_range, nonnegative=True)
+    if low <= 0:
+        raise ValueError(f"scale_range={list(scale_range)} must stay above 0 (a zero mass or gain is not physical)")
     return env.rng.uniform(low, high, size=(env_ids.size, count))
 
 
@@ -218,9 +220,16 @@ def randomize_joint_damping(env, env_ids: np.ndarray, joints: Sequence[str], sca
 
 def randomize_actuator_gain(env, env_ids: np.ndarray, scale_range: Sequence[float],
                             actuators: Optional[Sequence[str]] = None) -> None:
-    """Weak or strong motors: scales gain (and the matching bias of position servos)."""
+    """Weak or strong motors: scales gain (and the matching bias of position servos).
+
+    Velocity servos (bias on velocity) would change their set point, not their strength: refused.
+    """
     ids = (np.arange(env.model.nu) if actuators is None
            else np.array([env.id_of("actuator", a, "actuators") for a in actuators]))
+    velocity_servo = (env.model.actuator_biasprm[ids, 2] != 0) & (env.model.actuator_biasprm[ids, 1] == 0)
+    if velocity_servo.any():
+        raise ValueError("actuators include a velocity servo; scale its force range instead "
+                         "(e.g. physai.envs.driving.randomize_actuator_forcerange)")
     scales = _scales(env, env_ids, scale_range, ids.size)
     for row, i in enumerate(env_ids):
         env.models[i].actuator_gainprm[ids, 0] = env.model.actuator_gainprm[ids, 0] * scales[row]
@@ -234,12 +243,29 @@ def randomize_geom_size(env, env_ids: np.ndarray, geoms: Sequence[str], scale_ra
         env.models[i].geom_size[ids] = env.model.geom_size[ids] * scales[row][:, None]
 
 
+# Model-editing events: the engine gives every env its own MjModel when a task uses one of these,
+# and edits always start from the nominal model, so draws never compound.
+for _edit in (randomize_body_mass, randomize_friction, randomize_joint_damping, randomize_actuator_gain,
+              randomize_geom_size):
+    _edit.edits_model = True
+
+
 # ----- events: interval --------------------------------------------------------------------
 def push_joints(env, env_ids: np.ndarray, joints: Sequence[str], vel_range: Sequence[float]) -> None:
-    """A shove: add a random velocity to some joints (a free joint's linear dofs for a body push)."""
+    """A shove: add a random velocity to some hinge/slide joints (push_dofs for a free joint)."""
     dofs = _dof_ids(env, joints)
     low, high = _range("vel_range", vel_range)
     env.qvel[np.ix_(env_ids, dofs)] += env.rng.uniform(low, high, size=(env_ids.size, dofs.size))
+
+
+def sensor_noise_burst(env, env_ids: np.ndarray, std: float, duration_steps: Sequence[int]) -> None:
+    """A burst of Gaussian observation noise (a glitching IMU, a dirty lens) for a few control steps."""
+    if std < 0:
+        raise ValueError(f"std={std} must be >= 0")
+    low, high = _range("duration_steps", duration_steps, nonnegative=True)
+    env.noise_burst_std[env_ids] = std
+    env.noise_burst_until[env_ids] = env.episode_step[env_ids] + env.rng.integers(int(low), int(high),
+                                                                                   endpoint=True, size=env_ids.size)
 
 
 def push_dofs(env, env_ids: np.ndarray, joint: str, dofs: Sequence[int], vel_range: Sequence[float]) -> None:

@@ -30,7 +30,10 @@ class PhysaiEnv(gym.Env):
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         super().reset(seed=seed)
-        self.engine.rng = self.np_random
+        if seed is not None:
+            self.engine.reseed(self.np_random)  # a seed fixes the env's randomized physics too
+        else:
+            self.engine.rng = self.np_random
         self.engine.reset_envs(np.arange(1))
         return self.engine.observe()[0], {}
 

@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 from physai.errors import ConfigError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
+ACTION_KEYS = ("actuators", "scale")
 EVENT_MODES = ("startup", "reset", "interval")
 
 
@@ -94,7 +96,18 @@ def _terms(task: str, section: str, entries: dict[str, Any] | None) -> list[Term
 def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, actions: dict[str, Any],
                observations: dict, rewards: dict, terminations: dict | None = None, commands: dict | None = None,
                events: dict | None = None, solved_threshold: Optional[float] = None,
-               observation_noise: float = 0.0, camera: Optional[str] = None) -> TaskSpec:
+               observation_noise: float = 0.0, camera: Optional[str] = None, **unknown: Any) -> TaskSpec:
+    if unknown:
+        raise TaskError(f"task {name}: unknown field(s) {sorted(unknown)}; a task takes name, mjcf, camera, "
+                        f"frame_skip, episode_steps, solved_threshold, observation_noise, actions, observations, "
+                        f"rewards, terminations, commands, events")
+    extra = sorted(set(actions) - set(ACTION_KEYS))
+    if extra:
+        raise TaskError(f"task {name}: actions has unknown field(s) {extra}; it takes {list(ACTION_KEYS)}")
+    if float(actions.get("scale", 1.0)) <= 0:
+        raise TaskError(f"task {name}: actions.scale={actions.get('scale')} must be > 0")
+    if observation_noise < 0:
+        raise TaskError(f"task {name}: observation_noise={observation_noise} must be >= 0")
     path = Path(mjcf)
     if not path.is_absolute():
         path = ASSETS / path

@@ -35,7 +35,7 @@ class PhysaiVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         if seed is not None:
-            self.engine.rng = np.random.default_rng(seed)
+            self.engine.seed(seed)
         self.engine.reset_envs(np.arange(self.num_envs))
         return self.engine.observe(), {}
 
@@ -60,6 +60,15 @@ def _vector_info(raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
         episode_return = np.zeros(num_envs)
         episode_return[raw["done_ids"]] = raw["episode_return"]
         info.update({"episode_return": episode_return, "_episode_return": mask})
+        # gymnasium 1.x's record of finished episodes: arrays over the batch, valid where _final_info is set.
+        length = np.zeros(num_envs, dtype=np.int64)
+        length[raw["done_ids"]] = raw["episode_length"]
+        terms = {}
+        for name, values in raw["episode_terms"].items():
+            terms[name] = np.zeros(num_envs)
+            terms[name][raw["done_ids"]] = values
+        info.update({"final_info": {"episode_return": episode_return, "episode_length": length,
+                                    "reward_terms": terms}, "_final_info": mask})
     return info
 
 
@@ -80,7 +89,7 @@ class PhysaiSB3VecEnv(VecEnv):
 
     def reset(self):
         if self._seeds[0] is not None:
-            self.engine.rng = np.random.default_rng(self._seeds[0])
+            self.engine.seed(self._seeds[0])
         self._reset_seeds()
         self.engine.reset_envs(np.arange(self.num_envs))
         return self.engine.observe()

@@ -75,14 +75,72 @@ def test_startup_events_give_every_env_its_own_physics():
     assert np.all((masses >= 0.07 - 1e-9) & (masses <= 0.13 + 1e-9))
 
 
-def test_an_exploding_env_is_reset_alone_and_flagged():
+@pytest.mark.parametrize("steps_before", [0, 1, 5])
+def test_an_exploding_env_is_reset_alone_flagged_and_truncated(steps_before):
     engine = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, seed=0)
-    engine.step(np.zeros((4, 1)))
-    engine.qvel[2] = np.nan
+    reference = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, seed=0)
+    for _ in range(steps_before):
+        last = engine.step(np.zeros((4, 1)))["obs"]
+        reference.step(np.zeros((4, 1)))
+    engine.qvel[2] = np.nan  # even on the first step of an episode, where MuJoCo's own reset is easiest to miss
     out = engine.step(np.zeros((4, 1)))
+    clean = reference.step(np.zeros((4, 1)))
     assert out["info"]["exploded"].tolist() == [False, False, True, False]
-    assert out["terminated"][2] and np.isfinite(out["obs"]).all() and np.isfinite(out["reward"]).all()
-    assert engine.episode_step[2] == 0 and engine.episode_step[0] == 2
+    assert out["truncated"][2] and not out["terminated"][2]  # the simulator failed, not the policy
+    assert np.isfinite(out["obs"]).all() and np.isfinite(out["reward"]).all()
+    assert engine.episode_step[2] == 0 and engine.episode_step[0] == steps_before + 1
+    np.testing.assert_array_equal(out["obs"][[0, 1, 3]], clean["obs"][[0, 1, 3]])  # the batch never notices
+    if steps_before:
+        np.testing.assert_array_equal(out["info"]["final_obs"][0], last[2])  # the last real observation
+
+
+def test_single_env_and_vector_env_repeat_with_the_same_seed():
+    def single(seed: int) -> np.ndarray:
+        env = gym.make("physai/CartpoleBalance-v0")
+        obs = [env.reset(seed=seed)[0]]
+        actions = np.random.default_rng(1).uniform(-1, 1, size=(200, 1))
+        obs += [env.step(a)[0] for a in actions]
+        env.close()
+        return np.stack(obs)
+
+    np.testing.assert_array_equal(single(3), single(3))
+    assert not np.array_equal(single(3), single(4))
+
+    def vector(seed: int) -> np.ndarray:
+        venv = PhysaiVectorEnv(build_spec(**_task("physai/CartpoleBalance-v0")), num_envs=4, nthread=2)
+        rows = [venv.reset(seed=seed)[0]]
+        rows += [venv.step(np.full((4, 1), 0.5))[0] for _ in range(100)]
+        venv.close()
+        return np.stack(rows)
+
+    np.testing.assert_array_equal(vector(3), vector(3))
+
+
+def test_actions_map_onto_each_actuators_ctrlrange():
+    task = _task("physai/CarLane-v0")
+    engine = BatchedEngine(build_spec(**task), num_envs=1, seed=0)
+    engine.step(np.array([[1.0, -1.0]]))
+    ranges = engine.model.actuator_ctrlrange[engine.actuator_ids]
+    np.testing.assert_allclose(engine._control[0, 0, engine.actuator_ids], [ranges[0, 1], ranges[1, 0]])
+    engine.step(np.array([[5.0, 0.0]]))  # out of range: clipped to the range, never beyond
+    assert engine._control[0, 0, engine.actuator_ids[0]] == pytest.approx(ranges[0, 1])
+
+
+def test_a_bad_interval_event_fails_at_build_not_when_it_first_fires():
+    task = _task("physai/CartpoleBalance-v0")
+    task["events"]["nudge"]["params"]["vel_range"] = [0.3, -0.3]
+    with pytest.raises(TaskError, match="events.nudge.*low > high"):
+        BatchedEngine(build_spec(**task), num_envs=2, seed=0)
+
+
+def test_sensor_noise_bursts_raise_observation_noise_for_a_while():
+    task = _task("physai/CartpoleBalance-v0")
+    task["events"] = {"burst": {"fn": "sensor_noise_burst", "mode": "interval", "every_steps": [1, 1],
+                                "params": {"std": 1.0, "duration_steps": [3, 3]}}}
+    noisy = BatchedEngine(build_spec(**task), num_envs=8, seed=0)
+    quiet = BatchedEngine(build_spec(**_task("physai/CartpoleBalance-v0") | {"events": {}}), num_envs=8, seed=0)
+    gap = np.abs(noisy.step(np.zeros((8, 1)))["obs"] - quiet.step(np.zeros((8, 1)))["obs"])
+    assert gap.mean() > 0.3
 
 
 def test_sb3_adapter_reports_episodes_like_monitor():
@@ -111,6 +169,10 @@ def test_wrong_action_shape_is_refused_with_the_task_named():
     (lambda t: t["events"]["pole_mass"]["params"].update(bodies=["wheel"]), "events.pole_mass: .*body 'wheel'"),
     (lambda t: t["events"]["pole_mass"]["params"].update(scale_range=[1.3, 0.7]), "pole_mass.*low > high"),
     (lambda t: t["events"]["pole_mass"]["params"].update(scale_range=[-1.0, 0.5]), "pole_mass.*negative"),
+    (lambda t: t["events"]["pole_mass"]["params"].update(scale_range=[0.0, 0.0]), "pole_mass.*above 0"),
+    (lambda t: t.update(episode_step=10), "unknown field\\(s\\) \\['episode_step'\\]"),
+    (lambda t: t["actions"].update(actuator=["push"]), "actions has unknown field"),
+    (lambda t: t["observations"]["cart_pos"]["params"].update(joints=["slider", "hinge", "nope"]), "joint 'nope'"),
     (lambda t: t["rewards"]["upright"].update(fn="no_such_fn"), "rewards.upright.fn='no_such_fn'"),
     (lambda t: t["events"]["nudge"].update(mode="sometimes"), "events.nudge.mode='sometimes'"),
     (lambda t: t["observations"]["cart_pos"].update(fn="sensor", params={"name": "lidar"}), "sensor 'lidar'"),
@@ -121,6 +183,13 @@ def test_bad_task_definitions_fail_when_the_task_is_built(mutate, message):
     with pytest.raises(TaskError, match=message) as info:
         BatchedEngine(build_spec(**task), num_envs=2, seed=0)
     assert "cartpole_balance" in str(info.value)
+
+
+def test_a_free_joint_where_one_coordinate_is_expected_is_refused():
+    task = _task("physai/QuadrupedVelocity-v0")
+    task["observations"]["joint_pos"]["params"]["joints"] = ["root"]
+    with pytest.raises(TaskError, match="joint 'root' is a free or ball joint"):
+        BatchedEngine(build_spec(**task), num_envs=2, seed=0)
 
 
 def test_an_mjcf_that_does_not_parse_names_the_line(tmp_path):

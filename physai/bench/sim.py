@@ -1,9 +1,11 @@
 """Simulation throughput: physai's batched engine against gymnasium's SyncVectorEnv and bare rollout.
 
-All contenders step the same task model with the same controls in one process, one after
-another for each (envs, threads) point. "Bare rollout" is ``mujoco.rollout`` alone on the
-same models and controls (physics only, no observations, rewards or resets): the ceiling
-our engine's Python side is measured against.
+All contenders step the same task with the same controls in one process. "Bare rollout" is the
+engine's own physics backend (``mujoco.rollout``) alone on the same per-env models, controls and
+threads: physics only, no observations, rewards or resets, the ceiling the engine's Python side is
+measured against. Engine and bare rollout alternate in interleaved rounds (medians reported), so
+noise from a shared machine lands on both. The SyncVectorEnv contender steps the task's single-env
+view (the engine at N=1), seeded like the engine: what a gymnasium user gets without batching.
 """
 
 from __future__ import annotations
@@ -15,74 +17,79 @@ from typing import Callable
 
 import numpy as np
 
+from physai.envs.vector import PhysaiVectorEnv
+
 log = logging.getLogger(__name__)
 
 
-def _rate(step: Callable[[int], None], num_envs: int, seconds: float, warmup: int = 5) -> float:
-    """Env steps per second of ``step`` (one call steps every env once), over at least ``seconds``."""
-    for i in range(warmup):
-        step(i)
-    calls, start = 0, time.perf_counter()
-    while True:
-        step(calls)
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and calls >= 3:
-            return calls * num_envs / elapsed
+def _rates(contenders: dict[str, Callable[[int], None]], num_envs: int, seconds: float, rounds: int = 3,
+           warmup: int = 5) -> dict[str, float]:
+    """Median env-steps/s of each contender over ``rounds`` interleaved rounds (noise hits all alike)."""
+    for step in contenders.values():
+        for i in range(warmup):
+            step(i)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, step in contenders.items():
+            calls, start = 0, time.perf_counter()
+            while True:
+                step(calls)
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds / rounds and calls >= 3:
+                    break
+            samples[name].append(calls * num_envs / elapsed)
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
-def bench_point(task: dict, spec, num_envs: int, nthread: int, seconds: float, seed: int = 0) -> dict:
-    import gymnasium as gym
-    import mujoco
-    from mujoco import rollout
-
-    from physai.envs.single import PhysaiEnv
-    from physai.envs.vector import PhysaiVectorEnv
-
-    rng = np.random.default_rng(seed)
+def bench_point(task: dict, spec, num_envs: int, nthread: int, seconds: float, sync_rate: float,
+                seed: int = 0) -> dict:
+    """Engine vs bare backend stepping (same models, controls and threads); SyncVectorEnv measured apart."""
     venv = PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread)
     venv.reset(seed=seed)
-    actions = rng.uniform(-1, 1, size=(64, num_envs, venv.engine.num_actions)).astype(np.float32)
-    engine_rate = _rate(lambda i: venv.step(actions[i % 64]), num_envs, seconds)
-
-    # Bare rollout: same per-env models, same control mapping, state chained step to step.
     engine = venv.engine
-    models, datas = engine.models, [mujoco.MjData(engine.model) for _ in range(engine.nthread)]
-    pool = rollout.Rollout(nthread=engine.nthread if engine.nthread > 1 else 0)
-    state = engine.state.copy()
-    control = np.zeros((num_envs, spec.frame_skip, engine.model.nu))
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, size=(64, num_envs, engine.num_actions)).astype(np.float32)
     controls = engine._ctrl_mid + engine._ctrl_half * actions.astype(np.float64)
-    state_out = np.zeros((num_envs, spec.frame_skip, state.shape[1]))
-    sensor_out = np.zeros((num_envs, spec.frame_skip, engine.model.nsensordata))
+    state = engine.state.copy()
+    control = np.zeros_like(engine._control)
+    state_out, sensor_out = np.zeros_like(engine._state_out), np.zeros_like(engine._sensor_out)
 
     def bare(i: int) -> None:
+        # Physics alone through the engine's own backend: no terms, no resets.
         control[:, :, engine.actuator_ids] = controls[i % 64][:, None, :]
-        pool.rollout(models, datas, state, control, nstep=spec.frame_skip, state=state_out,
-                     sensordata=sensor_out, skip_checks=True)
+        engine.backend.step(engine.models, state, control, state_out, sensor_out)
         state[:] = state_out[:, -1]
         bad = ~np.isfinite(state).all(axis=1)
-        if bad.any():  # keep a diverged env from slowing the loop; the engine resets the same way
+        if bad.any():  # keep a diverged env from slowing the loop, as the engine resets it
             state[bad] = engine.state[bad]
 
-    raw_rate = _rate(bare, num_envs, seconds)
-    pool.close()
+    rates = _rates({"engine": lambda i: venv.step(actions[i % 64]), "bare": bare}, num_envs, seconds)
     venv.close()
+    return {"num_envs": num_envs, "threads": engine.nthread, "physai_steps_per_s": rates["engine"],
+            "gymnasium_sync_steps_per_s": sync_rate, "raw_rollout_steps_per_s": rates["bare"],
+            "ratio_vs_gymnasium_sync": rates["engine"] / sync_rate,
+            "fraction_of_raw_rollout": rates["engine"] / rates["bare"]}
+
+
+def sync_rate(task: dict, num_envs: int, seconds: float, seed: int = 0) -> float:
+    """gymnasium's SyncVectorEnv over the task's single env (seeded like the engine's envs)."""
+    import gymnasium as gym
+
+    from physai.envs.single import PhysaiEnv
 
     sync = gym.vector.SyncVectorEnv([lambda: PhysaiEnv(task) for _ in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     sync.reset(seed=seed)
-    sync_rate = _rate(lambda i: sync.step(actions[i % 64]), num_envs, seconds)
+    actions = np.random.default_rng(seed).uniform(-1, 1, size=(64, *sync.action_space.shape)).astype(np.float32)
+    rate = _rates({"sync": lambda i: sync.step(actions[i % 64])}, num_envs, seconds)["sync"]
     sync.close()
-    return {"num_envs": num_envs, "threads": nthread, "physai_steps_per_s": engine_rate,
-            "gymnasium_sync_steps_per_s": sync_rate, "raw_rollout_steps_per_s": raw_rate,
-            "ratio_vs_gymnasium_sync": engine_rate / sync_rate, "fraction_of_raw_rollout": engine_rate / raw_rate}
+    return rate
 
 
 def memory_per_env(spec, num_envs: int = 256) -> float:
     """Bytes per env the engine holds (models, batch arrays, thread scratch), counted, not sampled:
     in-process RSS deltas are hidden by the allocator reusing freed pages."""
-    from physai.envs.vector import PhysaiVectorEnv
-
     venv = PhysaiVectorEnv(spec, num_envs, seed=0, nthread=2)
     total = venv.engine.memory_bytes()
     venv.close()
@@ -136,10 +143,12 @@ def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: floa
     spec = build_spec(**env_cfg["task"])
     points = []
     with Progress(transient=True) as progress:
-        bar = progress.add_task(f"bench sim {task_name}", total=len(envs) * len(threads))
+        bar = progress.add_task(f"bench sim {task_name}", total=len(envs) * (len(threads) + 1))
         for n in envs:
+            sync = sync_rate(env_cfg["task"], n, seconds)  # single-threaded: measured once per size
+            progress.advance(bar)
             for t in threads:
-                points.append(bench_point(env_cfg["task"], spec, n, t, seconds))
+                points.append(bench_point(env_cfg["task"], spec, n, t, seconds, sync))
                 progress.advance(bar)
     mem = memory_per_env(spec)
     table = Table(title=f"{task_name}: env steps/s (frame_skip {spec.frame_skip}, {seconds:g} s per point)")

@@ -58,7 +58,7 @@ class EnvConfig:
     # Threads of the batched engine (None: all cores).
     nthread: Optional[int] = bounded(None, low=1)
     # The physics backend of physai tasks: MuJoCo's rollout on CPU threads; a GPU one plugs in here.
-    backend: str = "physai.envs.backends.RolloutBackend"
+    backend: Optional[str] = None  # None: physai.envs.spec.DEFAULT_BACKEND
 
 
 @dataclass
