@@ -75,6 +75,19 @@ def joint_cos(env, joint: str) -> np.ndarray:
     return np.cos(env.qpos[:, env.joint_qpos(joint, "joint")])
 
 
+def balance_product(env, pole: str, cart: str, cart_margin: float = 1.0, spin_margin: float = 5.0) -> np.ndarray:
+    """dm_control's cart-pole reward: upright x centered x small control x small spin, in [0, 1].
+
+    A product pays only for the whole skill, so whirling the pole (upright on average, half the
+    time) earns a fraction of holding it, unlike a sum of the same terms.
+    """
+    upright = (np.cos(env.qpos[:, env.joint_qpos(pole, "pole")]) + 1.0) / 2.0
+    centered = (1.0 + np.exp(-np.square(env.qpos[:, env.joint_qpos(cart, "cart")] / cart_margin))) / 2.0
+    small_control = (4.0 + (1.0 - np.mean(np.square(env.action), axis=1))) / 5.0
+    small_spin = (1.0 + np.exp(-np.square(env.qvel[:, env.joint_dof(pole, "pole")] / spin_margin))) / 2.0
+    return upright * centered * small_control * small_spin
+
+
 def joint_pos_l2(env, joints: Sequence[str], target: float = 0.0) -> np.ndarray:
     return np.sum(np.square(env.qpos[:, _qpos_ids(env, joints)] - target), axis=1)
 
