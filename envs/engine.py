@@ -165,17 +165,18 @@ class BatchedEngine:
 
     def qpos_indices(self, joints: tuple[str, ...]) -> np.ndarray:
         """Columns of ``qpos`` for these hinge/slide joints; cached, since terms ask every step."""
-        key = ("qpos", joints)
-        if key not in self._indices:
-            self._single_dof(joints)
-            self._indices[key] = np.array([self.joint_qpos(j, "joints") for j in joints], dtype=np.int64)
-        return self._indices[key]
+        return self._joint_columns("qpos", joints, self.model.jnt_qposadr)
 
     def dof_indices(self, joints: tuple[str, ...]) -> np.ndarray:
-        key = ("dof", joints)
+        """Columns of ``qvel`` for these hinge/slide joints; cached."""
+        return self._joint_columns("dof", joints, self.model.jnt_dofadr)
+
+    def _joint_columns(self, kind: str, joints: tuple[str, ...], address: np.ndarray) -> np.ndarray:
+        key = (kind, joints)
         if key not in self._indices:
             self._single_dof(joints)
-            self._indices[key] = np.array([self.joint_dof(j, "joints") for j in joints], dtype=np.int64)
+            self._indices[key] = np.array([address[self.id_of("joint", j, "joints")] for j in joints],
+                                          dtype=np.int64)
         return self._indices[key]
 
     def sensor(self, name: str, where: str = "a term") -> slice:

@@ -31,12 +31,18 @@ def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, tar
         except Exception as exc:  # MuJoCo raises FatalError/AttributeError without a GL backend
             log.warning("no evaluation video: %s (%s)", NO_GL_HINT, type(exc).__name__)
             return None
-        fps = float(env.metadata.get("render_fps") or 30)
-        done = False
+        # Show the whole episode: render every k-th step so it fits in max_frames, played in real time.
+        steps = getattr(getattr(env.unwrapped, "spec_", None), "episode_steps", None) or \
+            getattr(env.spec, "max_episode_steps", None) or max_frames
+        stride = max(1, -(-int(steps) // max_frames))
+        fps = float(env.metadata.get("render_fps") or 30) / stride
+        done, step = False, 0
         while not done and len(frames) < max_frames:
             obs, _, terminated, truncated, _ = env.step(act(obs))
-            frames.append(env.render())
+            step += 1
             done = terminated or truncated
+            if step % stride == 0 or done:
+                frames.append(env.render())
     finally:
         env.close()
     import imageio.v2 as imageio
