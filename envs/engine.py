@@ -72,8 +72,10 @@ class BatchedEngine:
         self._ctrl_half = np.where(limited, (ctrlrange[:, 1] - ctrlrange[:, 0]) / 2, 1.0) * spec.action_scale
         # One model per env only when events will change them: startup randomization, or a reset
         # event whose function says it edits the model (``fn.edits_model = True``, e.g. obstacle layouts).
-        per_env = any(term.mode == "startup" or getattr(term.fn, "edits_model", False) for term in spec.events)
-        self.models = [copy.deepcopy(self.model) for _ in range(num_envs)] if per_env else [self.model] * num_envs
+        # The copies are made by _apply_startup_events, below and at every reseed.
+        self._per_env_models = any(term.mode == "startup" or getattr(term.fn, "edits_model", False)
+                                   for term in spec.events)
+        self.models = [self.model] * num_envs
         self._scratch = mujoco.MjData(self.model)
         self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
         nstate = mujoco.mj_stateSize(self.model, FULL)
@@ -122,9 +124,8 @@ class BatchedEngine:
         self._apply_startup_events()
 
     def _apply_startup_events(self) -> None:
-        if self.models and self.models[0] is not self.model:
-            for i in range(self.num_envs):
-                self.models[i] = copy.deepcopy(self.model)  # from nominal: draws never compound
+        if self._per_env_models:
+            self.models = [copy.deepcopy(self.model) for _ in range(self.num_envs)]  # from nominal: no compounding
         for term in self.spec.events:
             if term.mode == "startup":
                 self._call(term, "events", np.arange(self.num_envs))
@@ -240,12 +241,10 @@ class BatchedEngine:
             if term.mode == "reset":
                 self._call(term, "events", env_ids)
             elif term.mode == "interval":
-                self._event_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
-                                                                          size=env_ids.size)
+                self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         for term in self.spec.commands:
             self._resample_command(term, env_ids)
-            self._command_timer[term.name][env_ids] = self.rng.integers(*term.every_steps, endpoint=True,
-                                                                        size=env_ids.size)
+            self._command_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         self._forward(env_ids)
 
     def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
@@ -254,7 +253,6 @@ class BatchedEngine:
         if term.name not in self.commands:
             self.commands[term.name] = np.zeros((self.num_envs, value.shape[1]))
         self.commands[term.name][env_ids] = value
-
 
     def _forward(self, env_ids: np.ndarray) -> None:
         """Recompute sensors of envs whose state was set by hand (after reset or events)."""
@@ -337,7 +335,11 @@ class BatchedEngine:
         due = np.flatnonzero(timer <= 0)
         if due.size:
             fire(due)
-            timer[due] = self.rng.integers(*term.every_steps, endpoint=True, size=due.size)
+            timer[due] = self._draw_interval(term, due.size)
+
+    def _draw_interval(self, term: Term, count: int) -> np.ndarray:
+        """Control steps until a command or interval event next fires, uniform in ``every_steps``."""
+        return self.rng.integers(*term.every_steps, endpoint=True, size=count)
 
     def _fire_event(self, term: Term, env_ids: np.ndarray) -> None:
         self._call(term, "events", env_ids)

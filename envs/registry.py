@@ -15,15 +15,18 @@ import yaml
 ENTRY_POINT = "physai.envs.single:PhysaiEnv"
 
 
-def packaged_task_configs() -> dict[str, dict[str, Any]]:
-    """Env option name (``cartpole_balance``) -> its config, for every option defining a physai task."""
+def packaged_env_configs() -> dict[str, dict[str, Any]]:
+    """Env option name (``cartpole_balance``, ``hopper``) -> its YAML config, for every file in configs/env."""
     configs = {}
     for source in sorted((files("physai.configs") / "env").iterdir(), key=lambda p: p.name):
         if source.name.endswith(".yaml"):
-            config = yaml.safe_load(source.read_text()) or {}
-            if config.get("task"):
-                configs[source.name[:-len(".yaml")]] = config
+            configs[source.name[:-len(".yaml")]] = yaml.safe_load(source.read_text()) or {}
     return configs
+
+
+def packaged_task_configs() -> dict[str, dict[str, Any]]:
+    """The env options that define a physai task (MJCF + terms)."""
+    return {name: config for name, config in packaged_env_configs().items() if config.get("task")}
 
 
 def packaged_tasks() -> dict[str, dict[str, Any]]:

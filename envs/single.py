@@ -11,6 +11,13 @@ from physai.envs.engine import BatchedEngine
 from physai.envs.spec import build_spec
 
 
+def task_spaces(engine: BatchedEngine) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """One env's spaces: unbounded float32 observations, actions in [-1, 1] per actuator."""
+    obs = gym.spaces.Box(-np.inf, np.inf, shape=(engine.observation_dim,), dtype=np.float32)
+    act = gym.spaces.Box(-1.0, 1.0, shape=(engine.num_actions,), dtype=np.float32)
+    return obs, act
+
+
 class PhysaiEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
 
@@ -18,9 +25,7 @@ class PhysaiEnv(gym.Env):
                  height: int = 240) -> None:
         self.spec_ = build_spec(**task)
         self.engine = BatchedEngine(self.spec_, num_envs=1, nthread=1)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.engine.observation_dim,),
-                                                dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.engine.num_actions,), dtype=np.float32)
+        self.observation_space, self.action_space = task_spaces(self.engine)
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.engine.dt))}
         self.dt = self.engine.dt
         self.render_mode = render_mode

@@ -10,13 +10,8 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from physai.envs.engine import DEFAULT_BACKEND, BatchedEngine
+from physai.envs.single import task_spaces
 from physai.envs.spec import TaskSpec
-
-
-def _spaces(engine: BatchedEngine) -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    obs = gym.spaces.Box(-np.inf, np.inf, shape=(engine.observation_dim,), dtype=np.float32)
-    act = gym.spaces.Box(-1.0, 1.0, shape=(engine.num_actions,), dtype=np.float32)
-    return obs, act
 
 
 class PhysaiVectorEnv(gym.vector.VectorEnv):
@@ -28,7 +23,7 @@ class PhysaiVectorEnv(gym.vector.VectorEnv):
                  nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
         self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
         self.num_envs = num_envs
-        self.single_observation_space, self.single_action_space = _spaces(self.engine)
+        self.single_observation_space, self.single_action_space = task_spaces(self.engine)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.metadata = {**self.metadata, "render_fps": 1.0 / self.engine.dt}
@@ -82,7 +77,7 @@ class PhysaiSB3VecEnv(VecEnv):
     def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
                  nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
         self.engine = BatchedEngine(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
-        observation_space, action_space = _spaces(self.engine)
+        observation_space, action_space = task_spaces(self.engine)
         super().__init__(num_envs, observation_space, action_space)
         self._actions: Optional[np.ndarray] = None
         self.render_mode = None

@@ -34,14 +34,9 @@ def route_env_id(argv: list[str]) -> list[str]:
     ids = [a.split("=", 1)[1] for a in overrides if a.startswith("env.id=")]
     if not ids or any(a.startswith(("env=", "+env=", "~env")) for a in overrides):
         return argv
-    from importlib.resources import files
+    from physai.envs.registry import packaged_env_configs
 
-    import yaml
-
-    options = {}
-    for source in (files("physai.configs") / "env").iterdir():
-        if source.name.endswith(".yaml"):
-            options[(yaml.safe_load(source.read_text()) or {}).get("id")] = source.name[:-5]
+    options = {config.get("id"): name for name, config in packaged_env_configs().items()}
     return [argv[0], f"env={options.get(ids[-1], 'gym')}", *overrides]
 
 
