@@ -155,7 +155,7 @@ def randomize_actuator_forcerange(env, env_ids: np.ndarray, actuators: Sequence[
     ids = np.array([env.id_of("actuator", a, "actuators") for a in actuators])
     if not env.model.actuator_forcelimited[ids].all():
         raise ValueError(f"actuators={list(actuators)}: every actuator needs a forcerange in the MJCF")
-    scales = _scales(env, env_ids, scale_range, ids.size)
+    scales = _scales(env, env_ids, scale_range, [f"force_limit_scale/{a}" for a in actuators])
     for row, i in enumerate(env_ids):
         env.models[i].actuator_forcerange[ids] = env.model.actuator_forcerange[ids] * scales[row][:, None]
 

@@ -97,6 +97,8 @@ class BatchedEngine:
         self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
                              if term.mode == "interval"}
         self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
+        # Domain-randomization draws per env by name (e.g. "mass_scale/pole"), 1.0 = nominal physics.
+        self.physics_context: dict[str, np.ndarray] = {}
         # Observation noise per env: the task's base level, raised during sensor-noise bursts.
         self.noise_std = np.full(num_envs, spec.observation_noise)
         self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
@@ -110,7 +112,8 @@ class BatchedEngine:
             if term.mode == "interval":
                 self._call(term, "events", np.arange(1))
         self.reset_envs(np.arange(num_envs))
-        self.observation_dim = self.observe().shape[1]
+        self.observation_names = self._observation_names()
+        self.observation_dim = len(self.observation_names)
         for term in spec.rewards + spec.terminations:
             self._check_output(term, self._call(term, "rewards" if term in spec.rewards else "terminations"))
 
@@ -131,6 +134,22 @@ class BatchedEngine:
                 self._call(term, "events", np.arange(self.num_envs))
 
     # ----- names -----------------------------------------------------------------------------
+    def set_physics_context(self, name: str, env_ids: np.ndarray, values: np.ndarray) -> None:
+        """Record a randomized physics quantity of some envs (startup events call this)."""
+        if name not in self.physics_context:
+            self.physics_context[name] = np.ones(self.num_envs)
+        self.physics_context[name][env_ids] = values
+
+    @property
+    def context_names(self) -> list[str]:
+        return sorted(self.physics_context)
+
+    def context_matrix(self) -> np.ndarray:
+        """(num_envs, len(context_names)) physics context, columns in ``context_names`` order."""
+        if not self.physics_context:
+            return np.zeros((self.num_envs, 0))
+        return np.stack([self.physics_context[name] for name in self.context_names], axis=1)
+
     def _actuator_ids(self) -> np.ndarray:
         if not self.spec.actuators:
             return np.arange(self.model.nu)
@@ -223,6 +242,14 @@ class BatchedEngine:
         if std.any():
             obs = obs + self.rng.normal(0.0, 1.0, size=obs.shape) * std[:, None]
         return obs.astype(np.float32)
+
+    def _observation_names(self) -> list[str]:
+        """One name per observation column: the term's name, indexed when the term is wider than 1."""
+        names = []
+        for term in self.spec.observations:
+            width = int(np.asarray(self._call(term, "observations")).reshape(self.num_envs, -1).shape[1])
+            names += [term.name] if width == 1 else [f"{term.name}[{i}]" for i in range(width)]
+        return names
 
     # ----- reset -----------------------------------------------------------------------------
     def reset_envs(self, env_ids: np.ndarray) -> None:

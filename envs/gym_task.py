@@ -11,6 +11,7 @@ import difflib
 from typing import Any, Callable, Optional
 
 import gymnasium as gym
+import numpy as np
 
 from physai.errors import ConfigError
 
@@ -72,6 +73,22 @@ class GymTask:
 
             return PhysaiVectorEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
         return gym.vector.SyncVectorEnv([self.env_fn() for _ in range(num_envs)])
+
+    def signal_names(self) -> tuple[list[str], list[str]]:
+        """Names of the observation columns and of the physics context (domain-randomization draws).
+
+        physai tasks name columns after their terms (``velocities[0]``); other envs get ``obs[i]``
+        and no context. World models, scenarios and datasets address signals by these names.
+        """
+        env = self.make()
+        try:
+            engine = getattr(env.unwrapped, "engine", None)
+            if engine is not None:
+                return list(engine.observation_names), list(engine.context_names)
+            size = int(np.prod(env.observation_space.shape or (1,)))
+            return [f"obs[{i}]" for i in range(size)], []
+        finally:
+            env.close()
 
     @property
     def solved_threshold(self) -> Optional[float]:

@@ -201,16 +201,24 @@ def reset_joint_choice(env, env_ids: np.ndarray, joint: str, values: Sequence[fl
 
 
 # ----- events: startup (per-env physics) ---------------------------------------------------
-def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], count: int) -> np.ndarray:
+def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], names: Sequence[str]) -> np.ndarray:
+    """Draw one scale per env and per named quantity, and record it as the env's physics context.
+
+    The recorded scales (``env.physics_context``, 1.0 = nominal) are what collected transitions
+    carry, so a world model can be conditioned on them and a scenario can ask for them by name.
+    """
     low, high = _range("scale_range", scale_range, nonnegative=True)
     if low <= 0:
         raise ValueError(f"scale_range={list(scale_range)} must stay above 0 (a zero mass or gain is not physical)")
-    return env.rng.uniform(low, high, size=(env_ids.size, count))
+    scales = env.rng.uniform(low, high, size=(env_ids.size, len(names)))
+    for column, name in enumerate(names):
+        env.set_physics_context(name, env_ids, scales[:, column])
+    return scales
 
 
 def randomize_body_mass(env, env_ids: np.ndarray, bodies: Sequence[str], scale_range: Sequence[float]) -> None:
     ids = np.array([env.id_of("body", b, "bodies") for b in bodies])
-    scales = _scales(env, env_ids, scale_range, ids.size)
+    scales = _scales(env, env_ids, scale_range, [f"mass_scale/{b}" for b in bodies])
     for row, i in enumerate(env_ids):
         env.models[i].body_mass[ids] = env.model.body_mass[ids] * scales[row]
         env.models[i].body_inertia[ids] = env.model.body_inertia[ids] * scales[row][:, None]
@@ -219,14 +227,14 @@ def randomize_body_mass(env, env_ids: np.ndarray, bodies: Sequence[str], scale_r
 def randomize_friction(env, env_ids: np.ndarray, scale_range: Sequence[float],
                        geoms: Optional[Sequence[str]] = None) -> None:
     ids = np.arange(env.model.ngeom) if geoms is None else np.array([env.id_of("geom", g, "geoms") for g in geoms])
-    scales = _scales(env, env_ids, scale_range, 1)
+    scales = _scales(env, env_ids, scale_range, ["friction_scale"])
     for row, i in enumerate(env_ids):
         env.models[i].geom_friction[ids, 0] = env.model.geom_friction[ids, 0] * scales[row, 0]
 
 
 def randomize_joint_damping(env, env_ids: np.ndarray, joints: Sequence[str], scale_range: Sequence[float]) -> None:
     dofs = _dof_ids(env, joints)
-    scales = _scales(env, env_ids, scale_range, dofs.size)
+    scales = _scales(env, env_ids, scale_range, [f"damping_scale/{j}" for j in joints])
     for row, i in enumerate(env_ids):
         env.models[i].dof_damping[dofs] = env.model.dof_damping[dofs] * scales[row]
 
@@ -243,7 +251,7 @@ def randomize_actuator_gain(env, env_ids: np.ndarray, scale_range: Sequence[floa
     if velocity_servo.any():
         raise ValueError("actuators include a velocity servo; scale its force range instead "
                          "(e.g. physai.envs.driving.randomize_actuator_forcerange)")
-    scales = _scales(env, env_ids, scale_range, ids.size)
+    scales = _scales(env, env_ids, scale_range, [f"actuator_strength/{env.model.actuator(int(a)).name}" for a in ids])
     for row, i in enumerate(env_ids):
         env.models[i].actuator_gainprm[ids, 0] = env.model.actuator_gainprm[ids, 0] * scales[row]
         env.models[i].actuator_biasprm[ids, 1] = env.model.actuator_biasprm[ids, 1] * scales[row]
@@ -251,7 +259,7 @@ def randomize_actuator_gain(env, env_ids: np.ndarray, scale_range: Sequence[floa
 
 def randomize_geom_size(env, env_ids: np.ndarray, geoms: Sequence[str], scale_range: Sequence[float]) -> None:
     ids = np.array([env.id_of("geom", g, "geoms") for g in geoms])
-    scales = _scales(env, env_ids, scale_range, ids.size)
+    scales = _scales(env, env_ids, scale_range, [f"size_scale/{g}" for g in geoms])
     for row, i in enumerate(env_ids):
         env.models[i].geom_size[ids] = env.model.geom_size[ids] * scales[row][:, None]
 
