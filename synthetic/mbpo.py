@@ -1,0 +1,558 @@
+"""Model-based policy optimization (MBPO, Janner et al. 2019) on stable-baselines3's SAC.
+
+MBPO trains SAC on a mix of real transitions and short synthetic rollouts branched from real
+states through a learned ensemble. Here it is SB3's ``SAC`` with three additions and nothing of
+SAC's own update changed:
+
+* **Two buffers, never mixed up.** The real replay buffer is SB3's own ``ReplayBuffer`` (filled by
+  SAC's ``collect_rollouts``, saved by ``save_replay_buffer``), subclassed as ``MixedReplayBuffer``
+  only so that its ``sample`` returns ``real_ratio`` of each batch from its own rows and the rest
+  from a separate ``ModelBuffer`` of synthetic rows. SAC's ``train()`` calls ``sample`` as usual.
+* **Model rounds.** Every ``model_train_every`` real steps (checked where SAC trains, so only after
+  ``learning_starts``), the ensemble (``physai.synthetic.world_model``) is refit on all real data
+  (time-capped by ``model_train_seconds``), then ``rollout_batch`` branches start from random real
+  states and the current stochastic policy acts in the model (``physai.synthetic.imagine``) for
+  ``rollout_length`` steps, a linear schedule ``[start_step, end_step, min_len, max_len]`` over real
+  steps (MBPO's). A branch stops at a predicted termination or when ensemble disagreement passes
+  ``max_disagreement``. The model buffer keeps the last ``model_retain_rounds`` rounds.
+* **Update-to-data ratio.** SB3's ``gradient_steps`` (per ``train_freq`` steps of the VecEnv, so per
+  ``n_envs`` real transitions) is MBPO's gradient updates per real step (MBPO uses 20; SAC 1).
+
+Physics context: when the env is a physai task (its engine has ``context_matrix()``) and
+``use_context`` is set, every real transition records its env's domain-randomization draws and the
+ensemble is conditioned on them; branches keep the context of the real state they start from.
+
+Saving: the ensemble and the model buffer are torch objects / large arrays, so they are excluded from
+``model.zip`` and from the pickled replay buffer. A loaded model therefore has an untrained ensemble
+and an empty model buffer; it refits on the (reloaded) real buffer and regenerates rollouts at its
+first training step, and samples only real rows until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import VecNormalize
+
+from physai.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SOURCE_REAL = 0
+SOURCE_SYNTHETIC = 1
+# Fewer real transitions than this and the ensemble is not (re)fit: too few to hold some out.
+MIN_FIT_ROWS = 32
+
+
+def rollout_length_at(schedule: Sequence[float], step: int) -> int:
+    """MBPO's linear schedule: ``min_len`` until ``start_step``, ``max_len`` from ``end_step``, linear between."""
+    start, end, low, high = (float(v) for v in schedule)
+    if step <= start or end <= start:
+        value = low if step <= start else high
+    else:
+        value = low + (min(step, end) - start) / (end - start) * (high - low)
+    return max(1, int(value))
+
+
+class ModelBuffer:
+    """Synthetic transitions kept by round: the newest ``retain_rounds`` rounds, the oldest dropped whole."""
+
+    FIELDS = ("obs", "act", "next_obs", "reward", "done")
+
+    def __init__(self, obs_dim: int, act_dim: int, retain_rounds: int, device: th.device | str = "cpu") -> None:
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.retain_rounds = int(retain_rounds)
+        self.device = th.device(device)
+        self.rounds: deque[dict[str, np.ndarray]] = deque()
+        self._flat: dict[str, np.ndarray] = self._empty()
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        return {"obs": np.zeros((0, self.obs_dim), np.float32), "act": np.zeros((0, self.act_dim), np.float32),
+                "next_obs": np.zeros((0, self.obs_dim), np.float32), "reward": np.zeros(0, np.float32),
+                "done": np.zeros(0, np.float32)}
+
+    def __len__(self) -> int:
+        return int(self._flat["reward"].shape[0])
+
+    def add_round(self, obs, act, next_obs, reward, done) -> int:
+        """Append one round of rows (dropping the oldest round beyond ``retain_rounds``); returns rows added."""
+        block = {"obs": np.asarray(obs, np.float32).reshape(-1, self.obs_dim),
+                 "act": np.asarray(act, np.float32).reshape(-1, self.act_dim),
+                 "next_obs": np.asarray(next_obs, np.float32).reshape(-1, self.obs_dim),
+                 "reward": np.asarray(reward, np.float32).reshape(-1),
+                 "done": np.asarray(done, np.float32).reshape(-1)}
+        rows = block["reward"].shape[0]
+        if any(block[name].shape[0] != rows for name in self.FIELDS):
+            raise ValueError(f"model buffer: a round's columns disagree on the row count "
+                             f"{ {name: block[name].shape[0] for name in self.FIELDS} }")
+        self.rounds.append(block)
+        while len(self.rounds) > self.retain_rounds:
+            self.rounds.popleft()
+        self._flat = {name: np.concatenate([r[name] for r in self.rounds]) for name in self.FIELDS} \
+            if self.rounds else self._empty()
+        return rows
+
+    def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+        index = np.random.randint(0, len(self), size=batch_size)
+        flat = self._flat
+        obs, next_obs, reward = flat["obs"][index], flat["next_obs"][index], flat["reward"][index].reshape(-1, 1)
+        if env is not None:
+            obs = env.normalize_obs(obs).astype(np.float32)
+            next_obs = env.normalize_obs(next_obs).astype(np.float32)
+            reward = env.normalize_reward(reward).astype(np.float32)
+        data = (obs, flat["act"][index], next_obs, flat["done"][index].reshape(-1, 1), reward)
+        return ReplayBufferSamples(*(th.as_tensor(a, device=self.device) for a in data))
+
+
+class MixedReplayBuffer(ReplayBuffer):
+    """SB3's real replay buffer whose ``sample`` mixes in ``1 - real_ratio`` synthetic rows.
+
+    Real rows live in this buffer's own arrays (plus each row's physics context when the task has one),
+    synthetic rows in ``model_buffer``; the two are sampled separately and concatenated (real rows
+    first), so a batch's real and synthetic counts are exact. With an empty (or no) model buffer the
+    whole batch is real. The model buffer is not pickled with this buffer.
+    """
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, real_ratio: float = 0.05, context_dim: int = 0) -> None:
+        if optimize_memory_usage:
+            raise ConfigError("MBPO's real replay buffer needs every next observation stored: leave "
+                              "optimize_memory_usage=False")
+        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
+                         optimize_memory_usage=False, handle_timeout_termination=handle_timeout_termination)
+        self.real_ratio = float(real_ratio)
+        self.context_dim = int(context_dim)
+        self.contexts = np.zeros((self.buffer_size, self.n_envs, self.context_dim), dtype=np.float32)
+        self.pending_context: Optional[np.ndarray] = None
+        self.model_buffer: Optional[ModelBuffer] = None
+        self.last_batch_counts = (0, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["model_buffer"] = None  # synthetic rows are regenerated, never pickled with the real ones
+        return state
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        if self.context_dim:
+            context = self.pending_context
+            self.contexts[self.pos] = 0.0 if context is None else np.asarray(context).reshape(self.n_envs, -1)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def add_rows(self, obs, act, next_obs, reward, terminated, truncated, context=None) -> int:
+        """Append flat transitions (warm start). With several envs, rows fill whole buffer positions
+        (``n_envs`` at a time) and a remainder of fewer than ``n_envs`` rows is dropped; returns rows added."""
+        n = (len(reward) // self.n_envs) * self.n_envs
+        if n == 0:
+            return 0
+        shape = lambda a: np.asarray(a)[:n].reshape(n // self.n_envs, self.n_envs, *np.asarray(a).shape[1:])  # noqa: E731
+        obs, act, next_obs = shape(obs), shape(act), shape(next_obs)
+        reward, terminated, truncated = shape(reward), shape(terminated).astype(bool), shape(truncated).astype(bool)
+        context = shape(context) if context is not None and self.context_dim else None
+        for i in range(n // self.n_envs):
+            if context is not None:
+                self.contexts[self.pos] = context[i]
+            done = terminated[i] | truncated[i]
+            infos = [{"TimeLimit.truncated": bool(truncated[i, e] and not terminated[i, e])} for e in range(self.n_envs)]
+            super().add(obs[i], next_obs[i], act[i], reward[i], done, infos)
+        return n
+
+    def size_rows(self) -> int:
+        return self.size() * self.n_envs
+
+    def real_transitions(self) -> dict[str, Optional[np.ndarray]]:
+        """Every stored real transition, flat: obs, act, next_obs, reward, terminated (timeouts are not
+        terminations), context (None without one)."""
+        upper = self.buffer_size if self.full else self.pos
+        flat = lambda a: a[:upper].reshape(upper * self.n_envs, *a.shape[2:])  # noqa: E731
+        terminated = self.dones[:upper] * (1.0 - self.timeouts[:upper])
+        return {"obs": flat(self.observations).astype(np.float32), "act": flat(self.actions).astype(np.float32),
+                "next_obs": flat(self.next_observations).astype(np.float32),
+                "reward": flat(self.rewards), "terminated": flat(terminated) > 0.5,
+                "context": flat(self.contexts) if self.context_dim else None}
+
+    def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+        synthetic = self.model_buffer if self.model_buffer is not None and len(self.model_buffer) else None
+        n_real = batch_size if synthetic is None else int(round(self.real_ratio * batch_size))
+        if self.size() == 0:
+            n_real = 0
+        n_synthetic = batch_size - n_real
+        parts = []
+        if n_real:
+            parts.append(super().sample(n_real, env=env))
+        if n_synthetic:
+            if synthetic is None:
+                raise RuntimeError("MBPO replay buffer: no real and no synthetic rows to sample")
+            parts.append(synthetic.sample(n_synthetic, env=env))
+        self.last_batch_counts = (n_real, n_synthetic)
+        if len(parts) == 1:
+            return parts[0]
+        return ReplayBufferSamples(*(th.cat([p[i] for p in parts]) for i in range(5)))
+
+
+class MBPO(SAC):
+    """SAC trained on real plus model-generated transitions (MBPO). See the module docstring.
+
+    MBPO-specific settings (the rest are SAC's):
+
+    :param real_ratio: share of every gradient batch drawn from real transitions (MBPO: 0.05).
+    :param model_train_every: real env steps between model rounds (refit + rollouts; MBPO: 250).
+    :param rollout_batch: branches started from real states per round (MBPO: 100k).
+    :param rollout_length: ``[start_step, end_step, min_len, max_len]``: branch length, linear in real steps.
+    :param max_disagreement: a branch stops where ensemble disagreement (normalized units) passes this.
+    :param model_retain_rounds: rounds of synthetic rows the model buffer keeps.
+    :param model_members, model_elites, model_hidden, model_layers, model_learning_rate: the ensemble.
+    :param model_batch_size, model_holdout_fraction, model_max_epochs, model_patience: its fitting.
+    :param model_train_seconds: wall-clock cap of one (re)fit.
+    :param use_context: condition the ensemble on a physai task's physics context when it has one.
+    """
+
+    def __init__(
+        self,
+        policy,
+        env,
+        learning_rate=3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 1000,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq=1,
+        gradient_steps: int = 20,
+        action_noise=None,
+        ent_coef="auto",
+        target_update_interval: int = 1,
+        target_entropy="auto",
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: Optional[str] = None,
+        policy_kwargs: Optional[dict[str, Any]] = None,
+        verbose: int = 0,
+        seed: Optional[int] = None,
+        device="auto",
+        real_ratio: float = 0.05,
+        model_train_every: int = 250,
+        rollout_batch: int = 20_000,
+        rollout_length: Sequence[float] = (1_000, 10_000, 1, 5),
+        max_disagreement: float = 1.0,
+        model_retain_rounds: int = 4,
+        model_members: int = 7,
+        model_elites: int = 5,
+        model_hidden: int = 200,
+        model_layers: int = 4,
+        model_learning_rate: float = 1e-3,
+        model_batch_size: int = 256,
+        model_holdout_fraction: float = 0.2,
+        model_max_epochs: int = 200,
+        model_patience: int = 5,
+        model_train_seconds: Optional[float] = 20.0,
+        use_context: bool = True,
+        _init_setup_model: bool = True,
+    ) -> None:
+        self.real_ratio = float(real_ratio)
+        self.model_train_every = int(model_train_every)
+        self.rollout_batch = int(rollout_batch)
+        self.rollout_length = [float(v) for v in rollout_length]
+        self.max_disagreement = float(max_disagreement)
+        self.model_retain_rounds = int(model_retain_rounds)
+        self.model_members, self.model_elites = int(model_members), int(model_elites)
+        self.model_hidden, self.model_layers = int(model_hidden), int(model_layers)
+        self.model_learning_rate = float(model_learning_rate)
+        self.model_batch_size = int(model_batch_size)
+        self.model_holdout_fraction = float(model_holdout_fraction)
+        self.model_max_epochs = int(model_max_epochs)
+        self.model_patience = int(model_patience)
+        self.model_train_seconds = None if model_train_seconds is None else float(model_train_seconds)
+        self.use_context = bool(use_context)
+        self._check_settings()
+        # Figures a run records (plain numbers: pickled into model.zip with the rest of the state).
+        self.mbpo_stats: dict[str, Any] = {"model_refits": 0, "last_val_mse": None, "synthetic_generated": 0,
+                                           "generation_seconds": 0.0, "generation_rate": None,
+                                           "model_fit_seconds": 0.0, "rollout_length": None,
+                                           "model_buffer_rows": 0, "real_steps": 0, "model_rounds": 0}
+        self.warm_start_counts: dict[str, int] = {"real": 0, "synthetic": 0, "dropped": 0}
+        self.context_names: list[str] = []
+        self._next_model_round = 0
+        self.dynamics_model = None
+        self.model_buffer: Optional[ModelBuffer] = None
+        self._context_source = None
+        self._episode_context: Optional[np.ndarray] = None
+        super().__init__(
+            policy, env, learning_rate=learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, tau=tau, gamma=gamma, train_freq=train_freq, gradient_steps=gradient_steps,
+            action_noise=action_noise, replay_buffer_class=MixedReplayBuffer, replay_buffer_kwargs={},
+            ent_coef=ent_coef, target_update_interval=target_update_interval, target_entropy=target_entropy,
+            use_sde=use_sde, sde_sample_freq=sde_sample_freq, use_sde_at_warmup=use_sde_at_warmup,
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
+            verbose=verbose, seed=seed, device=device, _init_setup_model=False)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_settings(self) -> None:
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ConfigError(f"algo.real_ratio={self.real_ratio} must lie in [0, 1] (MBPO uses 0.05)")
+        if len(self.rollout_length) != 4:
+            raise ConfigError(f"algo.rollout_length={self.rollout_length} must be [start_step, end_step, "
+                              f"min_len, max_len], e.g. [20000, 100000, 1, 15]")
+        start, end, low, high = self.rollout_length
+        if low < 1 or high < 1 or end < start:
+            raise ConfigError(f"algo.rollout_length={self.rollout_length}: lengths must be >= 1 and "
+                              f"end_step >= start_step, e.g. [20000, 100000, 1, 15]")
+        for name in ("model_train_every", "rollout_batch", "model_retain_rounds", "model_members", "model_elites"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"algo.{name}={getattr(self, name)} must be >= 1")
+        if self.model_elites > self.model_members:
+            raise ConfigError(f"algo.model_elites={self.model_elites} exceeds algo.model_members="
+                              f"{self.model_members}; elites are chosen among the members")
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup_model(self) -> None:
+        source = _context_source(self.env) if self.env is not None and self.use_context else None
+        if source is not None:
+            self.context_names = list(source.names)
+        self._context_source = source if source is not None and source.names else None
+        if not self.use_context:
+            self.context_names = []
+        self.replay_buffer_class = MixedReplayBuffer
+        self.replay_buffer_kwargs = {"real_ratio": self.real_ratio, "context_dim": len(self.context_names)}
+        super()._setup_model()
+        self._setup_world_model()
+
+    def _setup_world_model(self) -> None:
+        from physai.synthetic.world_model import EnsembleDynamicsModel
+
+        obs_dim = int(np.prod(self.observation_space.shape))
+        act_dim = int(np.prod(self.action_space.shape))
+        self.dynamics_model = EnsembleDynamicsModel(
+            obs_dim, act_dim, members=self.model_members, elites=self.model_elites, hidden=self.model_hidden,
+            layers=self.model_layers, seed=int(self.seed or 0), context_names=self.context_names or None,
+            learning_rate=self.model_learning_rate).to(self.device)
+        self.model_buffer = ModelBuffer(obs_dim, act_dim, self.model_retain_rounds, self.device)
+        self._link_buffers()
+
+    def _link_buffers(self) -> None:
+        if isinstance(self.replay_buffer, MixedReplayBuffer):
+            self.replay_buffer.model_buffer = self.model_buffer
+            self.replay_buffer.real_ratio = self.real_ratio
+
+    def load_replay_buffer(self, path, truncate_last_traj: bool = True) -> None:
+        super().load_replay_buffer(path, truncate_last_traj)
+        if not isinstance(self.replay_buffer, MixedReplayBuffer):
+            raise ConfigError(f"{path} holds a {type(self.replay_buffer).__name__}, not MBPO's replay buffer; "
+                              f"resume MBPO only from an MBPO checkpoint")
+        if self.replay_buffer.context_dim != len(self.context_names):
+            raise ConfigError(f"{path} stores a {self.replay_buffer.context_dim}-dim physics context but this "
+                              f"run's env has {len(self.context_names)} ({self.context_names}); resume on the "
+                              f"same task and algo.use_context setting")
+        self._link_buffers()
+
+    def _excluded_save_params(self) -> list[str]:
+        # The ensemble and the synthetic rows are rebuilt after loading (see the module docstring).
+        return super()._excluded_save_params() + ["dynamics_model", "model_buffer", "_context_source",
+                                                  "_episode_context"]
+
+    # ------------------------------------------------------------------ real data
+
+    def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run",
+                     progress_bar=False):
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._episode_context = self._context_source.matrix() if self._context_source is not None else None
+        return result
+
+    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
+        # The context a transition happened under is the one before this step: a finished env has
+        # already been reset (and may have drawn new physics) by the time it is stored.
+        if self._context_source is not None and isinstance(replay_buffer, MixedReplayBuffer):
+            replay_buffer.pending_context = self._episode_context
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        if self._context_source is not None:
+            self._episode_context = self._context_source.matrix()
+
+    def warm_start(self, real=None, synthetic=None) -> dict[str, int]:
+        """Seed the buffers from datasets (``physai.synthetic.dataset.LoadedDataset``) before learning.
+
+        Rows are routed by their ``source`` column, whichever dataset they come in: real rows go into the
+        real replay buffer (and so into every model refit), synthetic rows into the model buffer as one
+        round, which ages out like any round. ``num_timesteps`` still counts only env steps this run
+        takes; the rows added are in ``warm_start_counts``.
+        """
+        counts = {"real": 0, "synthetic": 0, "dropped": 0}
+        for dataset in (real, synthetic):
+            if dataset is None:
+                continue
+            batch = dataset.transitions
+            if len(batch) == 0:
+                continue
+            source = np.asarray(batch.source).reshape(-1)
+            act = self._scale_actions(np.asarray(batch.act, dtype=np.float32).reshape(len(batch), -1))
+            obs = np.asarray(batch.obs, np.float32).reshape(len(batch), -1)
+            next_obs = np.asarray(batch.next_obs, np.float32).reshape(len(batch), -1)
+            for rows, kind in ((source == SOURCE_REAL, "real"), (source != SOURCE_REAL, "synthetic")):
+                if not rows.any():
+                    continue
+                if kind == "real":
+                    context = self._dataset_context(dataset, batch, rows)
+                    added = self.replay_buffer.add_rows(obs[rows], act[rows], next_obs[rows], batch.reward[rows],
+                                                        batch.terminated[rows], batch.truncated[rows], context)
+                    counts["dropped"] += int(rows.sum()) - added
+                else:
+                    added = self.model_buffer.add_round(obs[rows], act[rows], next_obs[rows], batch.reward[rows],
+                                                        batch.terminated[rows])
+                counts[kind] += added
+        self.warm_start_counts = counts
+        self.mbpo_stats["model_buffer_rows"] = len(self.model_buffer)
+        log.info("MBPO warm start: %d real rows into the replay buffer, %d synthetic rows into the model buffer",
+                 counts["real"], counts["synthetic"])
+        return counts
+
+    def _scale_actions(self, act: np.ndarray) -> np.ndarray:
+        """Env actions -> the [-1, 1] actions SAC stores (and the ensemble is trained on)."""
+        if isinstance(self.action_space, spaces.Box):
+            return self.policy.scale_action(act).astype(np.float32)
+        return act
+
+    def _dataset_context(self, dataset, batch, rows: np.ndarray) -> Optional[np.ndarray]:
+        if not self.context_names:
+            return None
+        context = batch.context
+        tables = getattr(dataset, "provenance_tables", None)
+        names = list(getattr(tables, "context_names", ()) or ())
+        if context is None or context.shape[1] != len(self.context_names) or names != self.context_names:
+            raise ConfigError(f"warm start: the dataset at {getattr(dataset, 'directory', '?')} does not carry the "
+                              f"physics context {self.context_names} the world model is conditioned on; recollect "
+                              f"it on this task, or set algo.use_context=false")
+        return np.asarray(context, np.float32)[rows]
+
+    # ------------------------------------------------------------------ model rounds
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        if self.num_timesteps >= self._next_model_round or not bool(self.dynamics_model.is_fitted):
+            self._model_round()
+        super().train(gradient_steps=gradient_steps, batch_size=batch_size)
+
+    def current_rollout_length(self) -> int:
+        return rollout_length_at(self.rollout_length, self.num_timesteps)
+
+    def _model_round(self) -> None:
+        """Refit the ensemble on all real data, then branch rollouts from real states into the model buffer."""
+        self._next_model_round = self.num_timesteps + self.model_train_every
+        data = self.replay_buffer.real_transitions()
+        rows = int(data["reward"].shape[0])
+        if rows < MIN_FIT_ROWS:
+            return
+        stats = self.mbpo_stats
+        figures = self.dynamics_model.fit(
+            data["obs"], data["act"], data["next_obs"], data["reward"], data["terminated"], data["context"],
+            holdout_fraction=self.model_holdout_fraction, batch_size=self.model_batch_size,
+            max_epochs=self.model_max_epochs, max_seconds=self.model_train_seconds, patience=self.model_patience,
+            progress=False, rng_seed=int(self.seed or 0) * 100_003 + stats["model_refits"])
+        stats["model_refits"] += 1
+        stats["last_val_mse"] = float(figures["elite_val_mse"])
+        stats["model_fit_seconds"] += float(figures["train_seconds"])
+
+        imagined = self.generate(data, self.rollout_batch, self.current_rollout_length())
+        self.model_buffer.add_round(imagined.obs, imagined.act, imagined.next_obs, imagined.reward,
+                                    imagined.terminated)
+        seconds = float(imagined.stats["seconds"])
+        stats["synthetic_generated"] += len(imagined)
+        stats["generation_seconds"] += seconds
+        stats["generation_rate"] = (stats["synthetic_generated"] / stats["generation_seconds"]
+                                    if stats["generation_seconds"] > 0 else None)
+        stats["rollout_length"] = self.current_rollout_length()
+        stats["model_buffer_rows"] = len(self.model_buffer)
+        stats["real_steps"] = int(self.num_timesteps)
+        stats["model_rounds"] += 1
+        stats["last_round"] = {"fit_epochs": int(figures["epochs"]), "fit_seconds": float(figures["train_seconds"]),
+                               "fit_stopped_by": figures["stopped_by"], "transitions": len(imagined),
+                               "mean_depth": float(imagined.stats["mean_depth"]),
+                               "stopped_uncertain": int(imagined.stats["stopped_uncertain"]),
+                               "terminated": int(imagined.stats["terminated"])}
+        if hasattr(self, "_logger"):  # set up by learn(); a round run by hand has no logger
+            for key in ("model_refits", "last_val_mse", "synthetic_generated", "generation_rate", "rollout_length",
+                        "model_buffer_rows", "real_steps"):
+                if stats[key] is not None:
+                    self.logger.record(f"mbpo/{key}", stats[key])
+        log.debug("MBPO round at step %d: val mse %.4g, %d synthetic rows (%.0f/s)", self.num_timesteps,
+                  stats["last_val_mse"], len(imagined), len(imagined) / max(seconds, 1e-9))
+
+    def policy_fn(self, deterministic: bool = False):
+        """Raw observations -> the [-1, 1] actions the current actor takes (what the model is fed)."""
+        normalizer = self._vec_normalize_env
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            if normalizer is not None:
+                obs = normalizer.normalize_obs(obs)
+            with th.no_grad():
+                tensor = th.as_tensor(np.asarray(obs, np.float32), device=self.device)
+                return self.actor(tensor, deterministic=deterministic).cpu().numpy()
+
+        return act
+
+    def generate(self, data: dict[str, Optional[np.ndarray]], branches: int, horizon: int, rng=None):
+        """Branch ``branches`` rollouts of ``horizon`` steps from random rows of ``data`` (real transitions)."""
+        from physai.synthetic.imagine import imagine
+        from physai.synthetic.scenario import Starts
+
+        rng = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
+        pick = rng.integers(0, data["obs"].shape[0], size=branches)
+        context = None if data["context"] is None else data["context"][pick]
+        starts = Starts(obs=data["obs"][pick], context=context, parent_state_id=np.full(branches, -1, np.int64))
+        self.policy.set_training_mode(False)
+        return imagine(self.dynamics_model, self.policy_fn(), starts, horizon, self.max_disagreement, rng)
+
+
+class _ContextSource:
+    """Reads a physai engine's physics context (``context_matrix()``) for every env of a VecEnv."""
+
+    def __init__(self, engines: list, rows: list[int]) -> None:
+        self.engines, self.rows = engines, rows
+        self.names = list(engines[0].context_names) if engines else []
+
+    def matrix(self) -> np.ndarray:
+        return np.concatenate([engine.context_matrix()[row: row + 1] if len(self.engines) > 1
+                               else engine.context_matrix() for engine, row in zip(self.engines, self.rows)],
+                              axis=0).astype(np.float32)
+
+
+def _context_source(venv) -> Optional[_ContextSource]:
+    """The physics context of a physai task's VecEnv (its batched engine, or single envs in a DummyVecEnv)."""
+    inner = venv
+    while inner is not None:
+        engine = getattr(inner, "engine", None)
+        if engine is not None and hasattr(engine, "context_matrix"):
+            return _ContextSource([engine], [0])
+        envs = getattr(inner, "envs", None)
+        if envs:
+            engines = [getattr(e.unwrapped, "engine", None) for e in envs]
+            if all(e is not None and hasattr(e, "context_matrix") for e in engines):
+                return _ContextSource(engines, [0] * len(engines))
+            return None
+        inner = getattr(inner, "venv", None)
+    return None
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def training_figures(model: MBPO) -> dict[str, Any]:
+    """The figures a run records for MBPO: refits, last validation MSE, synthetic rows and their rate."""
+    stats = model.mbpo_stats
+    return {"model_refits": int(stats["model_refits"]), "last_val_mse": _finite(stats["last_val_mse"]),
+            "synthetic_generated": int(stats["synthetic_generated"]),
+            "generation_rate_per_s": _finite(stats["generation_rate"]), "real_steps": int(model.num_timesteps),
+            "model_fit_seconds": float(stats["model_fit_seconds"]), "model_buffer_rows": int(stats["model_buffer_rows"]),
+            "warm_start": dict(model.warm_start_counts)}

@@ -1,0 +1,145 @@
+"""The dream-vs-real video: a real cartpole episode replayed beside a (tiny) world model's open-loop dream."""
+
+from __future__ import annotations
+
+import ctypes.util
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from physai.dream_video import open_loop_dream, record_dream_vs_real
+from physai.envs.gym_task import GymTask
+from physai.envs.registry import packaged_task_configs
+from physai.synthetic.collect import collect_episodes, make_action_fn
+from physai.synthetic.dataset import ProvenanceTables, read_dataset, write_dataset
+from physai.synthetic.world_model import EnsembleDynamicsModel
+
+ENV_ID = "physai/CartpoleBalance-v0"
+
+
+def _rendering_available() -> bool:
+    # physai.envs picks MUJOCO_GL=osmesa when libOSMesa is found and no display is set.
+    return os.environ.get("MUJOCO_GL") == "egl" or bool(ctypes.util.find_library("OSMesa"))
+
+
+needs_gl = pytest.mark.skipif(not _rendering_available(),
+                              reason="off-screen GL unavailable: install libosmesa6 (MUJOCO_GL=osmesa) "
+                                     "or set MUJOCO_GL=egl on a GPU machine")
+
+
+@pytest.fixture(scope="module")
+def cartpole_case(tmp_path_factory):
+    """A real dataset of a few random-action cartpole episodes and a tiny ensemble fit on it."""
+    task = GymTask(id=ENV_ID, task=packaged_task_configs()["cartpole_balance"]["task"])
+    env = task.make()
+    observation_space, action_space = env.observation_space, env.action_space
+    env.close()
+    act, _ = make_action_fn("random", action_space, np.random.default_rng(0))
+    episodes = collect_episodes(task, 100, act, seed=7, progress=False)  # the pole falls after 20-50 steps
+    assert 2 <= len(episodes) <= 3, [len(e) for e in episodes]
+    _, context_names = task.signal_names()
+    directory = tmp_path_factory.mktemp("dream") / "real"
+    write_dataset(directory, episodes, dataset_id="physai-CartpoleBalance/real-v0", kind="real", task_id=ENV_ID,
+                  observation_space=observation_space, action_space=action_space,
+                  provenance_tables=ProvenanceTables(context_names=tuple(context_names)))
+    data = read_dataset(directory, expected_task_id=ENV_ID)
+    rows = data.transitions
+    model = EnsembleDynamicsModel(rows.obs.shape[1], rows.act.shape[1], context_names=context_names, members=3,
+                                  elites=2, hidden=32, layers=2, seed=0)
+    model.fit(rows.obs, rows.act, rows.next_obs, rows.reward, rows.terminated, rows.context, max_epochs=5,
+              batch_size=64, progress=False, rng_seed=0)
+    return task, model, data
+
+
+@needs_gl
+def test_dream_video_shows_the_replayed_episode_beside_the_dream(cartpole_case, tmp_path, caplog):
+    import imageio.v2 as imageio
+
+    task, model, data = cartpole_case
+    steps = 25
+    lengths = [len(data.episode(i)) for i in range(data.num_episodes)]
+    chosen = next((length for length in lengths if length >= steps), max(lengths))
+    expected_frames = min(steps, chosen + 1)
+    target = tmp_path / "report" / "dream.mp4"
+
+    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
+        assert record_dream_vs_real(task, model, data, target, steps=steps) is True
+    # The seeded replay reproduces the recorded observations, so nothing is warned about.
+    assert not [r for r in caplog.records if "departs" in r.getMessage()], caplog.text
+
+    assert target.is_file() and target.stat().st_size > 0
+    assert not list(target.parent.glob(".dream.mp4.*")), "the atomic write left its temporary file"
+    env = task.make(render_mode="rgb_array")
+    env.reset(seed=0)
+    render_height, render_width = env.render().shape[:2]
+    fps = env.metadata["render_fps"]
+    env.close()
+    reader = imageio.get_reader(target, format="FFMPEG")
+    try:
+        frames = [frame for frame in reader]
+        assert reader.get_meta_data()["fps"] == pytest.approx(fps)
+    finally:
+        reader.close()
+    assert len(frames) == expected_frames
+    height, width = frames[0].shape[:2]
+    assert abs(width - 2 * render_width) <= 16 and abs(height - render_height) <= 8
+    # The right half is a plot (mostly white); the cursor moves, so the panel changes from frame to frame.
+    first, middle = frames[0][:, width // 2:].astype(int), frames[len(frames) // 2][:, width // 2:].astype(int)
+    assert first.mean() > 180
+    assert np.abs(first - middle).max() > 100
+
+
+def test_open_loop_dream_starts_at_the_real_state_and_its_band_grows(cartpole_case):
+    _, model, data = cartpole_case
+    episode = max(data.episodes(), key=len)
+    dream = open_loop_dream(model, episode.observations[0], episode.actions[:20], episode.context[:20])
+    assert dream.mean.shape == dream.std.shape == (21, episode.observations.shape[1])
+    np.testing.assert_allclose(dream.mean[0], episode.observations[0], rtol=0, atol=1e-6)
+    assert np.all(dream.std[0] == 0)
+    assert np.all(np.isfinite(dream.mean)) and np.all(np.diff(dream.std, axis=0) >= 0)
+
+
+@needs_gl
+def test_a_replay_that_departs_from_the_record_is_warned_about(cartpole_case, tmp_path, caplog):
+    task, model, data = cartpole_case
+    wrong_seeds = dataclasses.replace(data, episode_seeds=[seed + 1000 for seed in data.episode_seeds])
+    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
+        assert record_dream_vs_real(task, model, wrong_seeds, tmp_path / "dream.mp4", steps=5) is True
+    assert "departs from the recorded observations" in caplog.text
+
+
+def test_no_gl_means_a_warning_and_no_video(cartpole_case, tmp_path, caplog):
+    task, model, data = cartpole_case
+
+    class NoGLEnv:
+        metadata = {"render_fps": 50}
+
+        def __init__(self, env):
+            self.env = env
+
+        def reset(self, **kwargs):
+            return self.env.reset(**kwargs)
+
+        def render(self):
+            raise AttributeError("'NoneType' object has no attribute 'free'")  # what MuJoCo raises without GL
+
+        def close(self):
+            self.env.close()
+
+    class NoGLTask:
+        id = task.id
+
+        def make(self, render_mode=None):
+            return NoGLEnv(task.make())
+
+        def signal_names(self):
+            return task.signal_names()
+
+    target = tmp_path / "dream.mp4"
+    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
+        assert record_dream_vs_real(NoGLTask(), model, data, target, steps=10) is False
+    assert not target.exists() and not list(tmp_path.iterdir())
+    assert "libosmesa6" in caplog.text

@@ -1,0 +1,134 @@
+"""collect -> world_model -> synthesize -> model-based train, run for real, and what users read from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from conftest import run_cli, run_train
+from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE
+from physai.synthetic.dataset import SOURCE_REAL, SOURCE_SYNTHETIC, DatasetError, read_dataset
+from physai.synthetic.world_model import EnsembleDynamicsModel, WorldModelError
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("synthetic") / "run"
+    result = run_train(["experiment=synthetic_smoke", f"hydra.run.dir={run_dir}", "tracking=none"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_world_model_figures_beat_the_naive_baselines(synthetic_run):
+    report = _summary(synthetic_run)["world_model"]["report"]
+    one_step = report["one_step"]
+    assert one_step["model"]["next_obs_mse"] < one_step["identity"]["next_obs_mse"]
+    assert one_step["model"]["next_obs_mse"] < one_step["linear"]["next_obs_mse"]
+    open_loop = report["open_loop"]
+    assert set(open_loop["state_error"]) == {"model", "identity", "linear"}
+    assert len(open_loop["state_error"]["model"]) == len(open_loop["horizons"])
+    assert 0.0 <= report["calibration"]["coverage"]["0.9"] <= 1.0
+    assert (synthetic_run / "report" / "world_model_open_loop.png").stat().st_size > 0
+
+
+def test_every_synthetic_transition_carries_its_provenance(synthetic_run):
+    summary = _summary(synthetic_run)
+    real = read_dataset(synthetic_run / REAL_DATASET, expected_task_id="physai/CartpoleBalance-v0")
+    synthetic = read_dataset(synthetic_run / SYNTHETIC_DATASET, expected_task_id="physai/CartpoleBalance-v0")
+    assert (real.transitions.source == SOURCE_REAL).all()
+    rows = synthetic.transitions
+    assert len(rows) > 0 and (rows.source == SOURCE_SYNTHETIC).all()
+    tables = synthetic.provenance_tables
+    assert tables.model_hashes == (summary["world_model"]["model_hash"],)
+    assert tables.scenario_names == ("heavy_pole_push",)
+    assert tables.parent_dataset_id == real.dataset_id
+    assert (rows.model_index == 0).all() and (rows.scenario == 0).all()
+    assert np.isin(rows.parent_state_id, real.transitions.state_id).all()
+    assert rows.branch_depth.min() >= 1 and rows.branch_depth.max() <= summary["synthesize"]["scenario"]["horizon"]
+    assert (rows.uncertainty <= summary["synthesize"]["scenario"]["max_disagreement"]).all()
+    # The prompt asked for a 30-60% heavier pole: the branches were conditioned on it.
+    pole = list(tables.context_names).index("mass_scale/pole")
+    assert ((rows.context[:, pole] >= 1.3) & (rows.context[:, pole] <= 1.6)).all()
+
+
+def test_model_based_training_saw_real_and_synthetic_data(synthetic_run):
+    train = _summary(synthetic_run)["train"]
+    assert train["algo"] == "mbpo"
+    assert train["model_based"]["warm_start"]["real"] > 0
+    assert train["model_based"]["warm_start"]["synthetic"] > 0
+    assert "eval" in _summary(synthetic_run)
+
+
+def test_data_info_shows_what_a_dataset_holds(synthetic_run):
+    result = run_cli(["data", "info", str(synthetic_run / SYNTHETIC_DATASET)])
+    assert result.returncode == 0, result.stderr
+    for text in ("synthetic", "heavy_pole_push", "checksum", "ok"):
+        assert text in result.stdout
+
+
+def test_a_tampered_dataset_is_refused(synthetic_run, tmp_path):
+    copy = tmp_path / "real"
+    shutil.copytree(synthetic_run / REAL_DATASET, copy)
+    data_file = copy / "data" / "main_data.hdf5"
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data_file.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="sha256"):
+        read_dataset(copy)
+    result = run_cli(["data", "info", str(copy)])
+    assert "MISMATCH" in result.stdout + result.stderr
+
+
+def test_a_dataset_for_other_spaces_is_refused(synthetic_run):
+    wrong = spaces.Box(-1, 1, shape=(3,), dtype=np.float32)
+    with pytest.raises(DatasetError, match="observation_space"):
+        read_dataset(synthetic_run / REAL_DATASET, observation_space=wrong)
+
+
+def test_a_world_model_for_another_task_is_refused(synthetic_run):
+    with pytest.raises(WorldModelError) as info:
+        EnsembleDynamicsModel.load(synthetic_run / WORLD_MODEL_FILE, expected_task_id="Pendulum-v1")
+    assert "Pendulum-v1" in str(info.value) and "physai/CartpoleBalance-v0" in str(info.value)
+
+
+def test_non_finite_predictions_stop_their_branch_and_are_never_kept(synthetic_run):
+    from physai.synthetic.imagine import imagine
+    from physai.synthetic.scenario import Starts
+
+    model = EnsembleDynamicsModel.load(synthetic_run / WORLD_MODEL_FILE)
+    real = read_dataset(synthetic_run / REAL_DATASET)
+    obs = real.transitions.obs[:64].copy()
+    obs[5] = np.nan  # a corrupted start state
+    starts = Starts(obs=obs, context=real.transitions.context[:64], parent_state_id=real.transitions.state_id[:64])
+    rng = np.random.default_rng(0)
+    imagined = imagine(model, lambda o: np.zeros((len(o), 1), np.float32), starts, horizon=5,
+                       max_disagreement=10.0, rng=rng)
+    assert imagined.stats["stopped_nonfinite"] == 1
+    assert 5 not in set(imagined.branch.tolist())
+    assert np.isfinite(imagined.next_obs).all() and np.isfinite(imagined.reward).all()
+
+
+def test_a_scenario_for_another_task_is_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(["experiment=synthetic_smoke", "scenario=car_lane/obstacle_late", f"hydra.run.dir={run_dir}",
+                        "tracking=none"])
+    assert result.returncode != 0
+    assert "written for task 'physai/CarLane-v0'" in result.stderr
+    assert not (run_dir / "datasets").exists()
+
+
+def test_synthesize_without_a_scenario_is_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(["pipeline=synthetic", "algo=sac", f"hydra.run.dir={run_dir}", "tracking=none"])
+    assert result.returncode != 0
+    assert "scenario=<task>/<name>" in result.stderr
+    assert not (run_dir / "datasets").exists()

@@ -1,0 +1,384 @@
+"""The ensemble world model and its report, on small systems where the truth is known.
+
+The main fixture is a damped pendulum whose gravity is a per-episode physics context and whose
+episodes terminate when it spins too fast: nonlinear (sin, cos), context-dependent, with
+rare terminations and a little process noise, so every part of the model has something to learn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from physai.errors import PhysaiError
+from physai.synthetic.model_report import (
+    IdentityBaseline,
+    LinearBaseline,
+    baseline_one_step_metrics,
+    calibration,
+    model_report,
+    one_step_metrics,
+    open_loop_error,
+    open_loop_figure,
+)
+from physai.synthetic.world_model import EnsembleDynamicsModel, WorldModelError, sidecar_path
+
+DT = 0.1
+NOISE = 0.01
+SPIN_LIMIT = 6.0  # |omega| above this terminates the episode
+TINY = dict(members=5, elites=3, hidden=64, layers=2)
+
+
+def pendulum_step(theta, omega, torque, gravity, rng):
+    """Semi-implicit Euler pendulum with damping, plus Gaussian process noise."""
+    acceleration = -gravity * np.sin(theta) - 0.2 * omega + torque
+    omega_next = omega + DT * acceleration + NOISE * rng.standard_normal(theta.shape)
+    theta_next = theta + DT * omega_next + NOISE * rng.standard_normal(theta.shape)
+    reward = np.cos(theta) - 0.05 * omega ** 2 - 0.01 * torque ** 2
+    return theta_next, omega_next, reward, np.abs(omega_next) > SPIN_LIMIT
+
+
+def observe(theta, omega):
+    return np.stack([np.cos(theta), np.sin(theta), omega], axis=-1)
+
+
+def transitions(n, rng, gravity=None):
+    """Independent transitions from states spread over the whole state space."""
+    theta = rng.uniform(-np.pi, np.pi, n)
+    omega = rng.uniform(-6, 6, n)
+    torque = rng.uniform(-2, 2, n)
+    g = rng.uniform(5, 15, n) if gravity is None else np.full(n, float(gravity))
+    theta2, omega2, reward, done = pendulum_step(theta, omega, torque, g, rng)
+    return {"obs": observe(theta, omega), "act": torque[:, None], "next_obs": observe(theta2, omega2),
+            "reward": reward, "terminated": done, "context": g[:, None]}
+
+
+def episodes(count, length, rng):
+    """Real episodes with random torques, each with its own gravity; ends on termination."""
+    out = []
+    for _ in range(count):
+        gravity = rng.uniform(5, 15)
+        theta, omega = np.array([rng.uniform(-np.pi, np.pi)]), np.array([rng.uniform(-2, 2)])
+        obs, acts = [observe(theta, omega)[0]], []
+        for _ in range(length):
+            torque = rng.uniform(-2, 2, 1)
+            theta, omega, _, done = pendulum_step(theta, omega, torque, np.array([gravity]), rng)
+            obs.append(observe(theta, omega)[0])
+            acts.append(torque)
+            if done[0]:
+                break
+        out.append({"obs": np.array(obs), "act": np.array(acts), "context": np.array([gravity])})
+    return out
+
+
+def fit_args(split):
+    return (split["obs"], split["act"], split["next_obs"], split["reward"], split["terminated"])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return {"train": transitions(4000, rng), "heldout": transitions(1000, rng), "episodes": episodes(12, 60, rng)}
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    model = EnsembleDynamicsModel(3, 1, context_dim=1, context_names=["gravity"], seed=0, **TINY)
+    started = time.perf_counter()
+    figures = model.fit(*fit_args(data["train"]), context=data["train"]["context"], max_epochs=60, patience=8,
+                        batch_size=128, progress=False, rng_seed=1)
+    figures["wall"] = time.perf_counter() - started
+    return model, figures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks run as fast on one thread and do not thrash when the cores are shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def heldout_args(split):
+    return split["obs"], split["act"], split["next_obs"], split["reward"]
+
+
+def test_fit_reports_figures_and_valid_elites(trained):
+    model, figures = trained
+    assert figures["epochs"] >= 1 and figures["train_seconds"] > 0
+    assert len(figures["val_mse_per_member"]) == model.members == 5
+    elites = figures["elite_indices"]
+    assert len(elites) == model.elites == 3 and len(set(elites)) == 3
+    assert all(0 <= i < model.members for i in elites)
+    others = [mse for i, mse in enumerate(figures["val_mse_per_member"]) if i not in elites]
+    assert max(figures["val_mse_per_member"][i] for i in elites) <= min(others)
+    # Early stopping kept each member's best snapshot, far better than the untrained start.
+    assert max(figures["val_mse_per_member"]) < 0.05 * min(figures["initial_val_mse_per_member"])
+    assert figures["wall"] < 30
+
+
+def test_ensemble_beats_identity_and_linear_one_step(trained, data):
+    model, _ = trained
+    train, heldout = data["train"], data["heldout"]
+    ours = one_step_metrics(model, *heldout_args(heldout), context=heldout["context"])
+    for baseline in (IdentityBaseline.fit(train), LinearBaseline.fit(train)):
+        theirs = baseline_one_step_metrics(baseline, *heldout_args(heldout), context=heldout["context"])
+        assert ours["next_obs_mse"] < 0.1 * theirs["next_obs_mse"], baseline.name
+        assert ours["reward_mse"] < 0.1 * theirs["reward_mse"], baseline.name
+    assert np.isfinite(ours["nll_normalized_per_dim"])
+
+
+def test_open_loop_error_grows_with_horizon_for_every_horizon(trained, data):
+    model, _ = trained
+    train = data["train"]
+    horizons = (1, 5, 10, 25, 50)
+    result = open_loop_error(model, data["episodes"], horizons,
+                             baselines=(IdentityBaseline.fit(train), LinearBaseline.fit(train)))
+    assert result["horizons"] == list(horizons)
+    assert all(n > 0 for n in result["n_starts"])
+    for name in ("model", "identity", "linear"):
+        assert len(result["state_error"][name]) == len(horizons)
+        assert np.isfinite(result["state_error"][name]).all()
+    model_error = result["state_error"]["model"]
+    assert all(a < b for a, b in zip(model_error, model_error[1:])), model_error
+    for name in ("identity", "linear"):
+        assert model_error[0] < result["state_error"][name][0]
+        assert model_error[2] < result["state_error"][name][2]
+    figure = open_loop_figure(result)
+    assert len(figure.axes[0].lines) == 3
+
+
+def test_open_loop_refuses_horizons_longer_than_every_episode(trained, data):
+    model, _ = trained
+    with pytest.raises(PhysaiError, match="horizon 500"):
+        open_loop_error(model, data["episodes"], (1, 500))
+    # Reports drop (and list) the horizons no episode reaches instead of failing after training.
+    lenient = open_loop_error(model, data["episodes"], (1, 500), drop_unreachable=True)
+    assert lenient["horizons"] == [1] and lenient["unreachable_horizons"] == [500]
+
+
+def test_calibration_90_percent_interval_covers_sensibly(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    result = calibration(model, heldout["obs"], heldout["act"], heldout["next_obs"], context=heldout["context"])
+    assert 0.7 <= result["coverage"]["0.9"] <= 0.99, result
+    assert result["coverage"]["0.5"] < result["coverage"]["0.9"] < result["coverage"]["0.95"]
+    assert 0 <= result["expected_calibration_error"] < 0.2
+    assert 0.3 < result["mean_z_squared"] < 3
+
+
+def test_model_report_is_json_and_complete(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    report = model_report(model, data["train"], heldout, data["episodes"])
+    text = json.dumps(report, allow_nan=False)
+    assert set(report["one_step"]) == {"model", "identity", "linear"}
+    assert report["open_loop"]["horizons"] == [1, 5, 10, 25, 50]
+    assert report["one_step_skill_vs_linear"] > 0.5
+    assert report["termination"]["heldout_rate"] > 0
+    assert "NaN" not in text
+
+
+def test_context_conditioning_changes_predictions(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    low = model.predict(heldout["obs"], heldout["act"], np.array([5.0]))["next_obs_mean"].mean(axis=0)
+    high = model.predict(heldout["obs"], heldout["act"], np.array([15.0]))["next_obs_mean"].mean(axis=0)
+    assert np.abs(low - high)[:, 2].mean() > 0.2  # omega: gravity changes dw by ~dt * 10 * sin(theta)
+    # The true context predicts better than a wrong one.
+    right = model.predict(heldout["obs"], heldout["act"], heldout["context"])["next_obs_mean"].mean(axis=0)
+    wrong = model.predict(heldout["obs"], heldout["act"], 20.0 - heldout["context"])["next_obs_mean"].mean(axis=0)
+    assert ((right - heldout["next_obs"]) ** 2).mean() < 0.1 * ((wrong - heldout["next_obs"]) ** 2).mean()
+
+
+def test_predict_shapes_elites_and_chunking(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    rows = slice(0, 50)
+    args = (heldout["obs"][rows], heldout["act"][rows], heldout["context"][rows])
+    full = model.predict(*args, elites_only=False)
+    assert full["next_obs_mean"].shape == (5, 50, 3) and full["reward_var"].shape == (5, 50)
+    assert full["is_elite"].sum() == 3
+    elites = model.predict(*args)
+    assert elites["next_obs_mean"].shape == (3, 50, 3) and elites["is_elite"].all()
+    np.testing.assert_allclose(elites["next_obs_mean"], full["next_obs_mean"][full["is_elite"]], rtol=1e-5, atol=1e-6)
+    chunked = model.predict(*args, chunk_size=7)
+    np.testing.assert_allclose(chunked["next_obs_mean"], elites["next_obs_mean"], rtol=1e-5, atol=1e-6)
+    assert (full["next_obs_var"] > 0).all() and (full["reward_var"] > 0).all()
+
+
+def test_termination_head_finds_terminations(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    prob = model.predict(heldout["obs"], heldout["act"], heldout["context"])["terminated_prob"]
+    done = heldout["terminated"]
+    assert done.sum() > 10
+    ranks = np.argsort(np.argsort(prob))
+    auc = (ranks[done].mean() - (done.sum() - 1) / 2) / (~done).sum()  # Mann-Whitney
+    assert auc > 0.95
+    assert prob[done].mean() > 10 * prob[~done].mean()
+
+
+def test_sample_step_is_finite_and_disagreement_flags_out_of_distribution(trained, data):
+    model, _ = trained
+    heldout = data["heldout"]
+    generator = np.random.default_rng(3)
+    next_obs, reward, terminated, inside = model.sample_step(heldout["obs"], heldout["act"], heldout["context"],
+                                                            generator)
+    assert next_obs.shape == (1000, 3) and reward.shape == (1000,) and terminated.dtype == bool
+    assert np.isfinite(next_obs).all() and np.isfinite(reward).all() and np.isfinite(inside).all()
+    # Sampling noise is the model's noise, not larger: samples stay close to the truth.
+    assert ((next_obs - heldout["next_obs"]) ** 2).mean() < 0.01
+    far_obs = np.tile([[1.0, 0.0, 60.0]], (200, 1))
+    _, _, _, outside = model.sample_step(far_obs, np.full((200, 1), 20.0), np.array([60.0]), generator)
+    assert np.median(outside) > 5 * np.median(inside)
+    np.testing.assert_allclose(model.disagreement(heldout["obs"], heldout["act"], heldout["context"]), inside,
+                               rtol=1e-5, atol=1e-7)
+    # Same seed, same samples.
+    again = model.sample_step(heldout["obs"], heldout["act"], heldout["context"], 11)
+    once = model.sample_step(heldout["obs"], heldout["act"], heldout["context"], 11)
+    np.testing.assert_array_equal(again[0], once[0])
+
+
+def test_sample_step_returns_non_finite_rows_instead_of_hiding_them(trained, data):
+    model, _ = trained
+    obs = data["heldout"]["obs"][:4].copy()
+    obs[1, 2] = np.nan
+    next_obs, reward, _, disagreement = model.sample_step(obs, data["heldout"]["act"][:4], np.array([10.0]), 0)
+    assert np.isnan(next_obs[1]).all() and np.isnan(reward[1]) and np.isnan(disagreement[1])
+    assert np.isfinite(next_obs[[0, 2, 3]]).all()
+
+
+def test_sample_step_handles_100k_rows(trained):
+    model, _ = trained
+    rng = np.random.default_rng(4)
+    big = transitions(100_000, rng)
+    next_obs, reward, terminated, disagreement = model.sample_step(big["obs"], big["act"], big["context"], rng)
+    assert next_obs.shape == (100_000, 3) and np.isfinite(next_obs).all() and np.isfinite(disagreement).all()
+
+
+def test_save_load_round_trip_gives_identical_predictions(trained, data, tmp_path):
+    model, _ = trained
+    heldout = data["heldout"]
+    path = tmp_path / "models" / "world_model.pt"
+    digest = model.save(path, task_id="pendulum_gravity", obs_space_shape=(3,), act_space_shape=(1,),
+                        extra_metadata={"dataset_id": "unit-test"})
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["model_hash"] == digest and sidecar["task_id"] == "pendulum_gravity"
+    assert sidecar["context_names"] == ["gravity"] and sidecar["members"] == 5 and sidecar["elites"] == 3
+    assert sidecar["training"]["elite_indices"] == [int(i) for i in model.elite_indices]
+    assert model.model_id == f"pendulum_gravity-{digest[:12]}"
+    loaded = EnsembleDynamicsModel.load(path, expected_task_id="pendulum_gravity", expected_obs_dim=3,
+                                        expected_act_dim=1)
+    assert loaded.model_id == model.model_id
+    ours = model.predict(heldout["obs"], heldout["act"], heldout["context"], elites_only=False)
+    theirs = loaded.predict(heldout["obs"], heldout["act"], heldout["context"], elites_only=False)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, sidecar_path(path).name])
+
+
+def test_corrupted_file_fails_checksum_naming_the_file(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "wm.pt"
+    model.save(path, task_id="pendulum_gravity")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WorldModelError, match="checksum") as error:
+        EnsembleDynamicsModel.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_model_for_another_task_or_shape_is_refused(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "wm.pt"
+    model.save(path, task_id="pendulum_gravity")
+    with pytest.raises(PhysaiError) as error:
+        EnsembleDynamicsModel.load(path, expected_task_id="cartpole_balance")
+    assert "pendulum_gravity" in str(error.value) and "cartpole_balance" in str(error.value)
+    with pytest.raises(WorldModelError, match="obs_dim=3"):
+        EnsembleDynamicsModel.load(path, expected_obs_dim=17)
+    sidecar_path(path).unlink()
+    with pytest.raises(WorldModelError, match="sidecar"):
+        EnsembleDynamicsModel.load(path)
+
+
+def test_refit_keeps_weights_and_never_ends_worse(data):
+    train = data["train"]
+    half = {key: value[:2000] for key, value in train.items()}
+    model = EnsembleDynamicsModel(3, 1, context_dim=1, seed=5, **TINY)
+    first = model.fit(*fit_args(half), context=half["context"], max_epochs=8, batch_size=128, progress=False)
+    second = model.fit(*fit_args(train), context=train["context"], max_epochs=2, batch_size=128, progress=False)
+    # The refit starts where the first fit ended, not from scratch.
+    assert max(second["initial_val_mse_per_member"]) < 1.5 * max(first["val_mse_per_member"])
+    assert max(second["initial_val_mse_per_member"]) < 0.7 * min(first["initial_val_mse_per_member"])
+    assert all(after <= before + 1e-9 for after, before in
+               zip(second["val_mse_per_member"], second["initial_val_mse_per_member"]))
+    assert len(model.training_history) == 2
+
+
+def test_bad_inputs_are_refused_before_training(data):
+    train = data["train"]
+    model = EnsembleDynamicsModel(3, 1, context_dim=1, **TINY)
+    with pytest.raises(WorldModelError, match="context"):
+        model.fit(*fit_args(train), progress=False)
+    bad_reward = train["reward"].copy()
+    bad_reward[7] = np.nan
+    with pytest.raises(WorldModelError, match="reward"):
+        model.fit(train["obs"], train["act"], train["next_obs"], bad_reward, train["terminated"],
+                  context=train["context"], progress=False)
+    with pytest.raises(WorldModelError, match="fit"):
+        model.predict(train["obs"], train["act"], train["context"])
+    with pytest.raises(PhysaiError, match="elites"):
+        EnsembleDynamicsModel(3, 1, members=3, elites=4)
+
+
+def collect_gym_pendulum(steps: int, seed: int):
+    """Real Pendulum-v1 transitions under uniformly random torques, split into episodes."""
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1")
+    env.action_space.seed(seed)
+    rows = {key: [] for key in ("obs", "act", "next_obs", "reward", "terminated")}
+    episode_list, obs = [], env.reset(seed=seed)[0]
+    current = {"obs": [obs], "act": []}
+    for _ in range(steps):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(rows, (obs, action, next_obs, reward, terminated)):
+            rows[key].append(value)
+        current["obs"].append(next_obs)
+        current["act"].append(action)
+        obs = next_obs
+        if terminated or truncated:
+            episode_list.append({"obs": np.array(current["obs"]), "act": np.array(current["act"])})
+            obs = env.reset()[0]
+            current = {"obs": [obs], "act": []}
+    env.close()
+    return {key: np.asarray(value) for key, value in rows.items()}, episode_list
+
+
+def test_real_gymnasium_pendulum(tmp_path):
+    split, _ = collect_gym_pendulum(3000, seed=0)
+    heldout, heldout_episodes = collect_gym_pendulum(1000, seed=1)
+    model = EnsembleDynamicsModel(3, 1, seed=1, **TINY)
+    figures = model.fit(*fit_args(split), max_epochs=40, batch_size=128, progress=False, rng_seed=0)
+    assert figures["termination_rate"] == 0.0
+    prediction = model.predict(heldout["obs"], heldout["act"])
+    # Pendulum never terminates, so the model must never predict a termination.
+    assert prediction["terminated_prob"].max() < 1e-3
+    assert not model.sample_step(heldout["obs"], heldout["act"], generator=0)[2].any()
+    report = model_report(model, split, heldout, heldout_episodes, horizons=(1, 5, 10, 25))
+    one_step = report["one_step"]
+    assert one_step["model"]["next_obs_mse"] < one_step["identity"]["next_obs_mse"]
+    assert one_step["model"]["next_obs_mse"] < one_step["linear"]["next_obs_mse"]
+    assert one_step["model"]["reward_mse"] < 0.5 * one_step["linear"]["reward_mse"]
+    assert report["open_loop"]["state_error"]["model"][0] < report["open_loop"]["state_error"]["model"][-1]
