@@ -3,8 +3,11 @@
     physai train [overrides]                                              python train.py, for an installed physai
     physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
     physai verify BUNDLE                                                  check a bundle's checksums
+    physai profile BUNDLE [--iterations N | --duration S] [--batch 1,8]  trtexec-style latency of the edge runtime
+    physai gate CANDIDATE --reference BUNDLE [--device KEY]              release gates; exit 3 when one fails
     physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
     physai bench sim [--task quadruped_velocity]                          batched engine vs SyncVectorEnv vs rollout
+    physai data info PATH                                                 a dataset's spaces, counts and provenance
 """
 
 from __future__ import annotations
@@ -103,6 +106,42 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from physai.synthetic.dataset import dataset_info, format_dataset_info
+
+    info = dataset_info(args.path)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_dataset_info(info))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from physai.profiling import parse_batches, print_profile, profile_bundle
+
+    result = profile_bundle(Path(args.bundle), iterations=args.iterations, duration_s=args.duration,
+                            warmup=args.warmup, batches=parse_batches(args.batch), threads=args.threads,
+                            variant=args.variant, out_dir=args.out)
+    print_profile(result)
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from physai.release import Thresholds, format_gate_table, release_gates
+    from physai.io import write_json_atomic
+
+    thresholds = Thresholds.defaults()
+    for name in ("quality_max_drop_points", "reference_p99_max_ratio", "latency_p99_max_ms", "cost_max_ratio"):
+        if getattr(args, name) is not None:
+            setattr(thresholds, name, getattr(args, name))
+    devices = [d.strip() for item in (args.device or []) for d in item.split(",") if d.strip()]
+    result = release_gates(args.candidate, args.reference, devices=devices or None,
+                           control_rate_hz=args.control_rate, thresholds=thresholds, iterations=args.iterations,
+                           repeats=args.repeats, episodes=args.episodes, run_config=args.config)
+    format_gate_table(result)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0 if result["passed"] else GATE_FAILED_EXIT
+
+
 def _cmd_bench_edge(args: argparse.Namespace) -> int:
     from physai.bench.edge import bench_edge
 
@@ -152,6 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every checksum of a bundle")
     verify.add_argument("bundle")
     verify.set_defaults(func=_cmd_verify)
+    data = sub.add_parser("data", help="transition datasets (real and synthetic)")
+    data_sub = data.add_subparsers(dest="data", required=True)
+    info = data_sub.add_parser("info", help="what a dataset holds: spaces, counts, provenance, checksum")
+    info.add_argument("path", help="a dataset directory, e.g. <run_dir>/datasets/synthetic")
+    info.add_argument("--json", action="store_true", help="print the figures as JSON")
+    info.set_defaults(func=_cmd_data_info)
+    profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime (measured)")
+    profile.add_argument("bundle", help="a bundle directory (holds manifest.json and policy.onnx)")
+    amount = profile.add_mutually_exclusive_group()
+    amount.add_argument("--iterations", type=int, help="timed calls per batch size (default 1000)")
+    amount.add_argument("--duration", type=float, help="or: seconds of timed calls per batch size")
+    profile.add_argument("--warmup", type=int, default=200, help="untimed calls before each batch size")
+    profile.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes")
+    profile.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    profile.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"],
+                         help="which of the bundle's graphs to time")
+    profile.add_argument("--out", help="where profile.json and the histogram go (default: the run's "
+                                       "report/profile/, or ./physai-profile)")
+    profile.set_defaults(func=_cmd_profile)
+    gate = sub.add_parser("gate", help="may CANDIDATE replace REFERENCE? quality, p99, latency and cost gates")
+    gate.add_argument("candidate", help="the bundle directory to promote")
+    gate.add_argument("--reference", required=True, help="the bundle directory now deployed")
+    gate.add_argument("--device", action="append", help="target(s) from configs/device for the modeled gates "
+                                                        "(repeat or comma-separate; default: all)")
+    gate.add_argument("--control-rate", type=float, help="control loop rate in Hz (default: the candidate's manifest)")
+    gate.add_argument("--episodes", type=int, help="evaluate both bundles afresh on this many shared seeds")
+    gate.add_argument("--config", help="the run config.yaml that builds the task (default: beside each bundle)")
+    gate.add_argument("--iterations", type=int, default=10000, help="interleaved timed calls per bundle and repeat")
+    gate.add_argument("--repeats", type=int, default=3, help="latency repeats on fresh sessions (median p99 ratio)")
+    gate.add_argument("--max-quality-drop", dest="quality_max_drop_points", type=float,
+                      help="score points (default gate.quality_max_drop_points = 2)")
+    gate.add_argument("--max-p99-ratio", dest="reference_p99_max_ratio", type=float,
+                      help="candidate p99 / reference p99 (default 1.2)")
+    gate.add_argument("--max-latency-ms", dest="latency_p99_max_ms", type=float, help="absolute p99 cap (default 50)")
+    gate.add_argument("--max-cost-ratio", dest="cost_max_ratio", type=float,
+                      help="candidate / reference modeled cost per action (default 1.2)")
+    gate.add_argument("--json", help="also write every figure to this JSON file")
+    gate.set_defaults(func=_cmd_gate)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime vs torch eager, side by side")

@@ -140,8 +140,16 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     """All checks that need no training: values, env, output directory, existing run, stage contracts."""
     validate_config(cfg)
     check_writable_dir(run_dir, "run directory")
-    build_task(cfg.env)  # refuses an unknown env id or a broken task definition
+    task = build_task(cfg.env)  # refuses an unknown env id or a broken task definition
+    from physai.devices.roofline import check_device
+
+    for key, device in cfg.device.items():
+        check_device(key, device)  # a device file the model cannot use fails before training, not at profile
     stages = list(cfg.pipeline.stages)
+    if "synthesize" in stages:
+        from physai.stages.synthesize import resolved_scenario
+
+        resolved_scenario(cfg, task)  # a misspelled column or impossible range fails now, not after training
     _check_existing_run(cfg, run_dir, stages)
     check_contracts(stages, run_dir)
 
@@ -184,7 +192,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, tracker: Optional[Any] = None) 
 
 # ----- reruns ------------------------------------------------------------------------------
 # Groups whose option may change when stages are rerun; env and algo define what was trained.
-RERUN_GROUPS = ("tracking", "pipeline", "device")
+RERUN_GROUPS = ("tracking", "pipeline", "device", "guard")
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:

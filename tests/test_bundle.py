@@ -47,6 +47,65 @@ def test_a_missing_policy_file_is_named(bundle):
         verify_bundle(bundle)
 
 
+def test_a_truncated_policy_file_is_refused(bundle):
+    path = bundle / "policy.onnx"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(BundleError, match="policy.onnx does not match its manifest checksum"):
+        EdgePolicy.load(bundle)
+
+
+def test_a_truncated_manifest_is_refused(bundle):
+    path = bundle / "manifest.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(BundleError, match="not valid JSON"):
+        EdgePolicy.load(bundle)
+
+
+def test_an_opset_the_runtime_cannot_run_is_refused_with_the_opset_named(bundle):
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(bundle / "policy.onnx"))
+    model.opset_import[0].version = 99
+    data = model.SerializeToString()
+    (bundle / "policy.onnx").write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["policy.onnx"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"cannot run .*policy.onnx \(ai.onnx opset 99\).*export.opset"):
+        EdgePolicy.load(bundle)
+
+
+def test_opsets_are_read_without_the_onnx_package(bundle):
+    from physai.edge.bundle import onnx_opsets
+
+    assert onnx_opsets((bundle / "policy.onnx").read_bytes()) == {"": 18}
+    assert onnx_opsets(b"not a model") == {}
+
+
+def test_single_and_batch_calls_agree_and_return_fresh_arrays(bundle):
+    policy = EdgePolicy.load(bundle)
+    obs = np.random.default_rng(0).normal(size=(4, policy.obs_dim)).astype(np.float32)
+    batch = policy.act(obs)
+    singles = [policy.act(row) for row in obs]
+    np.testing.assert_array_equal(np.stack(singles), batch)
+    assert not np.shares_memory(singles[0], singles[1])  # the output buffer is reused, results are not
+    np.testing.assert_array_equal(policy.act(obs[0].astype(np.float64)), singles[0])
+    np.testing.assert_array_equal(policy.act(list(obs[0])), singles[0])
+    assert policy.act(obs[:0]).shape == (0, *policy.action_shape)
+    with pytest.raises(BundleError, match=r"rows \[2\]"):
+        policy.act(np.where(np.arange(4)[:, None] == 2, np.inf, obs))
+
+
+def test_thread_settings_come_from_the_manifest_unless_given(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["runtime"] = {"intra_op_threads": 2, "inter_op_threads": 1}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert EdgePolicy.load(bundle).intra_op_threads == 2
+    assert EdgePolicy.load(bundle, intra_op_threads=1).intra_op_threads == 1
+
+
 def test_act_checks_shape_dtype_and_finiteness(bundle):
     policy = EdgePolicy.load(bundle)
     n = policy.obs_dim
@@ -71,9 +130,13 @@ def test_bare_onnxruntime_can_use_a_bundle_from_its_manifest(bundle):
 
 
 def test_edge_runtime_imports_only_numpy_onnxruntime_and_the_standard_library(bundle):
-    # An allowlist, so any new third-party import in the runtime's graph fails this test.
+    # An allowlist, so any new third-party import in the runtime's graph fails this test. The guard
+    # and every fallback controller are in the graph too: they run on the robot.
     probe = ("import sys, numpy as np; from physai.edge import EdgePolicy; "
+             "from physai.edge.guard import GuardedPolicy; from physai.edge import fallback; "
              f"p = EdgePolicy.load({str(bundle)!r}); p.act(np.zeros(p.obs_dim, np.float32)); "
+             f"g = GuardedPolicy.from_bundle({str(bundle)!r}); g.act(np.full(p.obs_dim, np.nan)); "
+             "g.act(np.zeros((3, p.obs_dim))); "
              "allowed = set(sys.stdlib_module_names) | {'numpy', 'onnxruntime', 'physai', 'packaging', "
              "'coloredlogs', 'humanfriendly', 'flatbuffers', 'sympy', 'mpmath', 'google', 'ml_dtypes', '_distutils_hack'}; "
              "bad = sorted({m.split('.')[0] for m in sys.modules} - allowed - {''}); "

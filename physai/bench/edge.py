@@ -1,7 +1,9 @@
 """Edge latency side by side: physai's runtime, a bare onnxruntime session and torch eager.
 
 All three run the same network in one process, interleaved in rounds so that noise from a
-shared machine lands on every contender alike. Batch 1, one thread each.
+shared machine lands on every contender alike. Batch 1, one thread each. When the bundle has
+observation statistics, the guarded runtime (physai.edge.guard: monitors + fallback) runs beside
+them on an in-distribution observation, so its cost over the bare runtime is measured too.
 """
 
 from __future__ import annotations
@@ -34,13 +36,21 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
     torch_policy = DeployablePolicy(trained.model, trained.obs_norm).eval()
 
     runtime = EdgePolicy.load(bundle_dir, intra_op_threads=1)
+    guarded = None
+    if runtime.manifest.get("observation_statistics"):
+        from physai.edge.guard import GuardedPolicy
+
+        guarded = GuardedPolicy.from_bundle(bundle_dir, intra_op_threads=1)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     bare = ort.InferenceSession(str(bundle_dir / POLICY_FILE), sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
-    obs = np.random.default_rng(0).normal(size=runtime.obs_dim).astype(np.float32)
+    stats = runtime.manifest.get("observation_statistics")
+    # An observation the policy meets (the statistics' mean), so the guard takes its normal path.
+    obs = (np.asarray(stats["mean"], dtype=np.float32) if stats
+           else np.random.default_rng(0).normal(size=runtime.obs_dim).astype(np.float32))
     obs_batch = obs[None, :]
     obs_tensor = torch.from_numpy(obs_batch)
 
@@ -53,6 +63,8 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
         "onnxruntime_bare": lambda: bare.run([OUTPUT_NAME], {INPUT_NAME: obs_batch}),
         "torch_eager": torch_eager,
     }
+    if guarded is not None:
+        contenders["physai_guarded"] = lambda: guarded.act(obs)
     samples: dict[str, list[np.ndarray]] = {name: [] for name in contenders}
     for name, call in contenders.items():
         time_calls(call, warmup, 0)
@@ -68,6 +80,10 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
         "runtime_p50_over_torch": figures["physai_runtime"]["p50_ms"] / figures["torch_eager"]["p50_ms"],
         "runtime_p99_over_torch": figures["physai_runtime"]["p99_ms"] / figures["torch_eager"]["p99_ms"],
     }
+    if guarded is not None:
+        result["guarded_p50_over_runtime"] = figures["physai_guarded"]["p50_ms"] / figures["physai_runtime"]["p50_ms"]
+        result["guarded_p99_over_runtime"] = figures["physai_guarded"]["p99_ms"] / figures["physai_runtime"]["p99_ms"]
+        result["guard_fallbacks_during_bench"] = guarded.fallbacks
     _print_table(figures)
     return result
 

@@ -25,7 +25,8 @@ def one_of(default: Any, *choices: str) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
-STAGE_NAMES = ("train", "evaluate", "export", "profile", "gate", "report")
+STAGE_NAMES = ("collect", "world_model", "synthesize", "train", "evaluate", "export", "profile", "delay_eval", "gate",
+               "report")
 
 # Config keys that steer physai itself; every other algo key is a keyword of the SB3 class.
 ALGO_FRAMEWORK_KEYS = frozenset({
@@ -36,9 +37,9 @@ ALGO_FRAMEWORK_KEYS = frozenset({
 # Keys that change how a run is executed or judged, not which policy it trains. Everything
 # else is the run's training identity: hashed into the bundle's provenance, and frozen once
 # a run directory exists (reruns and resumes may change only these).
-NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "profile", "gate", "device",
-                     "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps", "algo.keep_checkpoints",
-                     "algo.torch_threads", "env.nthread", "env.backend")
+NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "guard", "profile", "delay_eval", "gate",
+                     "device", "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps",
+                     "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend")
 
 
 @dataclass
@@ -117,6 +118,37 @@ class SACConfig(AlgoConfig):
 
 
 @dataclass
+class MBPOConfig(SACConfig):
+    """Model-based SAC (MBPO): SAC's settings plus the ensemble world model and its rollouts.
+
+    See physai.synthetic.mbpo; ``gradient_steps`` is MBPO's updates per real env step.
+    """
+
+    _target_: str = "physai.synthetic.mbpo.MBPO"
+    name: str = "mbpo"
+    learning_starts: int = bounded(1_000, low=0)
+    gradient_steps: int = bounded(20, low=1, hint="gradient updates per real env step; MBPO uses 20")
+    real_ratio: float = bounded(0.05, low=0.0, high=1.0)
+    model_train_every: int = bounded(250, low=1)
+    rollout_batch: int = bounded(20_000, low=1)
+    # [start_step, end_step, min_len, max_len]: rollout length, linear in real env steps.
+    rollout_length: List[int] = field(default_factory=lambda: [1_000, 10_000, 1, 5])
+    max_disagreement: float = bounded(1.0, low=0.0, low_open=True)
+    model_retain_rounds: int = bounded(4, low=1)
+    model_members: int = bounded(7, low=2)
+    model_elites: int = bounded(5, low=1)
+    model_hidden: int = bounded(200, low=8)
+    model_layers: int = bounded(4, low=1)
+    model_learning_rate: float = bounded(1e-3, low=0.0, low_open=True)
+    model_batch_size: int = bounded(256, low=1)
+    model_holdout_fraction: float = bounded(0.2, low=0.0, high=1.0, low_open=True)
+    model_max_epochs: int = bounded(200, low=1)
+    model_patience: int = bounded(5, low=1)
+    model_train_seconds: Optional[float] = bounded(20.0, low=0.0, low_open=True)
+    use_context: bool = True
+
+
+@dataclass
 class PipelineConfig:
     stages: List[str] = field(default_factory=lambda: list(STAGE_NAMES))
 
@@ -132,6 +164,19 @@ class TrackingConfig:
 
 
 @dataclass
+class PowerModeConfig:
+    """One power mode of a board (nvpmodel on Jetson): its budget and its clocks relative to the published peaks."""
+
+    name: str = MISSING
+    power_w: float = bounded(MISSING, low=0.0, low_open=True)
+    # Scales on the published figures: CPU clock (also scales the CPU-side overheads), GPU peak
+    # (clock x share of active TPCs) and memory bandwidth (EMC clock).
+    cpu_clock_scale: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+    gpu_peak_scale: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+    memory_scale: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+
+
+@dataclass
 class DeviceConfig:
     """Published figures of one compute target; every modeled number cites ``source``."""
 
@@ -140,22 +185,38 @@ class DeviceConfig:
     source: str = MISSING
     # The machine the pipeline runs on: its modeled latency is printed beside the measured one.
     measured_host: bool = False
-    # The path that runs a small policy: peak FP32 FLOP/s and bandwidth in SI units.
+    # Where the CPU path's fixed overheads come from: the two fields below, or a micro-benchmark of
+    # tiny ONNX graphs (not the policy) run by the profile stage on this machine (measured hosts only).
+    overheads_from: str = one_of("config", "config", "microbenchmark")
+    # The path that runs a small policy: peak FP32 FLOP/s of one core and bandwidth in SI units.
     cpu_peak_gflops: float = bounded(MISSING, low=0.0, low_open=True)
     cpu_memory_bandwidth_gbs: float = bounded(MISSING, low=0.0, low_open=True)
+    # A policy whose bytes fit in this per-core cache streams at cpu_cache_bandwidth_gbs instead.
+    cpu_cache_kb: Optional[float] = bounded(None, low=0.0, low_open=True)
+    cpu_cache_bandwidth_gbs: Optional[float] = bounded(None, low=0.0, low_open=True)
+    cpu_cores: Optional[int] = bounded(None, low=1)
     cpu_op_overhead_us: float = bounded(2.0, low=0.0)
     # Fixed cost of one runtime call (binding, input checks, output allocation).
     runtime_call_overhead_us: float = bounded(10.0, low=0.0)
-    gpu_peak_gflops: Optional[float] = bounded(None, low=0.0, low_open=True)
+    # Published GPU peaks in TFLOP/s (TOPS for int8), keyed <precision>_<dense|sparse>, e.g. int8_sparse.
+    gpu_peak_tflops: Dict[str, float] = field(default_factory=dict)
+    # The precision the GPU path is modeled at (the bundle is float32); a sparse-only figure counts half.
+    precision: str = one_of("fp32", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4")
     gpu_memory_bandwidth_gbs: Optional[float] = bounded(None, low=0.0, low_open=True)
     gpu_kernel_launch_us: Optional[float] = bounded(None, low=0.0)
     gpu_transfer_overhead_us: Optional[float] = bounded(None, low=0.0)
+    # Board power at the published figures; power_modes (if any) list every mode, and
+    # default_power_mode (None: the first) is the one the verdict and the gates use.
     power_w: float = bounded(MISSING, low=0.0, low_open=True)
+    power_modes: List[PowerModeConfig] = field(default_factory=list)
+    default_power_mode: Optional[str] = None
     price_usd: Optional[float] = bounded(None, low=0.0)
     # Rented compute: dollars per hour instead of a purchase price.
     cloud_usd_per_hour: Optional[float] = bounded(None, low=0.0)
     service_life_years: float = bounded(3.0, low=0.0, low_open=True)
     energy_usd_per_kwh: float = bounded(0.15, low=0.0)
+    # What the price is (dev kit, module, an assumed cloud rate): shown beside the cost figures.
+    cost_basis: str = ""
     notes: str = ""
 
 
@@ -174,6 +235,16 @@ class ExportConfig:
     opset: int = bounded(18, low=13)
     parity_samples: int = bounded(1000, low=1)
     parity_tolerance: float = bounded(1e-5, low=0.0, low_open=True)
+    # Reduced-precision variants beside policy.onnx (physai.precision): policy_fp16.onnx, policy_int8.onnx.
+    # Each is kept only if its max action error vs FP32, on the observations it meets driving the task on
+    # the evaluation seeds, is within its tolerance (a share of the action range).
+    fp16_variant: bool = True
+    int8_variant: bool = True
+    # dynamic: activation scales per call; static: fixed scales calibrated on FP32 rollouts (as TensorRT does).
+    int8_method: str = one_of("dynamic", "dynamic", "static")
+    int8_calibration_episodes: int = bounded(5, low=1)
+    fp16_tolerance: float = bounded(0.01, low=0.0, low_open=True)
+    int8_tolerance: float = bounded(0.05, low=0.0, low_open=True)
 
 
 @dataclass
@@ -184,13 +255,146 @@ class ProfileConfig:
 
 
 @dataclass
+class DelayEvalConfig:
+    """Closed-loop return with the action delay each device's modeled latency would impose."""
+
+    n_episodes: int = bounded(5, low=2, hint="at least 2 episodes for a confidence interval")
+    # synchronous: sensors are read and commands written on control ticks, so an action computed from
+    # the observation of tick t applies at tick t + ceil(latency / period) (one step even for a fast
+    # board); asynchronous: it applies as soon as it is ready, modeled as t + floor(latency / period).
+    controller: str = one_of("synchronous", "synchronous", "asynchronous")
+    # Per-step latency = modeled latency x (a measured host sample / the measured host median).
+    jitter: bool = True
+    # Also run fixed delays 0..sweep_max_steps for the return-vs-delay plot.
+    sweep_max_steps: int = bounded(8, low=0)
+
+
+@dataclass
 class GateConfig:
     # Quality is the evaluation return in score points: 100 x return / solved threshold.
     quality_max_drop_points: float = bounded(2.0, low=0.0)
     latency_p99_max_ms: float = bounded(50.0, low=0.0, low_open=True)
     latency_within_control_period: bool = True
+    # Candidate vs reference bundle (`physai gate CANDIDATE --reference BUNDLE`): measured batch-1 p99 side by
+    # side, and modeled cost per action on the same target, each at most this multiple of the reference's.
+    reference_p99_max_ratio: float = bounded(1.2, low=0.0, low_open=True)
+    cost_max_ratio: float = bounded(1.2, low=0.0, low_open=True)
     # Fail the command (exit code 3) when a gate fails, for CI release jobs.
     strict: bool = False
+
+
+@dataclass
+class CollectConfig:
+    """Real transitions for the world model, from the simulator."""
+
+    steps: int = bounded(10_000, low=1)
+    # random: uniform actions; bundle: an exported policy (``bundle`` = its directory), with Gaussian noise.
+    policy: str = one_of("random", "random", "bundle")
+    bundle: Optional[str] = None
+    action_noise: float = bounded(0.0, low=0.0)
+
+
+@dataclass
+class WorldModelConfig:
+    """The probabilistic ensemble (see physai.synthetic.world_model)."""
+
+    members: int = bounded(7, low=2)
+    elites: int = bounded(5, low=1)
+    hidden: int = bounded(200, low=8)
+    layers: int = bounded(4, low=1)
+    learning_rate: float = bounded(1e-3, low=0.0, low_open=True)
+    batch_size: int = bounded(256, low=1)
+    holdout_fraction: float = bounded(0.2, low=0.0, high=1.0, low_open=True)
+    max_epochs: int = bounded(200, low=1)
+    max_seconds: Optional[float] = bounded(None, low=0.0, low_open=True)
+    patience: int = bounded(5, low=1)
+    # Condition on the task's domain-randomization draws (physics context) when it has any.
+    use_context: bool = True
+    # Held-out episodes for the open-loop error report (a share of the collected episodes).
+    report_episode_fraction: float = bounded(0.2, low=0.0, high=1.0, low_open=True)
+    open_loop_horizons: List[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
+
+
+@dataclass
+class SynthesizeConfig:
+    """How scenario rollouts are generated through the ensemble."""
+
+    # random: uniform actions; bundle: an exported policy (``bundle`` = its directory).
+    policy: str = one_of("random", "random", "bundle")
+    bundle: Optional[str] = None
+    # Rows of one model call; larger is faster until memory runs out.
+    batch_rows: int = bounded(65_536, low=1)
+    # A "dream vs real" MP4 (simulator and model from the same start and actions) in report/.
+    dream_video: bool = True
+    dream_steps: int = bounded(100, low=2)
+
+
+@dataclass
+class SyntheticConfig:
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+
+
+@dataclass
+class PerturbationConfig:
+    """A kick during a branch: add a random delta to some observation columns at a random step."""
+
+    name: str = MISSING
+    observations: List[str] = MISSING       # observation column names, e.g. ["velocities[0]"]
+    delta_range: List[float] = MISSING      # [low, high] added to each named column
+    at_steps: List[int] = field(default_factory=lambda: [1, 1])  # [first, last] branch step it may happen at
+
+
+@dataclass
+class ScenarioConfig:
+    """A prompt for the world model: which starts, which physics, which kicks, how long."""
+
+    name: str = MISSING
+    task: str = MISSING                     # the env id it is written for
+    description: str = ""
+    edge_case: bool = False                 # a condition the real data holds rarely or never
+    start: str = one_of("real", "real", "ranges")
+    # start=ranges: observation column -> [low, high]; start=real: columns overridden after sampling.
+    start_ranges: Dict[str, List[float]] = field(default_factory=dict)
+    # physics context name (see the task's domain randomization) -> [low, high]; others keep the real draw.
+    context: Dict[str, List[float]] = field(default_factory=dict)
+    perturbations: List[PerturbationConfig] = field(default_factory=list)
+    horizon: int = bounded(10, low=1)
+    branches: int = bounded(4096, low=1)
+    # A branch stops when ensemble disagreement (normalized units) passes this.
+    max_disagreement: float = bounded(1.0, low=0.0, low_open=True)
+
+
+@dataclass
+class GuardConfig:
+    """The dual-stack guard written into the bundle (physai.edge.guard): monitors and a classical fallback.
+
+    Per-task fallbacks live in ``configs/guard/<task>.yaml``; the export stage writes this section
+    into the manifest, so the robot needs no Hydra to build the guard.
+    """
+
+    enabled: bool = True
+    # Out of distribution: max over columns of |obs - mean| / std (std units) beyond this; the
+    # statistics are gathered by the export stage's closed-loop evaluation.
+    ood_threshold: float = bounded(6.0, low=0.0, low_open=True, hint="a distance in std units such as 6.0")
+    # Floor of each column's std (observation units): constant columns would otherwise flag any change.
+    min_std: float = bounded(1e-3, low=0.0, low_open=True)
+    # Actions beyond the bounds by more than this share of the half range count as out of range.
+    action_tolerance: float = bounded(1e-4, low=0.0)
+    # Bundle the run's world model (world_model.onnx) for the disagreement monitor, when there is one.
+    world_model: bool = True
+    # Ensemble disagreement (normalized units) beyond which the fallback acts; None: calibrated as
+    # disagreement_margin x the largest value seen in the export stage's closed-loop evaluation.
+    max_disagreement: Optional[float] = bounded(None, low=0.0, low_open=True)
+    disagreement_margin: float = bounded(1.5, low=1.0)
+    # After a monitor fires, the fallback keeps control for this many more calls.
+    hold_steps: int = bounded(0, low=0)
+    # Guarded closed-loop episodes (fresh seeds) run by the export stage to report the fallback rate;
+    # None: evaluate.n_episodes, 0: skip.
+    evaluate_episodes: Optional[int] = bounded(None, low=0)
+    # The fallback controller: a class of physai.edge.fallback and its parameters.
+    fallback: Dict[str, Any] = field(default_factory=lambda: {"_target_": "physai.edge.fallback.ZeroAction"})
 
 
 @dataclass
@@ -202,8 +406,12 @@ class PhysaiConfig:
     device: Dict[str, DeviceConfig] = field(default_factory=dict)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    delay_eval: DelayEvalConfig = field(default_factory=DelayEvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    scenario: Optional[ScenarioConfig] = None
     seed: int = bounded(0, low=0)
     resume: bool = False
     # Set by experiment presets so runs can be grouped by what they were for.
@@ -212,7 +420,7 @@ class PhysaiConfig:
 
 def algo_schema_for(target: str) -> type:
     """The schema dataclass of the algorithm whose ``_target_`` is ``target``."""
-    for schema in (PPOConfig, SACConfig):
+    for schema in (PPOConfig, SACConfig, MBPOConfig):
         if schema._target_ == target:
             return schema
     raise KeyError(target)
@@ -225,5 +433,7 @@ def register_configs() -> None:
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="algo", name="ppo_schema", node=PPOConfig)
     store.store(group="algo", name="sac_schema", node=SACConfig)
+    store.store(group="algo", name="mbpo_schema", node=MBPOConfig)
     store.store(group="pipeline", name="pipeline_schema", node=PipelineConfig)
     store.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    store.store(group="scenario", name="scenario_schema", node=ScenarioConfig)

@@ -34,6 +34,16 @@ def validate_config(cfg: DictConfig) -> None:
             f"algo.learning_starts={cfg.algo.learning_starts} >= algo.total_timesteps={cfg.algo.total_timesteps}: "
             f"the policy would never be updated; lower algo.learning_starts (e.g. algo.learning_starts="
             f"{max(1, cfg.algo.total_timesteps // 10)})")
+    synthetic = cfg.synthetic
+    if synthetic.world_model.elites > synthetic.world_model.members:
+        raise ConfigError(f"synthetic.world_model.elites={synthetic.world_model.elites} is more than "
+                          f"synthetic.world_model.members={synthetic.world_model.members}; elites are chosen among "
+                          f"the members, so lower elites or raise members")
+    for stage in ("collect", "synthesize"):
+        settings = synthetic[stage]
+        if settings.policy == "bundle" and not settings.bundle:
+            raise ConfigError(f"synthetic.{stage}.policy=bundle needs synthetic.{stage}.bundle=<a run's bundle "
+                              f"directory>; or use synthetic.{stage}.policy=random")
     if cfg.algo.name == "ppo":
         rollout = cfg.algo.n_steps * cfg.algo.n_envs
         if cfg.algo.batch_size > rollout:

@@ -2,6 +2,12 @@
 
 A bundle is refused before any session is created if its manifest is missing, of another
 format version, or if any file differs from its recorded checksum.
+
+Optional parts, all additive to format version 1 (a runtime that does not know them reads the
+policy exactly as before): ``observation_statistics`` (mean/std/min/max of what the policy saw
+in the export stage's closed-loop evaluation), ``guard`` (monitor settings and the fallback
+controller, see physai.edge.guard), ``runtime`` (thread settings), and ``world_model`` with its
+file ``world_model.onnx`` (the dynamics ensemble, for the guard's disagreement monitor).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ MANIFEST_FILE = "manifest.json"
 POLICY_FILE = "policy.onnx"
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"
+# Optional: the world-model ensemble, for the guard's disagreement monitor (see physai.edge.guard).
+WORLD_MODEL_FILE = "world_model.onnx"
+WORLD_MODEL_INPUTS = ("observation", "action")
+WORLD_MODEL_OUTPUTS = ("member_mean_deltas", "disagreement")
 
 
 def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
@@ -85,3 +95,58 @@ def read_verified_bundle(bundle_dir: str | Path) -> tuple[dict[str, Any], dict[s
 def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
     """Check the manifest and every file's sha256; return the manifest."""
     return read_verified_bundle(bundle_dir)[0]
+
+
+def onnx_opsets(model: bytes) -> dict[str, int]:
+    """``{domain: version}`` of an ONNX model's ``opset_import``, read straight from the protobuf bytes.
+
+    A few lines of wire-format parsing instead of the ``onnx`` package, which the robot does not
+    need: ModelProto field 8 is a repeated OperatorSetIdProto (1: domain string, 2: version).
+    An unparsable file gives ``{}``; onnxruntime then says what is wrong with it.
+    """
+    try:
+        opsets = {}
+        for field, value in _proto_fields(model):
+            if field == 8 and isinstance(value, bytes):
+                entry = dict(_proto_fields(value))
+                domain = entry.get(1, b"")
+                opsets[domain.decode("utf-8") if isinstance(domain, bytes) else ""] = int(entry.get(2, 0))
+        return opsets
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return {}
+
+
+def _proto_fields(data: bytes):
+    """(field number, value) of one protobuf message: varints as int, length-delimited as bytes."""
+    pos, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal pos
+        shift = result = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    while pos < end:
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            size = varint()
+            if pos + size > end:
+                raise ValueError("truncated field")
+            yield field, data[pos:pos + size]
+            pos += size
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")

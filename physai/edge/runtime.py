@@ -2,34 +2,110 @@
 
 Imports numpy and onnxruntime only. Inputs are checked for shape, dtype and finiteness,
 because a robot that feeds NaN into a policy should get an error, not a motor command.
+
+A single observation takes the hot path: it is copied into a preallocated input buffer that
+is bound to the session once (onnxruntime IOBinding), the output lands in a preallocated
+buffer, and finiteness is one dot product with a zero vector (NaN * 0 and inf * 0 are NaN,
+any finite value * 0 is 0). No dict, list or OrtValue is built per call, which makes the
+checked call cheaper than a bare ``session.run``. Because of those buffers one EdgePolicy
+serves one thread; load one per thread.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import onnxruntime as ort
 
-from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, read_verified_bundle
+from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, onnx_opsets, read_verified_bundle
 from physai.errors import BundleError
+
+DEFAULT_THREADS = 1
+
+
+def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THREADS,
+                   inter_op_threads: int = DEFAULT_THREADS) -> ort.InferenceSession:
+    """A CPU session on verified model bytes; a model onnxruntime cannot run is a ``BundleError``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(intra_op_threads)
+    options.inter_op_num_threads = int(inter_op_threads)
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # the failure comes back as our exception, not as a log line
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind11 types (Fail, InvalidGraph, ...)
+        opsets = onnx_opsets(model)
+        described = ", ".join(f"{domain or 'ai.onnx'} opset {version}" for domain, version in sorted(opsets.items()))
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(
+            f"onnxruntime {ort.__version__} cannot run {name} ({described or 'no readable opset_import'}): "
+            f"{reason[:400]}. Re-export it with an opset this runtime supports (export.opset=18 is what "
+            f"physai tests) or install a newer onnxruntime on the robot") from exc
 
 
 class EdgePolicy:
-    def __init__(self, bundle_dir: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(self, bundle_dir: str | Path, intra_op_threads: Optional[int] = None,
+                 inter_op_threads: Optional[int] = None) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest, contents = read_verified_bundle(self.bundle_dir)
-        self.obs_dim = int(self.manifest["io"]["inputs"][0]["shape"][1])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(contents[POLICY_FILE], sess_options=options,
-                                            providers=["CPUExecutionProvider"])
-        self._single = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self.contents = contents
+        io = self.manifest.get("io") or {}
+        try:
+            self.obs_dim = int(io["inputs"][0]["shape"][1])
+            output = io["outputs"][0]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section "
+                              f"(io.inputs[0].shape, io.outputs[0]); re-export the bundle") from exc
+        # Thread settings: the caller's, else what the export recorded from the config, else one each.
+        settings = self.manifest.get("runtime") or {}
+        self.intra_op_threads = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
+        self.inter_op_threads = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
+        self.session = create_session(contents[POLICY_FILE], str(self.bundle_dir / POLICY_FILE),
+                                      self.intra_op_threads, self.inter_op_threads)
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise BundleError(f"{self.bundle_dir / POLICY_FILE} has inputs {inputs} and outputs {outputs}; a physai "
+                              f"policy reads {INPUT_NAME!r} and writes {OUTPUT_NAME!r}: re-export the bundle")
+
+        self.discrete = output.get("dtype") == "int64"
+        self.action_shape: tuple[int, ...] = () if self.discrete else (int(output["shape"][1]),)
+        self.action_dtype = np.dtype(np.int64 if self.discrete else np.float32)
+        self._obs_shape = (self.obs_dim,)
+        self._obs_buffer = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self._obs_row = self._obs_buffer[0]
+        self._zeros = np.zeros(self.obs_dim, dtype=np.float32)
+        self._act_buffer = np.zeros((1, *self.action_shape), dtype=self.action_dtype)
         self._outputs = [OUTPUT_NAME]
+        self._bind()
+
+    def _bind(self) -> None:
+        """Bind the preallocated buffers to the session once; every single-observation call reuses them."""
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._obs_buffer))
+        binding.bind_ortvalue_output(OUTPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._act_buffer))
+        self._binding = binding
+        self._run_options = ort.RunOptions()
+        # The C++ session and binding behind the Python wrappers: the wrappers add a Python frame
+        # per call. Public API when a future onnxruntime renames them.
+        native_session, native_binding = getattr(self.session, "_sess", None), getattr(binding, "_iobinding", None)
+        if native_session is not None and native_binding is not None and hasattr(native_session,
+                                                                                 "run_with_iobinding"):
+            run, args = native_session.run_with_iobinding, (native_binding, self._run_options)
+        else:
+            run, args = self.session.run_with_iobinding, (binding, self._run_options)
+        self._infer_args = args
+        self._infer_fn = run
+        # Prove the binding writes where we read (a copy anywhere would silently freeze the output).
+        self._obs_buffer.fill(0.0)
+        self._infer()
+        expected = self.session.run(self._outputs, {INPUT_NAME: self._obs_buffer})[0]
+        if not np.array_equal(expected, self._act_buffer):
+            raise BundleError("onnxruntime's IOBinding did not write into the bound output buffer; "
+                              "this onnxruntime build is not supported by the edge runtime")
 
     @classmethod
     def load(cls, bundle_dir: str | Path, **kwargs: Any) -> "EdgePolicy":
@@ -39,20 +115,52 @@ class EdgePolicy:
     def control_rate_hz(self) -> float | None:
         return self.manifest.get("control_rate_hz")
 
+    @property
+    def observation_names(self) -> list[str]:
+        names = (self.manifest.get("observation_space") or {}).get("names")
+        return list(names) if names else [f"obs_{i}" for i in range(self.obs_dim)]
+
+    def _infer(self) -> np.ndarray:
+        """Run the policy on the bound input buffer; the result is the bound output buffer (not a copy)."""
+        self._infer_fn(*self._infer_args)
+        return self._act_buffer
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """One observation ``(obs_dim,)`` gives one action; a batch ``(n, obs_dim)`` gives n actions."""
+        if type(obs) is np.ndarray and obs.shape == self._obs_shape and obs.dtype.kind in "fiu":
+            row = self._obs_row
+            row[...] = obs  # casts to float32; a float64 beyond float32's range becomes inf and is refused below
+            if np.dot(row, self._zeros) != 0.0:  # NaN or inf anywhere
+                raise BundleError(f"observation contains NaN or inf at index "
+                                  f"{np.flatnonzero(~np.isfinite(row)).tolist()}; the policy refuses non-finite input")
+            self._infer_fn(*self._infer_args)
+            return self._act_buffer[0].copy()
+        return self._act_general(obs)
+
+    def check_observation(self, obs: Any) -> tuple[np.ndarray, bool]:
+        """``(float32 batch, single)`` for a valid observation or batch; shape and dtype are checked, not values."""
         array = np.asarray(obs)
         if array.dtype.kind not in "fiu":
             raise BundleError(f"observation dtype {array.dtype} is not numeric; pass float32 values")
         if array.ndim == 1 and array.shape[0] == self.obs_dim:
-            np.copyto(self._single[0], array, casting="unsafe")
-            batch, single = self._single, True
-        elif array.ndim == 2 and array.shape[1] == self.obs_dim:
-            batch, single = np.ascontiguousarray(array, dtype=np.float32), False
-        else:
-            raise BundleError(f"observation shape {array.shape} does not match the bundle's "
-                              f"({self.obs_dim},) or (batch, {self.obs_dim})")
-        if not np.isfinite(batch).all():
-            raise BundleError("observation contains NaN or inf; the policy refuses non-finite input")
-        action = self.session.run(self._outputs, {INPUT_NAME: batch})[0]
+            return np.asarray(array[None, :], dtype=np.float32), True
+        if array.ndim == 2 and array.shape[1] == self.obs_dim:
+            return np.ascontiguousarray(array, dtype=np.float32), False
+        raise BundleError(f"observation shape {array.shape} does not match the bundle's "
+                          f"({self.obs_dim},) or (batch, {self.obs_dim})")
+
+    def _act_general(self, obs: Any) -> np.ndarray:
+        batch, single = self.check_observation(obs)
+        finite = np.isfinite(batch)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+            raise BundleError(f"observation contains NaN or inf (rows {rows[:10]}); the policy refuses "
+                              f"non-finite input")
+        if batch.shape[0] == 0:
+            return np.zeros((0, *self.action_shape), dtype=self.action_dtype)
+        action = self.run_batch(batch)
         return action[0] if single else action
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """The policy on an already checked float32 ``(n, obs_dim)`` batch."""
+        return self.session.run(self._outputs, {INPUT_NAME: batch})[0]

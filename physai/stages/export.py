@@ -21,11 +21,15 @@ class ExportError(PhysaiError):
 
 
 def run(cfg, ctx) -> dict:
+    import numpy as np
+    from omegaconf import OmegaConf
+
     from physai.edge.runtime import EdgePolicy
-    from physai.export import git_provenance, write_bundle
+    from physai.export import add_guard, git_provenance, write_bundle
     from physai.io import fresh_staging_dir, replace_dir_atomically
     from physai.parity import parity_report
     from physai.pipeline import identity_hash
+    from physai.synthetic.artifacts import WORLD_MODEL_FILE
     from physai.training.sb3 import load_trained_policy
 
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
@@ -36,7 +40,8 @@ def run(cfg, ctx) -> dict:
     staging = fresh_staging_dir(target)
     try:
         manifest = write_bundle(trained.model, trained.obs_norm, staging, opset=cfg.export.opset,
-                                control_rate_hz=ctx.task.control_rate_hz(), provenance=provenance)
+                                control_rate_hz=ctx.task.control_rate_hz(), provenance=provenance,
+                                observation_names=ctx.task.signal_names()[0])
         policy = EdgePolicy.load(staging)
         parity = parity_report(trained, policy, cfg.export.parity_samples, seed=cfg.seed)
         if parity["max_abs_error"] > cfg.export.parity_tolerance:
@@ -45,8 +50,26 @@ def run(cfg, ctx) -> dict:
                 f"(> export.parity_tolerance={cfg.export.parity_tolerance}); the previous bundle was kept. "
                 f"Report this with the run directory, or raise export.parity_tolerance if the gap is expected")
         seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
-        closed_loop = summarize_returns(episode_returns(ctx.task, policy.act, seeds), seeds,
+        seen: list = []  # (observation, action) pairs: the edge guard's reference statistics
+
+        def recording_act(obs):
+            action = policy.act(obs)
+            seen.append((obs, action))
+            return action
+
+        closed_loop = summarize_returns(episode_returns(ctx.task, recording_act, seeds), seeds,
                                         ctx.task.solved_threshold)
+        guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
+                          ctx.task, np.stack([o for o, _ in seen]), np.stack([a for _, a in seen]), len(seeds),
+                          world_model_path=ctx.path(WORLD_MODEL_FILE), opset=cfg.export.opset,
+                          intra_op_threads=cfg.profile.intra_op_threads,
+                          guard_seeds=_guard_seeds(cfg, len(seeds)))
+        # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
+        from physai.precision import add_variants
+        from physai.release import record_bundle_evaluation
+
+        variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
+        record_bundle_evaluation(staging, closed_loop)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -54,6 +77,15 @@ def run(cfg, ctx) -> dict:
     figures = {"path": "bundle", "policy_sha256": manifest["files"][POLICY_FILE]["sha256"],
                "policy_bytes": manifest["files"][POLICY_FILE]["bytes"], "format_version": manifest["format_version"],
                "control_rate_hz": manifest["control_rate_hz"], "timesteps": trained.timesteps,
-               "parity": parity, "eval": closed_loop}
+               "parity": parity, "eval": closed_loop, "variants": variants, "guard": guard}
     ctx.record("bundle", figures)
     return figures
+
+
+def _guard_seeds(cfg, n_eval: int) -> list[int]:
+    """Fresh episodes for the guarded evaluation: right after the evaluation seeds, never training ones."""
+    guard = cfg.get("guard")
+    count = n_eval if guard is None or guard.get("evaluate_episodes") is None else int(guard.evaluate_episodes)
+    if guard is not None and not guard.get("enabled", True):
+        return []
+    return evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset + n_eval, count)

@@ -86,6 +86,34 @@ def plot_reward_terms(rows: list[dict], target: Path) -> bool:
     return True
 
 
+def _variant_lines(variants: dict) -> list[str]:
+    """Reduced-precision variants beside the FP32 graph: parity and evaluation-return change (physai.precision)."""
+    if not variants:
+        return []
+    lines = ["Reduced-precision variants (max action error vs FP32 on the observations each met driving the task, "
+             "as a share of the action range; return change paired on the evaluation seeds):", "",
+             "| variant | file | written | max abs error | share of range | tolerance | return change | 95% CI | "
+             "points |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in variants.items():
+        parity, change = v["parity_vs_fp32"], v["return_change"]
+        lines.append(f"| {name} | `{v['file']}` | {_fmt(v['written'])} | {_fmt(parity.get('max_abs_error'), 3)} | "
+                     f"{_fmt(parity['max_error_share'], 3)} | {_fmt(v['tolerance_share_of_action_range'])} | "
+                     f"{change['mean']:+.4g} | [{_fmt(change['ci95_low'])}, {_fmt(change['ci95_high'])}] | "
+                     f"{change['points']:+.3g} |")
+    return lines + [""]
+
+
+def _histogram_lines(ctx, profile: dict) -> list[str]:
+    """The batch-1 latency histogram, when the profile stage wrote one (``histogram_png``, run-relative)."""
+    histogram = profile.get("histogram_png")
+    if not histogram or not ctx.path(histogram).exists():
+        return []
+    import os
+
+    link = os.path.relpath(ctx.path(histogram), ctx.path("report"))
+    return ["", f"![batch-1 latency histogram (measured)]({link})"]
+
+
 def run(cfg, ctx) -> dict:
     summary = ctx.summary()
     report_dir = ctx.path("report")
@@ -126,6 +154,7 @@ def run(cfg, ctx) -> dict:
                   f"{bundle['policy_bytes']} bytes, control rate {_fmt(bundle['control_rate_hz'])} Hz; parity with "
                   f"SB3 on {bundle['parity']['samples']} random observations: max abs error "
                   f"{bundle['parity']['max_abs_error']:.2e}.", ""]
+        lines += _variant_lines(bundle.get("variants") or {})
     profile = summary.get("profile")
     if profile:
         host = profile["host"]
@@ -134,6 +163,7 @@ def run(cfg, ctx) -> dict:
                   "| min | mean | p50 | p90 | p95 | p99 | max (ms) | actions/s |", "|---|---|---|---|---|---|---|---|",
                   "| " + " | ".join(_fmt(host[k]) for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
                                                             "p99_ms", "max_ms")) + f" | {host['actions_per_s']:.0f} |",
+                  *_histogram_lines(ctx, profile),
                   "", "Modeled (roofline + per-kernel overhead from published specs; not measured):", "",
                   "| target | path | latency ms | actions/s | actions/J | $ per 1M actions | meets control rate | source |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -143,6 +173,14 @@ def run(cfg, ctx) -> dict:
                          f"{_fmt(device['usd_per_million_actions'])} | {_fmt(device.get('meets_control_rate'))} | "
                          f"{device['source']} |")
         lines.append("")
+        from physai.devices.report import profile_lines
+
+        lines += profile_lines(profile)
+    if summary.get("delay_eval"):
+        from physai.delay_eval import report_lines
+
+        names = {key: d["device"] for key, d in (profile or {}).get("devices", {}).items()}
+        lines += report_lines(summary["delay_eval"], names)
     gates = summary.get("gates")
     if gates:
         lines += [f"## Release gates: {'PASS' if gates['passed'] else 'FAIL'}", "",

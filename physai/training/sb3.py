@@ -135,6 +135,8 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
         if resume:
             log.info("resume=true but %s holds no checkpoint: starting a fresh run", run_dir / "checkpoints")
         model = build_model(algo, venv, seed)
+        if hasattr(model, "warm_start"):
+            _warm_start_from_run(model, task, run_dir)
         curve = []
     resumed_from = model.num_timesteps
     remaining = max(0, algo.total_timesteps - model.num_timesteps)
@@ -149,9 +151,31 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
             monitor.init_callback(model)
         final = monitor.save(FINAL_NAME)
     venv.close()
-    return {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
-            "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
-            "episodes": len(curve)}
+    figures = {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
+               "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
+               "episodes": len(curve)}
+    if hasattr(model, "mbpo_stats"):  # model-based: refits, synthetic rows, warm start from the run's datasets
+        from physai.synthetic.mbpo import training_figures
+
+        figures["model_based"] = training_figures(model)
+    return figures
+
+
+def _warm_start_from_run(model, task, run_dir: Path) -> None:
+    """Give a model-based learner the run's collected (real) and generated (synthetic) datasets."""
+    from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
+    from physai.synthetic.dataset import read_dataset
+
+    env = task.make()
+    loaded = {}
+    for name, artifact in (("real", REAL_DATASET), ("synthetic", SYNTHETIC_DATASET)):
+        path = run_dir / artifact
+        loaded[name] = (read_dataset(path, expected_task_id=task.id, observation_space=env.observation_space,
+                                     action_space=env.action_space) if path.exists() else None)
+    env.close()
+    if any(loaded.values()):
+        model.warm_start(**loaded)
+        log.info("warm start from the run's datasets: %s", getattr(model, "warm_start_counts", loaded.keys()))
 
 
 @dataclass

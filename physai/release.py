@@ -1,0 +1,377 @@
+"""Release gates between two bundles: may CANDIDATE replace REFERENCE on the robot?
+
+``physai gate CANDIDATE --reference REFERENCE`` checks both bundles' checksums, then applies the
+thresholds of a staged rollout (defaults from ``GateConfig``, each overridable on the command line):
+
+- **quality**: the candidate's evaluation return may be below the reference's by at most
+  ``quality_max_drop_points`` score points (100 points = |solved threshold|, or |reference return|
+  for a task without one). Paired over the same seeds; as in the run's own gate, it fails only when
+  the drop exceeds the limit with 95% confidence, because float rounding alone moves single episodes
+  of contact-rich tasks. Returns come from the bundles' manifests (the export stage records them),
+  else from the ``summary.json`` of the run a bundle sits in; when the two were evaluated on
+  different seeds (or ``--episodes`` asks for it) the bundles are evaluated here, in the simulator
+  of the run's ``config.yaml``, on the same seeds.
+- **p99 vs reference**: batch-1 p99 latency of the candidate at most ``reference_p99_max_ratio``
+  times the reference's, both measured in this process with calls interleaved one by one, so that
+  noise from a shared machine falls on both alike (measured, this host).
+- **absolute latency**: the candidate's measured p99 at most ``latency_p99_max_ms`` and at most the
+  control period; on each modeled target, the modeled latency likewise (modeled).
+- **cost per action**: the candidate's modeled dollars per million actions on each target at most
+  ``cost_max_ratio`` times the reference's on the same target (1.2: at most 20% more; modeled).
+
+Exit status: 0 when every gate passes, 3 when one fails (as the pipeline's strict gate), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest
+from physai.errors import BundleError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Thresholds:
+    quality_max_drop_points: float = 2.0
+    reference_p99_max_ratio: float = 1.2
+    latency_p99_max_ms: float = 50.0
+    latency_within_control_period: bool = True
+    cost_max_ratio: float = 1.2
+
+    @classmethod
+    def defaults(cls) -> "Thresholds":
+        """The defaults of ``GateConfig``, so `physai gate` and the pipeline's gate start from the same numbers."""
+        from physai.config.schema import GateConfig
+
+        gate = GateConfig()
+        return cls(**{f.name: getattr(gate, f.name) for f in dataclasses.fields(cls)})
+
+
+# ----- what a bundle says about itself -------------------------------------------------------------
+def record_bundle_evaluation(bundle_dir: Path, closed_loop: dict) -> None:
+    """Write the FP32 bundle's closed-loop evaluation into its manifest, so the bundle carries it."""
+    from physai.io import write_json_atomic
+
+    manifest = load_manifest(bundle_dir)
+    manifest["evaluation"] = {
+        "policy": POLICY_FILE, "how": "deterministic closed-loop episodes of the bundle in the task's simulator",
+        **{key: closed_loop.get(key) for key in ("mean_return", "std_return", "ci95_low", "ci95_high", "n_episodes",
+                                                 "solved_threshold", "episode_returns", "seeds")}}
+    write_json_atomic(bundle_dir / MANIFEST_FILE, manifest)
+
+
+def recorded_evaluation(bundle_dir: Path, manifest: dict) -> Optional[dict]:
+    """The bundle's evaluation: from its manifest, else from the summary of the run it sits in."""
+    if manifest.get("evaluation"):
+        return {**manifest["evaluation"], "source": f"{bundle_dir / MANIFEST_FILE}"}
+    summary_path = bundle_dir.resolve().parent / "summary.json"
+    if summary_path.is_file():
+        try:
+            bundle = json.loads(summary_path.read_text()).get("bundle") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if bundle.get("policy_sha256") == manifest["files"][POLICY_FILE]["sha256"] and bundle.get("eval"):
+            return {**bundle["eval"], "source": str(summary_path)}
+    return None
+
+
+# ----- targets -------------------------------------------------------------------------------------
+def known_devices() -> list[str]:
+    from importlib.resources import files
+
+    folder = files("physai.configs") / "device"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_device(key: str) -> Any:
+    """A target from ``configs/device/<key>.yaml``, checked against the schema."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from physai.config.schema import DeviceConfig
+
+    known = known_devices()
+    if key not in known:
+        raise ConfigError(f"unknown device {key!r}; known devices: {', '.join(known)} "
+                          f"(one file each under configs/device/)")
+    loaded = OmegaConf.create((files("physai.configs") / "device" / f"{key}.yaml").read_text())
+    loaded.pop("defaults", None)
+    try:
+        device = OmegaConf.merge(OmegaConf.structured(DeviceConfig), loaded)
+    except Exception as exc:  # omegaconf raises several types; all mean a bad key or value
+        raise ConfigError(f"configs/device/{key}.yaml does not fit the device schema: {exc}") from exc
+    from physai.devices.roofline import check_device
+
+    check_device(key, device)
+    return device
+
+
+# ----- measuring ------------------------------------------------------------------------------------
+def measure_side_by_side(load_candidate: Any, load_reference: Any, iterations: int, warmup: int,
+                         repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Batch-1 latency of two policies in one process, calls interleaved one by one (order alternating).
+
+    ``repeats`` independent measurements, each on freshly loaded sessions, of ``iterations`` calls per
+    policy; the p99 ratio is the median of the repeats' ratios (one noisy repeat on a shared machine does
+    not decide), the latency figures pool every call.
+    """
+    from physai.latency import latency_figures
+
+    pooled: list[list[np.ndarray]] = [[], []]
+    ratios = []
+    clock = time.perf_counter_ns
+    for repeat in range(repeats):
+        candidate, reference = load_candidate(), load_reference()
+        obs = np.random.default_rng(seed + repeat).normal(size=candidate.obs_dim).astype(np.float32)
+        calls = (lambda: candidate.act(obs), lambda: reference.act(obs))
+        for _ in range(warmup):
+            calls[0]()
+            calls[1]()
+        samples = np.empty((2, iterations), dtype=np.int64)
+        for i in range(iterations):
+            for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                start = clock()
+                calls[which]()
+                samples[which, i] = clock() - start
+        ratios.append(float(np.percentile(samples[0], 99) / np.percentile(samples[1], 99)))
+        pooled[0].append(samples[0])
+        pooled[1].append(samples[1])
+    return {"candidate": latency_figures(np.concatenate(pooled[0])),
+            "reference": latency_figures(np.concatenate(pooled[1])),
+            "p99_ratio": float(np.median(ratios)), "p99_ratio_per_repeat": ratios,
+            "iterations_per_repeat": iterations, "repeats": repeats}
+
+
+def _task_for(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
+    """The task of the run a bundle came from (its ``config.yaml``), or None when there is none."""
+    from omegaconf import OmegaConf
+
+    from physai.pipeline import CONFIG_FILE, build_task
+
+    candidates = [Path(run_config)] if run_config else [d.resolve().parent / CONFIG_FILE for d in bundle_dirs]
+    for path in candidates:
+        if path.is_file():
+            return build_task(OmegaConf.load(path).env)
+        if run_config:
+            raise ConfigError(f"--config {path} does not exist; point at a run's config.yaml")
+    return None
+
+
+def _paired(drops: Sequence[float]) -> dict:
+    from physai.stats import mean_ci95
+
+    return mean_ci95(drops)
+
+
+def _unpaired(reference: Sequence[float], candidate: Sequence[float]) -> dict:
+    """Welch's difference of means (reference - candidate) with a 95% CI."""
+    from physai.stats import t_critical_95
+
+    a, b = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    va = a.var(ddof=1) / a.size if a.size > 1 else math.inf
+    vb = b.var(ddof=1) / b.size if b.size > 1 else math.inf
+    se = math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / ((va ** 2 / (a.size - 1) if a.size > 1 else math.inf) +
+                            (vb ** 2 / (b.size - 1) if b.size > 1 else math.inf)) if se > 0 else 1
+    half = t_critical_95(max(1, int(dof))) * se if se > 0 else 0.0
+    mean = float(a.mean() - b.mean())
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "n": int(min(a.size, b.size))}
+
+
+def compare_quality(cand_dir: Path, ref_dir: Path, cand_manifest: dict, ref_manifest: dict,
+                    episodes: Optional[int], run_config: Optional[Path]) -> dict:
+    """Candidate vs reference evaluation returns in score points, paired on the same seeds when possible."""
+    from physai.evaluation import episode_returns, evaluation_seeds, score_points
+    from physai.edge.runtime import EdgePolicy
+
+    cand_eval = recorded_evaluation(cand_dir, cand_manifest)
+    ref_eval = recorded_evaluation(ref_dir, ref_manifest)
+    how = "recorded evaluations, paired on the same seeds"
+    if episodes is None and cand_eval and ref_eval and cand_eval.get("seeds") == ref_eval.get("seeds"):
+        ref_returns, cand_returns = ref_eval["episode_returns"], cand_eval["episode_returns"]
+        threshold = ref_eval.get("solved_threshold")
+        paired = True
+    else:
+        task = _task_for([cand_dir, ref_dir], run_config)
+        if task is None:
+            if not (cand_eval and ref_eval) or episodes is not None:
+                raise BundleError(
+                    "cannot judge quality: " + ("--episodes asks for a fresh evaluation" if episodes is not None
+                                                else "a bundle carries no evaluation") +
+                    ", and no run config.yaml sits beside either bundle to build the task from; pass --config "
+                    "<run_dir>/config.yaml of the run that trained them")
+            ref_returns, cand_returns = ref_eval["episode_returns"], cand_eval["episode_returns"]
+            threshold = ref_eval.get("solved_threshold")
+            paired, how = False, "recorded evaluations on different seeds, unpaired (Welch)"
+        else:
+            if episodes is None and ref_eval and ref_eval.get("seeds"):
+                seeds = [int(s) for s in ref_eval["seeds"]]
+            else:
+                seeds = evaluation_seeds(0, 1_000_000, episodes or 10)
+            returns = {}
+            for name, bundle_dir, record in (("reference", ref_dir, ref_eval), ("candidate", cand_dir, cand_eval)):
+                if record and record.get("seeds") == seeds:
+                    returns[name] = record["episode_returns"]
+                else:
+                    log.info("evaluating the %s bundle on %d seeds", name, len(seeds))
+                    returns[name] = episode_returns(task, EdgePolicy.load(bundle_dir).act, seeds)
+            ref_returns, cand_returns = returns["reference"], returns["candidate"]
+            threshold = task.solved_threshold
+            paired, how = True, f"evaluated on the same {len(seeds)} seeds in the task's simulator"
+    ref_mean = float(np.mean(ref_returns))
+
+    def points(value: float) -> float:
+        return score_points(value, threshold, ref_mean)
+
+    if paired:
+        drop = _paired([points(r) - points(c) for r, c in zip(ref_returns, cand_returns)])
+    else:
+        drop = _unpaired([points(r) for r in ref_returns], [points(c) for c in cand_returns])
+    return {"drop": drop, "how": how, "solved_threshold": threshold,
+            "reference_points": points(ref_mean), "candidate_points": points(float(np.mean(cand_returns))),
+            "reference_mean_return": ref_mean, "candidate_mean_return": float(np.mean(cand_returns))}
+
+
+def _gate(name: str, value: Any, threshold: Any, unit: str, passed: bool, **extra: Any) -> dict:
+    return {"name": name, "value": value, "threshold": threshold, "unit": unit, "passed": bool(passed), **extra}
+
+
+def _check_same_task(cand: dict, ref: dict) -> None:
+    cand_env, ref_env = cand.get("provenance", {}).get("env_id"), ref.get("provenance", {}).get("env_id")
+    if cand_env and ref_env and cand_env != ref_env:
+        raise BundleError(f"the candidate was trained for {cand_env}, the reference for {ref_env}: a release gate "
+                          f"compares two policies for one task")
+    for space in ("observation_space", "action_space"):
+        c, r = dict(cand.get(space) or {}), dict(ref.get(space) or {})
+        c.pop("names", None), r.pop("names", None)
+        if c != r:
+            raise BundleError(f"the candidate's {space} differs from the reference's ({c} vs {r}): the two "
+                              f"bundles do not drive the same robot interface")
+
+
+def release_gates(candidate: str | Path, reference: str | Path, *, devices: Optional[Sequence[str]] = None,
+                  control_rate_hz: Optional[float] = None, thresholds: Optional[Thresholds] = None,
+                  iterations: int = 10000, warmup: int = 300, repeats: int = 3, episodes: Optional[int] = None,
+                  run_config: Optional[str | Path] = None) -> dict[str, Any]:
+    """Every gate of CANDIDATE against REFERENCE; ``passed`` is True only if all pass."""
+    from physai.devices.onnx_cost import node_costs
+    from physai.devices.roofline import model_device
+    from physai.edge.bundle import verify_bundle
+    from physai.edge.runtime import EdgePolicy
+    from physai.profiling import host_description
+
+    thresholds = thresholds or Thresholds.defaults()
+    for field in dataclasses.fields(Thresholds):
+        value = getattr(thresholds, field.name)
+        in_range = value >= 0 if field.name == "quality_max_drop_points" else value > 0
+        if field.type in ("float", float) and not in_range:
+            raise ConfigError(f"gate threshold {field.name}={value} is out of range; give a positive number")
+    if control_rate_hz is not None and not control_rate_hz > 0:
+        raise ConfigError(f"--control-rate {control_rate_hz}: give the control loop's rate in Hz (> 0), e.g. 50")
+    if iterations < 100:
+        raise ConfigError(f"--iterations {iterations}: a p99 needs at least 100 timed calls (1000+ is stabler)")
+    if repeats < 1:
+        raise ConfigError(f"--repeats {repeats}: measure at least once")
+    keys = list(devices) if devices else known_devices()
+    targets = {key: load_device(key) for key in keys}  # unknown names are refused before any work
+    cand_dir, ref_dir = Path(candidate), Path(reference)
+    cand_manifest, ref_manifest = verify_bundle(cand_dir), verify_bundle(ref_dir)
+    _check_same_task(cand_manifest, ref_manifest)
+
+    rate = control_rate_hz or cand_manifest.get("control_rate_hz")
+    period_ms = 1e3 / rate if rate else None
+    quality = compare_quality(cand_dir, ref_dir, cand_manifest, ref_manifest, episodes,
+                              Path(run_config) if run_config else None)
+    drop, limit = quality["drop"], thresholds.quality_max_drop_points
+    gates = [_gate("quality_drop_vs_reference", drop["mean"], limit, "score points", drop["ci95_low"] <= limit,
+                   ci95=[drop["ci95_low"], drop["ci95_high"]], n=drop["n"], modeled=False, basis="evaluation",
+                   detail=f"candidate {quality['candidate_points']:.2f} vs reference "
+                          f"{quality['reference_points']:.2f} points; {quality['how']}; fails when the drop "
+                          f"exceeds the limit with 95% confidence")]
+
+    timing = measure_side_by_side(lambda: EdgePolicy.load(cand_dir), lambda: EdgePolicy.load(ref_dir),
+                                  iterations, warmup, repeats)
+    cand_lat, ref_lat, ratio = timing["candidate"], timing["reference"], timing["p99_ratio"]
+    gates.append(_gate("p99_vs_reference", ratio, thresholds.reference_p99_max_ratio, "x",
+                       ratio <= thresholds.reference_p99_max_ratio, modeled=False,
+                       per_repeat=timing["p99_ratio_per_repeat"],
+                       detail=f"batch-1 p99 {cand_lat['p99_ms']:.4g} ms vs {ref_lat['p99_ms']:.4g} ms; median of "
+                              f"{repeats} repeats ({', '.join(f'{r:.3g}' for r in timing['p99_ratio_per_repeat'])}) "
+                              f"of {iterations} interleaved calls each"))
+    p99 = cand_lat["p99_ms"]
+    gates.append(_gate("host_p99_latency", p99, thresholds.latency_p99_max_ms, "ms",
+                       p99 <= thresholds.latency_p99_max_ms, modeled=False, detail="batch-1 p99"))
+    if thresholds.latency_within_control_period:
+        if period_ms is None:
+            gates.append(_gate("host_p99_within_control_period", p99, None, "ms", False, modeled=False,
+                               detail="control rate unknown: pass --control-rate HZ"))
+        else:
+            gates.append(_gate("host_p99_within_control_period", p99, period_ms, "ms", p99 <= period_ms,
+                               modeled=False, detail=f"control period at {rate:g} Hz"))
+
+    cand_costs = node_costs(cand_dir / POLICY_FILE, batch=1)
+    ref_costs = node_costs(ref_dir / POLICY_FILE, batch=1)
+    modeled = {}
+    for key, device in targets.items():
+        cand_model = model_device(cand_costs, device, rate)
+        ref_model = model_device(ref_costs, device, rate)
+        modeled[key] = {"candidate": cand_model, "reference": ref_model}
+        if not device.get("measured_host"):
+            cap = thresholds.latency_p99_max_ms
+            limit_ms = min(cap, period_ms) if (period_ms and thresholds.latency_within_control_period) else cap
+            gates.append(_gate(f"{key}_latency", cand_model["latency_ms"], limit_ms, "ms",
+                               cand_model["latency_ms"] <= limit_ms, modeled=True, source=device.source,
+                               detail=f"{cand_model['path_used']} path; limit min({cap:g} ms cap, control period)"))
+        cost_ratio = cand_model["usd_per_million_actions"] / ref_model["usd_per_million_actions"]
+        gates.append(_gate(f"{key}_cost_vs_reference", cost_ratio, thresholds.cost_max_ratio, "x",
+                           cost_ratio <= thresholds.cost_max_ratio, modeled=True, source=device.source,
+                           detail=f"${cand_model['usd_per_million_actions']:.4g} vs "
+                                  f"${ref_model['usd_per_million_actions']:.4g} per million actions"))
+
+    return {"passed": all(g["passed"] for g in gates), "gates": gates,
+            "timing": {k: timing[k] for k in ("p99_ratio", "p99_ratio_per_repeat", "iterations_per_repeat", "repeats")},
+            "candidate": {"bundle": str(cand_dir), "policy_sha256": cand_manifest["files"][POLICY_FILE]["sha256"],
+                          "latency": cand_lat},
+            "reference": {"bundle": str(ref_dir), "policy_sha256": ref_manifest["files"][POLICY_FILE]["sha256"],
+                          "latency": ref_lat},
+            "quality": quality, "devices": modeled, "thresholds": dataclasses.asdict(thresholds),
+            "control_rate_hz": rate, "measured_on": host_description(1)}
+
+
+def format_gate_table(result: dict[str, Any]) -> None:
+    """Print the gate table (gate, value, threshold, unit, PASS/FAIL) with rich."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "unknown"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    console = Console(width=180)
+    table = Table(title=escape(f"release gates: {result['candidate']['bundle']} vs reference "
+                               f"{result['reference']['bundle']}"))
+    for column in ("gate", "value", "threshold", "unit", "result", "how"):
+        table.add_column(column, overflow="fold")
+    for gate in result["gates"]:
+        status = "[green]PASS[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
+        how = {"evaluation": "closed-loop returns"}.get(gate.get("basis"),
+                                                       "modeled" if gate.get("modeled") else "measured on this host")
+        if gate.get("detail"):
+            how += f"; {gate['detail']}"
+        table.add_row(escape(gate["name"]), fmt(gate["value"]), fmt(gate["threshold"]), gate["unit"], status,
+                      escape(how))
+    console.print(table)
+    console.print("release: " + ("PASS" if result["passed"] else "FAIL (promotion refused)"), highlight=False)

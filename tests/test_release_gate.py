@@ -1,0 +1,96 @@
+"""`physai gate CANDIDATE --reference BUNDLE`: a bundle passes against itself; a worse one is refused with a table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+
+def _row(stdout: str, gate: str) -> str:
+    return next(line for line in stdout.splitlines() if gate in line)
+
+
+def _negated_candidate(smoke_run, tmp_path):
+    """The reference's policy with its action sign flipped: same network and cost, much worse behaviour."""
+    import onnx
+    from onnx import helper
+
+    target = tmp_path / "candidate" / "bundle"
+    shutil.copytree(smoke_run / "bundle", target)
+    model = onnx.load(str(target / "policy.onnx"))
+    last = next(node for node in model.graph.node if "action" in node.output)
+    last.output[list(last.output).index("action")] = "action_unflipped"
+    model.graph.node.append(helper.make_node("Neg", ["action_unflipped"], ["action"], name="flip"))
+    onnx.save(model, str(target / "policy.onnx"))
+    manifest = json.loads((target / "manifest.json").read_text())
+    for name in [n for n in manifest["files"] if n != "policy.onnx"]:
+        (target / name).unlink()
+        del manifest["files"][name]
+    manifest.pop("evaluation", None)  # its recorded returns were the reference's
+    manifest.pop("variants", None)
+    data = (target / "policy.onnx").read_bytes()
+    manifest["files"]["policy.onnx"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_bundle_passes_against_itself(smoke_run, tmp_path):
+    bundle = str(smoke_run / "bundle")
+    result = run_cli(["gate", bundle, "--reference", bundle, "--device", "host_cpu", "--json",
+                      str(tmp_path / "gates.json")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((tmp_path / "gates.json").read_text())
+    names = [g["name"] for g in figures["gates"]]
+    assert names == ["quality_drop_vs_reference", "p99_vs_reference", "host_p99_latency",
+                     "host_p99_within_control_period", "host_cpu_cost_vs_reference"]
+    gates = {g["name"]: g for g in figures["gates"]}
+    assert gates["quality_drop_vs_reference"]["value"] == 0.0
+    assert gates["host_cpu_cost_vs_reference"]["value"] == pytest.approx(1.0)
+    assert gates["host_cpu_cost_vs_reference"]["modeled"] and not gates["p99_vs_reference"]["modeled"]
+    assert figures["thresholds"] == {"quality_max_drop_points": 2.0, "reference_p99_max_ratio": 1.2,
+                                     "latency_p99_max_ms": 50.0, "latency_within_control_period": True,
+                                     "cost_max_ratio": 1.2}
+    assert "FAIL" not in result.stdout and "release: PASS" in result.stdout
+
+
+def test_stricter_thresholds_fail_with_exit_3_and_a_table(smoke_run):
+    bundle = str(smoke_run / "bundle")
+    result = run_cli(["gate", bundle, "--reference", bundle, "--device", "host_cpu", "--max-latency-ms", "1e-6",
+                      "--max-cost-ratio", "0.5", "--control-rate", "1e9"])
+    assert result.returncode == 3, result.stdout + result.stderr
+    for gate in ("host_p99_latency", "host_p99_within_control_period", "host_cpu_cost_vs_reference"):
+        assert "FAIL" in _row(result.stdout, gate), result.stdout
+    assert "PASS" in _row(result.stdout, "quality_drop_vs_reference")
+    assert "promotion refused" in result.stdout
+
+
+def test_a_degraded_candidate_fails_the_quality_gate(smoke_run, tmp_path):
+    candidate = _negated_candidate(smoke_run, tmp_path)
+    result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu",
+                      "--episodes", "10"])
+    assert result.returncode == 3, result.stdout + result.stderr
+    row = _row(result.stdout, "quality_drop_vs_reference")
+    assert "FAIL" in row and "10 seeds" in result.stdout
+    assert "PASS" in _row(result.stdout, "host_cpu_cost_vs_reference")  # same network, same modeled cost
+
+
+def test_an_unknown_device_is_refused_with_the_known_ones(smoke_run):
+    bundle = str(smoke_run / "bundle")
+    result = run_cli(["gate", bundle, "--reference", bundle, "--device", "jetson_nano_9000"])
+    assert result.returncode == 2
+    assert "unknown device 'jetson_nano_9000'" in result.stderr and "host_cpu" in result.stderr
+
+
+def test_a_tampered_candidate_is_refused_before_any_gate(smoke_run, tmp_path):
+    candidate = tmp_path / "bundle"
+    shutil.copytree(smoke_run / "bundle", candidate)
+    data = bytearray((candidate / "policy.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (candidate / "policy.onnx").write_bytes(bytes(data))
+    result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu"])
+    assert result.returncode == 2 and "does not match its manifest checksum" in result.stderr
