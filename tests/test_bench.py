@@ -22,5 +22,8 @@ def test_bench_edge_reports_the_named_figures(smoke_run):
     result = run_cli(["bench", "edge", str(smoke_run / "bundle"), "--iterations", "200", "--rounds", "2"])
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"runtime_p99_over_ort", "runtime_p99_over_torch"} <= set(figures)
+    assert {"runtime_p99_over_ort", "runtime_p99_over_torch", "host_model_error"} <= set(figures)
+    # The host prediction is made before timing, from micro-benchmarked overheads, and compared with the runtime.
+    assert figures["host_model"]["predicted_ms"] > 0 and figures["host_model"]["modeled"] is True
+    assert abs(figures["host_model_error"]) < 1.0
     assert figures["latency"]["physai_runtime"]["n"] == 400

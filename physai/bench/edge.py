@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from physai.latency import latency_figures, time_calls
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup: int = 300) -> dict:
     import onnxruntime as ort
     import torch
-    from omegaconf import OmegaConf
 
     from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE
     from physai.edge.runtime import EdgePolicy
@@ -65,6 +65,7 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
     }
     if guarded is not None:
         contenders["physai_guarded"] = lambda: guarded.act(obs)
+    host_model = _predict_host(cfg, bundle_dir)  # before any policy call is timed: a prediction, not a fit
     samples: dict[str, list[np.ndarray]] = {name: [] for name in contenders}
     for name, call in contenders.items():
         time_calls(call, warmup, 0)
@@ -80,12 +81,38 @@ def bench_edge(bundle_dir: Path, iterations: int = 2000, rounds: int = 5, warmup
         "runtime_p50_over_torch": figures["physai_runtime"]["p50_ms"] / figures["torch_eager"]["p50_ms"],
         "runtime_p99_over_torch": figures["physai_runtime"]["p99_ms"] / figures["torch_eager"]["p99_ms"],
     }
+    if host_model is not None:
+        host_model["measured_p50_ms"] = figures["physai_runtime"]["p50_ms"]
+        host_model["error"] = host_model["predicted_ms"] / host_model["measured_p50_ms"] - 1
+        result["host_model"] = host_model
+        result["host_model_error"] = host_model["error"]
     if guarded is not None:
         result["guarded_p50_over_runtime"] = figures["physai_guarded"]["p50_ms"] / figures["physai_runtime"]["p50_ms"]
         result["guarded_p99_over_runtime"] = figures["physai_guarded"]["p99_ms"] / figures["physai_runtime"]["p99_ms"]
         result["guard_fallbacks_during_bench"] = guarded.fallbacks
     _print_table(figures)
     return result
+
+
+def _predict_host(cfg, bundle_dir: Path) -> dict | None:
+    """The host's modeled batch-1 latency: its spec-sheet roofline plus per-kernel and per-call costs
+    measured on chains of tiny Add nodes (not the policy), as the profile stage does."""
+    from physai.config.schema import DeviceConfig
+    from physai.devices.microbench import measure_host_overheads
+    from physai.devices.onnx_cost import node_costs
+    from physai.devices.roofline import model_device
+    from physai.edge.bundle import POLICY_FILE
+
+    hosts = [(key, OmegaConf.merge(OmegaConf.structured(DeviceConfig), device))
+             for key, device in cfg.get("device", {}).items() if device.get("measured_host")]
+    if not hosts:
+        log.warning("the run's config names no measured_host device: no host model error to report")
+        return None
+    key, device = hosts[0]
+    overheads = measure_host_overheads(intra_op_threads=1, seed=0)
+    modeled = model_device(node_costs(bundle_dir / POLICY_FILE, batch=1), device, None, overheads)
+    return {"device": key, "predicted_ms": modeled["latency_ms"], "modeled": True, "overheads": overheads,
+            "method": "spec-sheet roofline + overheads measured on Add-chain graphs, before the policy was timed"}
 
 
 def _print_table(figures: dict[str, dict]) -> None:
