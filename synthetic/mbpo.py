@@ -23,16 +23,17 @@ Physics context: when the env is a physai task (its engine has ``context_matrix(
 ensemble is conditioned on them; branches keep the context of the real state they start from.
 
 Saving: the ensemble and the model buffer are torch objects / large arrays, so they are excluded from
-``model.zip`` and from the pickled replay buffer. A loaded model therefore has an untrained ensemble
-and an empty model buffer; it refits on the (reloaded) real buffer and regenerates rollouts at its
-first training step, and samples only real rows until then.
+``model.zip`` and from the pickled replay buffer. physai's checkpoints store them beside it through
+``save_extras``/``load_extras`` (the ensemble's own checksummed file, the synthetic rows as ``.npz``),
+so a resumed run continues with the same ensemble and rows. A bare ``MBPO.load`` has an untrained
+ensemble and an empty model buffer; it refits on the (reloaded) real buffer and regenerates rollouts
+at its first training step, and samples only real rows until then.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import deque
 from typing import Any, Optional, Sequence
 
@@ -155,7 +156,11 @@ class MixedReplayBuffer(ReplayBuffer):
         n = (len(reward) // self.n_envs) * self.n_envs
         if n == 0:
             return 0
-        shape = lambda a: np.asarray(a)[:n].reshape(n // self.n_envs, self.n_envs, *np.asarray(a).shape[1:])  # noqa: E731
+
+        def shape(values):
+            values = np.asarray(values)
+            return values[:n].reshape(n // self.n_envs, self.n_envs, *values.shape[1:])
+
         obs, act, next_obs = shape(obs), shape(act), shape(next_obs)
         reward, terminated, truncated = shape(reward), shape(terminated).astype(bool), shape(truncated).astype(bool)
         context = shape(context) if context is not None and self.context_dim else None
@@ -163,12 +168,10 @@ class MixedReplayBuffer(ReplayBuffer):
             if context is not None:
                 self.contexts[self.pos] = context[i]
             done = terminated[i] | truncated[i]
-            infos = [{"TimeLimit.truncated": bool(truncated[i, e] and not terminated[i, e])} for e in range(self.n_envs)]
+            infos = [{"TimeLimit.truncated": bool(truncated[i, e] and not terminated[i, e])}
+                     for e in range(self.n_envs)]
             super().add(obs[i], next_obs[i], act[i], reward[i], done, infos)
         return n
-
-    def size_rows(self) -> int:
-        return self.size() * self.n_envs
 
     def real_transitions(self) -> dict[str, Optional[np.ndarray]]:
         """Every stored real transition, flat: obs, act, next_obs, reward, terminated (timeouts are not
@@ -360,9 +363,47 @@ class MBPO(SAC):
         self._link_buffers()
 
     def _excluded_save_params(self) -> list[str]:
-        # The ensemble and the synthetic rows are rebuilt after loading (see the module docstring).
+        # The ensemble and the synthetic rows go to checkpoints through save_extras (see the module docstring).
         return super()._excluded_save_params() + ["dynamics_model", "model_buffer", "_context_source",
                                                   "_episode_context"]
+
+    EXTRA_WORLD_MODEL = "world_model.pt"     # the ensemble's checksummed file (+ its .json sidecar)
+    EXTRA_MODEL_BUFFER = "model_buffer.npz"  # the synthetic rows, round by round, as plain arrays
+
+    def save_extras(self, directory, task_id: str) -> None:
+        """Checkpoint hook (physai.training.checkpoints): write what ``model.zip`` leaves out into ``directory``."""
+        from pathlib import Path
+
+        directory = Path(directory)
+        if self.dynamics_model is not None and bool(self.dynamics_model.is_fitted):
+            self.dynamics_model.save(directory / self.EXTRA_WORLD_MODEL, task_id=task_id)
+        if self.model_buffer is not None:
+            rounds = list(self.model_buffer.rounds)
+            arrays = {f"round{i}/{name}": block[name] for i, block in enumerate(rounds) for name in ModelBuffer.FIELDS}
+            with open(directory / self.EXTRA_MODEL_BUFFER, "wb") as handle:
+                np.savez(handle, rounds=np.int64(len(rounds)), **arrays)
+
+    def load_extras(self, directory, task_id: Optional[str] = None) -> None:
+        """Checkpoint hook: restore the fitted ensemble (checksum, task and dims verified) and the model buffer."""
+        from pathlib import Path
+
+        from physai.synthetic.world_model import EnsembleDynamicsModel
+
+        directory = Path(directory)
+        obs_dim = int(np.prod(self.observation_space.shape))
+        act_dim = int(np.prod(self.action_space.shape))
+        if (directory / self.EXTRA_WORLD_MODEL).is_file():
+            self.dynamics_model = EnsembleDynamicsModel.load(
+                directory / self.EXTRA_WORLD_MODEL, expected_task_id=task_id, expected_obs_dim=obs_dim,
+                expected_act_dim=act_dim, map_location=self.device)
+        if (directory / self.EXTRA_MODEL_BUFFER).is_file():
+            buffer = ModelBuffer(obs_dim, act_dim, self.model_retain_rounds, self.device)
+            with np.load(directory / self.EXTRA_MODEL_BUFFER, allow_pickle=False) as data:
+                for i in range(int(data["rounds"])):
+                    buffer.add_round(*(data[f"round{i}/{name}"] for name in ModelBuffer.FIELDS))
+            self.model_buffer = buffer
+            self.mbpo_stats["model_buffer_rows"] = len(buffer)
+        self._link_buffers()
 
     # ------------------------------------------------------------------ real data
 
@@ -554,5 +595,6 @@ def training_figures(model: MBPO) -> dict[str, Any]:
     return {"model_refits": int(stats["model_refits"]), "last_val_mse": _finite(stats["last_val_mse"]),
             "synthetic_generated": int(stats["synthetic_generated"]),
             "generation_rate_per_s": _finite(stats["generation_rate"]), "real_steps": int(model.num_timesteps),
-            "model_fit_seconds": float(stats["model_fit_seconds"]), "model_buffer_rows": int(stats["model_buffer_rows"]),
+            "model_fit_seconds": float(stats["model_fit_seconds"]),
+            "model_buffer_rows": int(stats["model_buffer_rows"]),
             "warm_start": dict(model.warm_start_counts)}

@@ -90,6 +90,8 @@ class AlgoConfig:
 class PPOConfig(AlgoConfig):
     _target_: str = "stable_baselines3.PPO"
     name: str = "ppo"
+    # PPO normalizes advantages per minibatch: a minibatch of one has no spread.
+    batch_size: int = bounded(64, low=2, hint="PPO normalizes advantages per minibatch, so at least 2")
     n_steps: int = bounded(2048, low=2)
     n_epochs: int = bounded(10, low=1)
     gae_lambda: float = bounded(0.95, low=0.0, high=1.0)

@@ -8,7 +8,9 @@ full key and a fix, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,10 @@ def validate_config(cfg: DictConfig) -> None:
         if settings.policy == "bundle" and not settings.bundle:
             raise ConfigError(f"synthetic.{stage}.policy=bundle needs synthetic.{stage}.bundle=<a run's bundle "
                               f"directory>; or use synthetic.{stage}.policy=random")
+        if settings.policy == "bundle" and not (Path(settings.bundle) / "manifest.json").is_file():
+            raise ConfigError(f"synthetic.{stage}.bundle={settings.bundle!r} is not a bundle directory (it has no "
+                              f"manifest.json); point it at a run's bundle/ folder")
+    _check_consistency(cfg)
     if cfg.algo.name == "ppo":
         rollout = cfg.algo.n_steps * cfg.algo.n_envs
         if cfg.algo.batch_size > rollout:
@@ -51,6 +57,44 @@ def validate_config(cfg: DictConfig) -> None:
                 f"algo.batch_size={cfg.algo.batch_size} is larger than one rollout "
                 f"(algo.n_steps x algo.n_envs = {rollout}); lower algo.batch_size or raise algo.n_steps"
             )
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    """Values that parse and lie in range alone but cannot work together, or name code that does not exist."""
+    widths = list(cfg.algo.net_arch)
+    if any(int(width) < 1 for width in widths):
+        raise ConfigError(f"algo.net_arch={widths} has a layer of width < 1; every hidden layer needs at least one "
+                          f"unit, e.g. algo.net_arch=[64,64] (or algo.net_arch=[] for a linear policy)")
+    algo = cfg.algo
+    if "model_elites" in algo and algo.model_elites > algo.model_members:
+        raise ConfigError(f"algo.model_elites={algo.model_elites} is more than algo.model_members="
+                          f"{algo.model_members}; elites are chosen among the members, so lower elites or raise "
+                          f"members")
+    if "rollout_length" in algo:
+        schedule = list(algo.rollout_length)
+        if len(schedule) != 4 or min(schedule[2:], default=0) < 1 or schedule[1] < schedule[0]:
+            raise ConfigError(f"algo.rollout_length={schedule} must be [start_step, end_step, min_len, max_len] with "
+                              f"end_step >= start_step and lengths >= 1, e.g. algo.rollout_length=[1000,10000,1,5]")
+    horizons = list(cfg.synthetic.world_model.open_loop_horizons)
+    if not horizons or min(horizons) < 1:
+        raise ConfigError(f"synthetic.world_model.open_loop_horizons={horizons} must list model steps >= 1, e.g. "
+                          f"[1,5,10,25,50]")
+    backend = cfg.env.get("backend")
+    if backend:
+        module_name, _, name = str(backend).rpartition(".")
+        try:
+            getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"env.backend={backend!r} cannot be imported ({exc}); leave it unset for MuJoCo's "
+                              f"CPU rollout backend") from exc
+    if "guard" in cfg and cfg.guard.enabled:
+        from physai.edge.fallback import FALLBACK_MODULE, FALLBACKS
+
+        target = str((cfg.guard.fallback or {}).get("_target_", f"{FALLBACK_MODULE}.ZeroAction"))
+        module_name, _, name = target.rpartition(".")
+        if (module_name or FALLBACK_MODULE) != FALLBACK_MODULE or name not in FALLBACKS:
+            raise ConfigError(f"guard.fallback._target_={target!r} is not a physai fallback controller; use one of "
+                              f"{[f'{FALLBACK_MODULE}.{n}' for n in FALLBACKS]}")
 
 
 def _check_algo_keys(algo: DictConfig) -> None:
@@ -77,6 +121,10 @@ def _check_node(node: Any, prefix: str) -> None:
                 raise ConfigError(f"{prefix}{key} has no value; set it with {prefix}{key}=<value>")
             value = node[key]
             full_key = f"{prefix}{key}"
+            # NaN or infinity is never a setting; env.kwargs go to third-party envs and are theirs to judge.
+            if isinstance(value, float) and not math.isfinite(value) and not full_key.startswith("env.kwargs."):
+                raise ConfigError(f"{full_key}={value} is not a finite number; set a finite value, e.g. "
+                                  f"{full_key}=<number>")
             rule = bounds.get(str(key))
             if rule is not None:
                 _check_rule(full_key, value, rule)

@@ -1,10 +1,22 @@
-"""Build, train, checkpoint and reload stable-baselines3 policies from the ``algo`` config."""
+"""Build, train, checkpoint and reload stable-baselines3 policies from the ``algo`` config.
+
+Training is crash-safe: checkpoints (``physai.training.checkpoints``) are written at rollout
+boundaries every ``algo.checkpoint_every_steps`` and hold everything needed to continue; a
+SIGTERM/SIGINT writes one more and exits with 128 + the signal number; a NaN or infinity in an
+observation, a reward, a loss or a parameter stops the run naming where and when it appeared, and
+leaves the last good checkpoint as it was (``physai.training.guards``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import re
+import time
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -16,12 +28,19 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from physai.config.schema import ALGO_FRAMEWORK_KEYS
+from physai.errors import PhysaiError
 from physai.io import write_text_atomic
-from physai.training.checkpoints import (FINAL_NAME, MODEL_FILE, REPLAY_FILE, latest_checkpoint, save_checkpoint,
-                                         step_name)
+from physai.training.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, LATEST_POINTER, MODEL_FILE,
+                                         REPLAY_FILE, CheckpointError, latest_checkpoint, load_replay_buffer,
+                                         read_trainer_state, restore_rng, save_checkpoint, step_name,
+                                         verify_checkpoint, write_progress)
+from physai.training.guards import (FiniteCheckVecEnv, NonFiniteError, NonFiniteInEnv, StopSignals,
+                                    TrainingInterrupted, check_losses, check_parameters, model_parameters,
+                                    nonfinite_message, signal_name)
 from physai.training.normalization import (NORMALIZATION_FILE, ObsNormalization, load_obs_normalization,
                                            restore_vecnormalize)
 
@@ -29,12 +48,17 @@ log = logging.getLogger(__name__)
 
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 CURVE_FILE = "train_curve.csv"
+PROGRESS_FILE = "train_progress.json"
 CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
 TERM_PREFIX = "reward_term/"
+# A watcher's status file is rewritten at rollout ends, at most once per this many steps.
+PROGRESS_MIN_STEPS = 64
 
 
 def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
-    venv = task.make_sb3_vec_env(algo.n_envs, seed)
+    """The training batch: the task's VecEnv, its outputs checked for NaN/inf, then (optionally) VecNormalize."""
+    raw = task.make_sb3_vec_env(algo.n_envs, seed)
+    venv = FiniteCheckVecEnv(raw, names=_observation_names(raw))
     if algo.normalize_obs or algo.normalize_reward:
         venv = VecNormalize(venv, norm_obs=algo.normalize_obs, norm_reward=algo.normalize_reward,
                             clip_obs=algo.clip_obs, gamma=algo.gamma)
@@ -57,11 +81,28 @@ def build_model(algo: DictConfig, venv, seed: int) -> BaseAlgorithm:
     return algorithm_class("MlpPolicy", venv, seed=seed, verbose=0, device="cpu", **algorithm_kwargs(algo))
 
 
+def _observation_names(venv) -> Optional[list[str]]:
+    """A physai task's observation column names (``velocities[1]``), for messages; None otherwise."""
+    inner = venv
+    while inner is not None and not hasattr(inner, "engine"):
+        inner = getattr(inner, "venv", None)
+    names = getattr(getattr(inner, "engine", None), "observation_names", None)
+    return list(names) if names else None
+
+
 class TrainingMonitor(BaseCallback):
-    """Records episode returns, shows a rich progress bar, writes checkpoints at an interval."""
+    """Curve rows, progress bar, guards, checkpoints at rollout boundaries, and stop requests.
+
+    Checkpoints are written at the start of a rollout (after the previous update, before the next env
+    step), the first one at or after each multiple of ``algo.checkpoint_every_steps``: the moment an
+    SB3 run's state is whole. Before each, the losses of the last update and every parameter are
+    checked, so a checkpoint never holds a NaN.
+    """
 
     def __init__(self, run_dir: Path, algo: DictConfig, tracker, curve: list[dict[str, float]],
-                 progress: Progress, task_id: Any) -> None:
+                 progress: Progress, task_id: Any, *, env_task_id: Optional[str] = None,
+                 resumed_from: Optional[Path] = None, resume_state: Optional[dict[str, Any]] = None,
+                 stop: Optional[StopSignals] = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.algo = algo
@@ -69,11 +110,32 @@ class TrainingMonitor(BaseCallback):
         self.curve = curve
         self.progress = progress
         self.task_id = task_id
+        self.env_task_id = env_task_id
+        self.resumed_from = resumed_from
+        self.resume_state = resume_state or {}
+        self.stop = stop
+        self.last_checkpoint: Optional[Path] = resumed_from
         self.next_checkpoint = 0
+        self.rollout_start_step = 0
+        self.stopped_in_step = False
+        self.restored_generators: list[str] = []
+        self._progress_written_at = -PROGRESS_MIN_STEPS
 
+    # ----- SB3 hooks -----------------------------------------------------------------------------
     def _on_training_start(self) -> None:
-        every = self.algo.checkpoint_every_steps
-        self.next_checkpoint = (self.num_timesteps // every + 1) * every
+        # learn() has reset the envs by now, so restored generators continue from the checkpoint's draws.
+        if self.resumed_from is not None:
+            self.restored_generators = restore_rng(self.model, self.resumed_from, self.resume_state)
+        self.rollout_start_step = self.num_timesteps
+        self.next_checkpoint = self._next_multiple(self.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        step = self.num_timesteps = int(self.model.num_timesteps)
+        self.rollout_start_step = step
+        self._check_update(step)
+        if step >= self.next_checkpoint:
+            self.save(step_name(step))
+            self.next_checkpoint = self._next_multiple(step)
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
@@ -89,27 +151,82 @@ class TrainingMonitor(BaseCallback):
         recent = [row["episode_return"] for row in self.curve[-20:]]
         description = f"train  return {np.mean(recent):8.1f}" if recent else "train"
         self.progress.update(self.task_id, completed=self.num_timesteps, description=description)
-        if self.num_timesteps >= self.next_checkpoint:
-            self.save(step_name(self.num_timesteps))
-            self.next_checkpoint += self.algo.checkpoint_every_steps
+        if self.stop is not None and self.stop.requested is not None:
+            self.stopped_in_step = True
+            return False  # SB3 leaves collect_rollouts before storing this step: no update on partial data
         return True
+
+    def _on_rollout_end(self) -> None:
+        self.num_timesteps = int(self.model.num_timesteps)
+        if self.num_timesteps - self._progress_written_at >= PROGRESS_MIN_STEPS:
+            self.write_progress()
+
+    # ----- guards --------------------------------------------------------------------------------
+    def _fail(self, problem: str) -> None:
+        raise NonFiniteError(nonfinite_message(problem, self.last_checkpoint, self.run_dir))
+
+    def _check_update(self, step: int) -> None:
+        logged = getattr(getattr(self.model, "_logger", None), "name_to_value", {}) or {}
+        problems = [check_losses({k: v for k, v in logged.items() if "loss" in k}, step),
+                    check_parameters(model_parameters(self.model), step)]
+        problems = [problem for problem in problems if problem is not None]
+        if problems:
+            self._fail("; ".join(problems))
+
+    # ----- checkpoints -----------------------------------------------------------------------------
+    def _next_multiple(self, step: int) -> int:
+        every = int(self.algo.checkpoint_every_steps)
+        return (step // every + 1) * every
 
     def save(self, name: str, keep: Optional[int] = None) -> Path:
         keep = self.algo.keep_checkpoints if keep is None else keep
-        path = save_checkpoint(self.model, self.run_dir / "checkpoints", name,
-                               keep=keep if name != FINAL_NAME else None,
-                               with_replay_buffer=hasattr(self.model, "replay_buffer"))
-        write_curve(self.run_dir / CURVE_FILE, self.curve)
+        step = int(self.model.num_timesteps)
+        rows = [row for row in self.curve if row["timesteps"] <= step]
+        text = curve_text(rows)
+        path = save_checkpoint(self.model, self.run_dir / CHECKPOINT_DIR, name,
+                               keep=keep if name != FINAL_NAME else None, task_id=self.env_task_id,
+                               trainer_state={"curve_rows": len(rows),
+                                              "checkpoint_every_steps": int(self.algo.checkpoint_every_steps),
+                                              "total_timesteps": int(self.algo.total_timesteps)},
+                               curve_csv=text)
+        write_text_atomic(self.run_dir / CURVE_FILE, text)
+        self.last_checkpoint = path
+        self.write_progress()
+        log.info("checkpoint %s/%s at step %d", CHECKPOINT_DIR, name, step)
         return path
 
+    def save_interrupted(self) -> Path:
+        """The checkpoint a stop signal leaves: the state as of a whole rollout boundary.
 
-def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
+        SB3 stopped inside a step, before storing it. On-policy: the policy has not changed since the
+        rollout began and its partial data is discarded, so the step counter goes back to the rollout's
+        start (those steps are redone after a resume). Off-policy: every earlier step of the rollout is in
+        the replay buffer, so only the unstored last step is taken off the counter.
+        """
+        if self.stopped_in_step:
+            if isinstance(self.model, OnPolicyAlgorithm):
+                self.model.num_timesteps = self.rollout_start_step
+            else:
+                self.model.num_timesteps -= self.model.get_env().num_envs
+        self._check_update(self.model.num_timesteps)
+        return self.save(step_name(self.model.num_timesteps))
+
+    def write_progress(self) -> None:
+        self.num_timesteps = int(self.model.num_timesteps)
+        self._progress_written_at = self.num_timesteps
+        last = None if self.last_checkpoint is None else str(self.last_checkpoint.relative_to(self.run_dir))
+        write_progress(self.run_dir / PROGRESS_FILE, {
+            "timesteps": int(self.num_timesteps), "total_timesteps": int(self.algo.total_timesteps),
+            "last_checkpoint": last, "updated_unix": round(time.time(), 3)})
+
+
+def curve_text(rows: list[dict[str, float]]) -> str:
     buffer = io.StringIO()
     terms = sorted({key for row in rows for key in row if key.startswith(TERM_PREFIX)})
     writer = csv.DictWriter(buffer, fieldnames=[*CURVE_FIELDS, *terms])
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def read_curve(path: Path) -> list[dict[str, float]]:
@@ -125,15 +242,18 @@ def read_curve(path: Path) -> list[dict[str, float]]:
 def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
     """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need."""
     torch.set_num_threads(algo.torch_threads)
+    _remove_stale_temp_files(run_dir)
     venv = build_vec_env(task, algo, seed)
-    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINT_DIR) if resume else None
+    state: dict[str, Any] = {}
     if checkpoint is not None:
-        model = load_checkpoint(algo, checkpoint, venv)
-        curve = [row for row in read_curve(run_dir / CURVE_FILE) if row["timesteps"] <= model.num_timesteps]
+        model = load_checkpoint(algo, checkpoint, venv, run_dir=run_dir, task_id=task.id)
+        state = read_trainer_state(checkpoint)
+        curve = [row for row in read_curve(checkpoint / CURVE_COPY) if row["timesteps"] <= model.num_timesteps]
         log.info("resuming from %s at step %d", checkpoint, model.num_timesteps)
     else:
         if resume:
-            log.info("resume=true but %s holds no checkpoint: starting a fresh run", run_dir / "checkpoints")
+            log.info("resume=true but %s holds no checkpoint: starting a fresh run", run_dir / CHECKPOINT_DIR)
         model = build_model(algo, venv, seed)
         if hasattr(model, "warm_start"):
             _warm_start_from_run(model, task, run_dir)
@@ -142,15 +262,27 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
     remaining = max(0, algo.total_timesteps - model.num_timesteps)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as progress:
-        task_id = progress.add_task("train", total=algo.total_timesteps, completed=model.num_timesteps)
-        monitor = TrainingMonitor(run_dir, algo, tracker, curve, progress, task_id)
-        if remaining:
-            model.learn(total_timesteps=remaining, callback=monitor, reset_num_timesteps=checkpoint is None)
-        else:
-            monitor.init_callback(model)
-        final = monitor.save(FINAL_NAME)
-    venv.close()
+    try:
+        with StopSignals() as stop, Progress(*columns) as progress:
+            task_id = progress.add_task("train", total=algo.total_timesteps, completed=model.num_timesteps)
+            monitor = TrainingMonitor(run_dir, algo, tracker, curve, progress, task_id, env_task_id=task.id,
+                                      resumed_from=checkpoint, resume_state=state, stop=stop)
+            if remaining:
+                _learn(model, remaining, monitor, reset=checkpoint is None)
+            else:
+                monitor.init_callback(model)
+            if monitor.stopped_in_step:  # a stop signal ended learn() early
+                saved = monitor.save_interrupted()
+                raise TrainingInterrupted(_interrupted_message(stop.requested, saved, run_dir), stop.requested)
+            monitor._check_update(model.num_timesteps)  # the last update happened after the last rollout start
+            final = monitor.save(FINAL_NAME)
+            if stop.requested is not None:
+                raise TrainingInterrupted(
+                    f"{signal_name(stop.requested)} arrived as training finished: {final} holds the trained policy; "
+                    f"the stages after train did not run. Run them with `physai run {run_dir} resume=true`",
+                    stop.requested)
+    finally:
+        venv.close()
     figures = {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
                "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
                "episodes": len(curve)}
@@ -159,6 +291,40 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
 
         figures["model_based"] = training_figures(model)
     return figures
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temporary files a killed run left mid-write (the finished files they were for are intact)."""
+    for folder, names in ((run_dir, (CURVE_FILE, PROGRESS_FILE)), (run_dir / CHECKPOINT_DIR, (LATEST_POINTER,))):
+        for name in names:
+            for stale in folder.glob(f".{name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+
+
+def _learn(model: BaseAlgorithm, steps: int, monitor: TrainingMonitor, reset: bool) -> None:
+    """``model.learn``, with a failure caused by NaN weights (e.g. torch refusing a NaN mean) named as such."""
+    try:
+        model.learn(total_timesteps=steps, callback=monitor, reset_num_timesteps=reset)
+    except NonFiniteInEnv as exc:  # raised below VecNormalize, where the step is not known
+        step = model.num_timesteps + (0 if exc.during_reset else model.get_env().num_envs)
+        raise NonFiniteError(nonfinite_message(f"{exc.problem} at step {step}", monitor.last_checkpoint,
+                                               monitor.run_dir)) from None
+    except PhysaiError:
+        raise
+    except (ValueError, RuntimeError) as exc:
+        problem = check_parameters(model_parameters(model), model.num_timesteps)
+        if problem is None and "invalid values" not in str(exc) and not re.search(r"\bnan\b", str(exc).lower()):
+            raise
+        detail = problem or (f"invalid policy output (a NaN, or a standard deviation that under- or overflowed) "
+                             f"in the update at step {model.num_timesteps}")
+        raise NonFiniteError(nonfinite_message(f"{detail} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                                               monitor.last_checkpoint, monitor.run_dir)) from exc
+
+
+def _interrupted_message(signum: int, checkpoint: Path, run_dir: Path) -> str:
+    return (f"training stopped by {signal_name(signum)}: checkpoint {checkpoint} holds everything needed to continue. "
+            f"Resume with `physai run {run_dir} resume=true` (the run's saved config), or with "
+            f"`python train.py resume=true hydra.run.dir={run_dir}` plus the overrides the run was started with")
 
 
 def _warm_start_from_run(model, task, run_dir: Path) -> None:
@@ -199,8 +365,9 @@ class TrainedPolicy:
         return action
 
 
-def load_trained_policy(algo: DictConfig, checkpoint: Path, task) -> TrainedPolicy:
-    model = load_checkpoint(algo, checkpoint)
+def load_trained_policy(algo: DictConfig, checkpoint: Path, task, run_dir: Optional[Path] = None) -> TrainedPolicy:
+    """The policy of ``<run_dir>/checkpoints/<name>`` (checksums verified), ready to predict."""
+    model = load_checkpoint(algo, checkpoint, run_dir=run_dir, task=task)
     stats = checkpoint / NORMALIZATION_FILE
     obs_norm = load_obs_normalization(stats)
     normalizer = None
@@ -210,11 +377,90 @@ def load_trained_policy(algo: DictConfig, checkpoint: Path, task) -> TrainedPoli
     return TrainedPolicy(model, obs_norm, normalizer)
 
 
-def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None) -> BaseAlgorithm:
-    algorithm_class = get_class(algo._target_)
-    model = algorithm_class.load(checkpoint / MODEL_FILE, env=venv, device="cpu")
-    if venv is not None and hasattr(venv, "obs_rms") and (checkpoint / NORMALIZATION_FILE).exists():
-        restore_vecnormalize(venv, checkpoint / NORMALIZATION_FILE)
-    if venv is not None and (checkpoint / REPLAY_FILE).exists() and hasattr(model, "load_replay_buffer"):
-        model.load_replay_buffer(checkpoint / REPLAY_FILE)
+# SB3 archive entries that are not restored on load: runtime state rebuilt by learn(), or settings the
+# config decides (every constructor argument comes from the config, never from the file).
+_RUNTIME_KEYS = frozenset({"start_time", "_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer",
+                           "ep_success_buffer", "n_envs", "_stats_window_size", "batch_norm_stats",
+                           "batch_norm_stats_target", "optimize_memory_usage", "replay_buffer_kwargs",
+                           "rollout_buffer_kwargs", "n_steps", "policy_kwargs", "device", "env",
+                           "_vec_normalize_env", "_logger", "_custom_logger"})
+
+
+def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None, *, run_dir: Optional[Path] = None,
+                    task=None, task_id: Optional[str] = None) -> BaseAlgorithm:
+    """Rebuild the algorithm from the config and put a checkpoint's state into it, without unpickling.
+
+    Every file is checked against the checkpoint's sha256 manifest first, and the checkpoint must sit in
+    ``<run_dir>/checkpoints/``. Weights and optimizer states are read by SB3's ``set_parameters``
+    (``torch.load(weights_only=True)``); counters come from the archive's plain-JSON entries (its
+    cloudpickled entries are never decoded). With ``venv`` (resuming) the normalization statistics, the
+    replay buffer and the algorithm's extras are restored too; without it ``task`` supplies the spaces.
+    """
+    checkpoint = Path(checkpoint)
+    verify_checkpoint(checkpoint, run_dir)
+    archive = checkpoint / MODEL_FILE
+    data = _plain_archive_data(archive)
+    env = venv
+    if env is None:
+        if task is None:
+            raise CheckpointError("load_checkpoint needs the task (for its spaces) or the training VecEnv")
+        env = DummyVecEnv([task.env_fn()])
+    with warnings.catch_warnings():
+        if venv is None:  # a prediction-only model: rollout-size advice for one env is noise
+            warnings.simplefilter("ignore", UserWarning)
+        model = build_model(algo, env, int(data.get("seed") or 0))
+    if venv is None:
+        env.close()
+    try:
+        model.set_parameters(str(archive), exact_match=True, device="cpu")
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{archive} does not fit the configured algorithm ({exc}); resume or evaluate it "
+                              f"with the config it was trained with (its run's config.yaml)") from exc
+    _restore_torch_variables(model, archive)
+    import inspect
+
+    constructor = set(inspect.signature(type(model).__init__).parameters)
+    for key, value in data.items():
+        if key in _RUNTIME_KEYS or key in constructor or not hasattr(model, key):
+            continue
+        current = getattr(model, key)
+        if current is None or isinstance(current, (bool, int, float, str, list, dict)):
+            setattr(model, key, value)
+    if venv is not None:
+        if hasattr(venv, "obs_rms") and (checkpoint / NORMALIZATION_FILE).exists():
+            restore_vecnormalize(venv, checkpoint / NORMALIZATION_FILE)
+        if getattr(model, "replay_buffer", None) is not None and (checkpoint / REPLAY_FILE).exists():
+            load_replay_buffer(model.replay_buffer, checkpoint / REPLAY_FILE)
+            if getattr(model, "optimize_memory_usage", False) and model.replay_buffer.pos > 0:
+                # Observations are shared between rows: the env restarts, so end the stored trajectory.
+                model.replay_buffer.dones[model.replay_buffer.pos - 1] = True
+            if hasattr(model, "_link_buffers"):
+                model._link_buffers()
+        if hasattr(model, "load_extras"):
+            model.load_extras(checkpoint, task_id=task_id)
     return model
+
+
+def _plain_archive_data(archive: Path) -> dict[str, Any]:
+    """The JSON entries of an SB3 archive that need no unpickling (counters, figures, settings)."""
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            raw = json.loads(handle.read("data"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{archive} is not a stable-baselines3 archive ({exc})") from exc
+    return {key: value for key, value in raw.items()
+            if not (isinstance(value, dict) and ":serialized:" in value)}
+
+
+def _restore_torch_variables(model: BaseAlgorithm, archive: Path) -> None:
+    """Tensors SB3 keeps outside state dicts (SAC's ``log_ent_coef``), read with ``weights_only=True``."""
+    from stable_baselines3.common.save_util import recursive_setattr
+
+    with zipfile.ZipFile(archive) as handle:
+        if "pytorch_variables.pth" not in handle.namelist():
+            return
+        variables = torch.load(io.BytesIO(handle.read("pytorch_variables.pth")), map_location="cpu",
+                               weights_only=True)
+    for name, value in (variables or {}).items():
+        if value is not None:
+            recursive_setattr(model, f"{name}.data", value.data)
