@@ -7,9 +7,11 @@ Examples::
     python train.py env=hopper algo=sac              # a tuned preset
     python train.py env.id=Walker2d-v5               # any gymnasium id
     python train.py -m seed=0,1,2                    # a Hydra sweep
+    python train.py -m seed=0,1,2 hydra/launcher=ray # its trials in parallel on Ray
 """
 
 import sys
+from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
@@ -21,10 +23,12 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Optional[float]:
     from physai.cli import run_composed
+    from physai.sweeps import objective
 
-    run_composed(cfg)
+    # The evaluation mean return: what Hydra sweepers (optuna) maximize; None when the run has none.
+    return objective(run_composed(cfg))
 
 
 if __name__ == "__main__":

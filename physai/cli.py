@@ -7,7 +7,9 @@
     physai gate CANDIDATE --reference BUNDLE [--device KEY]              release gates; exit 3 when one fails
     physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
     physai bench sim [--task quadruped_velocity]                          batched engine vs SyncVectorEnv vs rollout
+    physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
     physai data info PATH                                                 a dataset's spaces, counts and provenance
+    physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -46,8 +49,14 @@ def route_env_id(argv: list[str]) -> list[str]:
 def run_composed(cfg: DictConfig) -> dict:
     """Run the pipeline for a Hydra-composed config in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from physai.sweeps import run_trial
+
+        return run_trial(cfg, run_dir)  # a failed trial is recorded in trial.json; the sweep goes on
     return _run_and_report(cfg, run_dir)
 
 
@@ -59,7 +68,7 @@ def _run_and_report(cfg: DictConfig, run_dir: Path) -> dict:
     except PhysaiError as exc:
         log.error("%s", exc)
         print(f"physai: error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+        sys.exit(getattr(exc, "exit_code", USER_ERROR_EXIT))  # 128 + signal for a stopped training run
     gates = summary.get("gates")
     log.info("run directory: %s", run_dir)
     if gates is not None:
@@ -91,8 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sys.argv = route_env_id([f"{sys.argv[0]} train", *args.overrides])
 
     @hydra.main(version_base="1.3", config_path="pkg://physai.configs", config_name="config")
-    def _main(cfg: DictConfig) -> None:
-        run_composed(cfg)
+    def _main(cfg: DictConfig) -> Optional[float]:
+        from physai.sweeps import objective
+
+        return objective(run_composed(cfg))  # what Hydra sweepers (optuna) maximize
 
     _main()
     return 0
@@ -142,11 +153,27 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return 0 if result["passed"] else GATE_FAILED_EXIT
 
 
+def _cmd_sweep_report(args: argparse.Namespace) -> int:
+    from physai.sweeps import format_report, sweep_report
+
+    report = sweep_report(Path(args.sweep_dir), out_dir=args.out, resamples=args.resamples, seed=args.seed)
+    print("\n".join(format_report(report)))
+    return 0
+
+
 def _cmd_bench_edge(args: argparse.Namespace) -> int:
     from physai.bench.edge import bench_edge
 
     figures = bench_edge(Path(args.bundle), iterations=args.iterations, rounds=args.rounds)
     print(json.dumps(figures))
+    return 0
+
+
+def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
+    from physai.bench.synthetic import bench_synthetic
+
+    bench_synthetic([t.strip() for t in args.tasks.split(",") if t.strip()], args.seeds, Path(args.out),
+                    command="physai " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -229,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="candidate / reference modeled cost per action (default 1.2)")
     gate.add_argument("--json", help="also write every figure to this JSON file")
     gate.set_defaults(func=_cmd_gate)
+    report = sub.add_parser("sweep-report", help="aggregate a multirun directory: IQM and mean return per "
+                                                 "configuration across seeds, 95%% bootstrap CIs, plot, best bundle")
+    report.add_argument("sweep_dir", help="a multirun directory, e.g. multirun/2026-11-23/16-02-00")
+    report.add_argument("--out", help="where sweep_report.{md,json,png} go (default: the sweep directory)")
+    report.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    report.set_defaults(func=_cmd_sweep_report)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime vs torch eager, side by side")
@@ -245,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ppo-timesteps", type=int, default=20000,
                      help="PPO steps for the training-throughput comparison (0 skips it)")
     sim.set_defaults(func=_cmd_bench_sim)
+    synthetic = bench_sub.add_parser("synthetic", help="real steps MBPO needs to reach SAC's return; generation rate")
+    synthetic.add_argument("--tasks", default="pendulum,cartpole_balance", help="comma-separated env options")
+    synthetic.add_argument("--seeds", type=int, default=3, help="seeds per task and method (>= 2 for a CI)")
+    synthetic.add_argument("--out", default="benchmarks/results", help="where synthetic.json and the plot go")
+    synthetic.set_defaults(func=_cmd_bench_synthetic)
     return parser
 
 
@@ -253,14 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command not in ("run", "train") or any("=" not in item for item in extra):
+        # `physai train` passes Hydra's own flags through (-m/--multirun, --cfg job, ...).
+        if args.command not in ("run", "train") or (args.command == "run" and any("=" not in i for i in extra)):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
+        args.overrides = [*extra, *args.overrides] if args.command == "train" else [*args.overrides, *extra]
     try:
         return args.func(args)
     except PhysaiError as exc:
         print(f"physai: error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT
+        return getattr(exc, "exit_code", USER_ERROR_EXIT)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     validate_config(cfg)
     check_writable_dir(run_dir, "run directory")
     task = build_task(cfg.env)  # refuses an unknown env id or a broken task definition
+    task.make().close()  # the env itself refuses env.kwargs it does not take, or term parameters that conflict
     from physai.devices.roofline import check_device
 
     for key, device in cfg.device.items():
@@ -181,9 +182,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, tracker: Optional[Any] = None) 
         for name in cfg.pipeline.stages:
             log.info("stage %s", name)
             start = time.perf_counter()
-            stage_module(name).run(cfg, ctx)
-            timings[name] = round(time.perf_counter() - start, 3)
-            ctx.record("timings_s", timings)
+            with tracker.stage(name):  # one tracked run per stage (wandb job_type), its outputs logged at the end
+                stage_module(name).run(cfg, ctx)
+                timings[name] = round(time.perf_counter() - start, 3)
+                ctx.record("timings_s", timings)
     finally:
         if own_tracker:
             tracker.finish()

@@ -87,16 +87,17 @@ def test_bundle_acts_in_env_units(smoke_run):
     assert np.all(actions >= -1.0) and np.all(actions <= 1.0)
 
 
-def test_wandb_offline_run_records_config_and_summary(smoke_run):
-    runs = list((smoke_run / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1, "expected one offline wandb run file"
-    recorded = read_offline_run(runs[0])
-    assert recorded["config"]["env"]["id"] == "physai/CartpoleBalance-v0"
-    assert recorded["config"]["experiment"] == "smoke"
+def test_wandb_offline_runs_one_per_stage_in_one_group(smoke_run):
+    runs = {r["job_type"]: r for r in map(read_offline_run, (smoke_run / "wandb").glob("offline-run-*/run-*.wandb"))}
     summary = json.loads((smoke_run / "summary.json").read_text())
-    assert recorded["summary"]["eval/mean_return"] == summary["eval"]["mean_return"]
-    assert "profile/host/p99_ms" in recorded["summary"]
-    assert "train/episode_return" in recorded["history_keys"]
+    assert set(runs) == set(summary["timings_s"]), "expected one wandb run per stage, job_type = stage"
+    assert len({r["group"] for r in runs.values()}) == 1
+    for recorded in runs.values():
+        assert recorded["config"]["env"]["id"] == "physai/CartpoleBalance-v0"
+        assert recorded["config"]["experiment"] == "smoke"
+    assert runs["evaluate"]["summary"]["eval/mean_return"] == summary["eval"]["mean_return"]
+    assert "profile/host/p99_ms" in runs["profile"]["summary"]
+    assert "train/episode_return" in runs["train"]["history_keys"]
 
 
 def test_manifest_is_standard_json(smoke_run):

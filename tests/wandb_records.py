@@ -41,13 +41,14 @@ def _payloads(data: bytes):
 
 
 def read_offline_run(path: Path) -> dict:
-    """Config, summary and history keys recorded in an offline run file."""
-    config, summary, history_keys = {}, {}, set()
+    """Config, summary, history keys and the run's group / job_type / name, from an offline run file."""
+    config, summary, history_keys, run = {}, {}, set(), {}
     for payload in _payloads(path.read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
+            run = {"group": record.run.run_group, "job_type": record.run.job_type, "name": record.run.display_name}
             for item in record.run.config.update:
                 config[item.key] = json.loads(item.value_json)
         elif kind == "config":
@@ -60,4 +61,4 @@ def read_offline_run(path: Path) -> dict:
         elif kind == "history":
             history_keys.update("/".join(item.nested_key) if item.nested_key else item.key
                                 for item in record.history.item)
-    return {"config": config, "summary": summary, "history_keys": history_keys}
+    return {"config": config, "summary": summary, "history_keys": history_keys, **run}

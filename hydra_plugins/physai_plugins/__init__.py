@@ -1,0 +1,5 @@
+"""physai's Hydra plugins: a Ray launcher and an optuna sweeper that can repeat seeds.
+
+Hydra imports every module under ``hydra_plugins`` at start-up, so these import neither ray nor
+optuna until a sweep actually uses them.
+"""
