@@ -30,11 +30,11 @@ devices whose delay sequences coincide share one simulator run.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from physai.reporting import fmt, save_png
 from physai.stats import mean_ci95
 
 ActFn = Callable[[np.ndarray], np.ndarray]
@@ -177,8 +177,6 @@ def plot_return_vs_delay(section: Mapping[str, Any], labels: Mapping[str, str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.io import atomic_path
-
     sweep = section["sweep"]
     steps = [p["delay_steps"] for p in sweep]
     means = np.array([p["mean_return"] for p in sweep])
@@ -202,21 +200,8 @@ def plot_return_vs_delay(section: Mapping[str, Any], labels: Mapping[str, str], 
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=6.5)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
     return True
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def report_lines(section: Mapping[str, Any], device_names: Mapping[str, str]) -> list[str]:
@@ -226,19 +211,19 @@ def report_lines(section: Mapping[str, Any], device_names: Mapping[str, str]) ->
              f"Each device's modeled latency becomes an action delay in closed loop ({section['controller']} "
              f"controller at {section['control_period_ms']:.3g} ms per step"
              f"{', jitter from the measured host distribution' if section['jitter'] else ''}); the bundle runs "
-             f"through the edge runtime on the evaluation seeds. Zero-delay return: {_fmt(zero['mean_return'])} "
-             f"[{_fmt(zero['ci95_low'])}, {_fmt(zero['ci95_high'])}], n={zero['n_episodes']}.", "",
+             f"through the edge runtime on the evaluation seeds. Zero-delay return: {fmt(zero['mean_return'])} "
+             f"[{fmt(zero['ci95_low'])}, {fmt(zero['ci95_high'])}], n={zero['n_episodes']}.", "",
              "| device | modeled latency ms | delay steps (mean / max) | return | 95% CI | vs zero delay | "
              "solves task |", "|---|---|---|---|---|---|---|"]
     for key, device in section["devices"].items():
-        lines.append(f"| {device_names.get(key, key)} | {_fmt(device['latency_ms'])} | "
+        lines.append(f"| {device_names.get(key, key)} | {fmt(device['latency_ms'])} | "
                      f"{device['delay_steps_mean']:.3g} / {device['delay_steps_max']} | "
-                     f"{_fmt(device['mean_return'])} | "
-                     f"[{_fmt(device['ci95_low'])}, {_fmt(device['ci95_high'])}] | "
-                     f"{device['return_change_vs_zero_delay']:+.4g} | {_fmt(device['solves_task'])} |")
+                     f"{fmt(device['mean_return'])} | "
+                     f"[{fmt(device['ci95_low'])}, {fmt(device['ci95_high'])}] | "
+                     f"{device['return_change_vs_zero_delay']:+.4g} | {fmt(device['solves_task'])} |")
     lines += ["", "Fixed delays: " + ", ".join(
-        f"{p['delay_steps']} step(s) {_fmt(p['mean_return'])}" for p in section["sweep"]) +
-        f" (solved threshold {_fmt(section['solved_threshold'])}).", ""]
+        f"{p['delay_steps']} step(s) {fmt(p['mean_return'])}" for p in section["sweep"]) +
+        f" (solved threshold {fmt(section['solved_threshold'])}).", ""]
     if section.get("plot"):
         lines += ["![return vs action delay](delay_return.png)", ""]
     return lines

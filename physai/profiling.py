@@ -164,7 +164,7 @@ def plot_latency_histogram(samples_ns: np.ndarray, target: str | Path, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.io import atomic_path
+    from physai.reporting import save_png
 
     us = np.asarray(samples_ns, dtype=np.float64) / 1e3
     low, high = max(us.min(), 1e-3), max(us.max(), us.min() * 1.01 + 1e-3)
@@ -183,9 +183,7 @@ def plot_latency_histogram(samples_ns: np.ndarray, target: str | Path, title: st
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     target = Path(target)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
     return target
 
 

@@ -449,7 +449,7 @@ def plot_report(rows: list[dict[str, Any]], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.io import atomic_path
+    from physai.reporting import save_png
 
     shown = [r for r in rows if r["iqm"] is not None]
     labels = [r["label"] if len(r["label"]) <= 48 else r["label"][:47] + "…" for r in shown]
@@ -470,9 +470,6 @@ def plot_report(rows: list[dict[str, Any]], target: Path) -> None:
     axes[0].set_yticks(y)
     axes[0].set_yticklabels([f"{label} (n={r['n']})" for label, r in zip(labels, shown)], fontsize=8)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
 
 

@@ -188,7 +188,7 @@ def _plot(points: list[dict], target: Path, task_name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.io import atomic_path
+    from physai.reporting import save_png
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for threads in sorted({p["threads"] for p in points}):
@@ -207,8 +207,6 @@ def _plot(points: list[dict], target: Path, task_name: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
 
 

@@ -340,7 +340,7 @@ def _plot(results: dict[str, dict], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.io import atomic_path
+    from physai.reporting import save_png
 
     fig, axes = plt.subplots(1, len(results), figsize=(6.0 * len(results), 4.2), dpi=110, squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
@@ -365,10 +365,7 @@ def _plot(results: dict[str, dict], target: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Deterministic return vs real env steps: mean over seeds, 95% CI band (t, n-1 dof)", fontsize=10)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
 
 
 def _fmt_ci(ci: Optional[dict], digits: int = 0) -> str:

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
+from physai.reporting import fmt
 
 
 def _us(ms: float | None) -> str:
@@ -41,12 +32,12 @@ def profile_lines(profile: Mapping[str, Any]) -> list[str]:
             paths = mode["paths"]
             head = " **(verdict)**" if name == device.get("power_mode") else ""
             lines.append(
-                f"| {device['device']} | {name}{head} | {_fmt(mode['power_w'])} | {_us(paths['cpu']['latency_ms'])} | "
+                f"| {device['device']} | {name}{head} | {fmt(mode['power_w'])} | {_us(paths['cpu']['latency_ms'])} | "
                 f"{_us(paths['gpu']['latency_ms']) if 'gpu' in paths else '–'} | {mode['path_used']} | "
-                f"{mode['actions_per_s']:.0f} | {_fmt(mode['actions_per_joule'])} | "
-                f"{_fmt(mode['usd_per_million_actions'])} | "
+                f"{mode['actions_per_s']:.0f} | {fmt(mode['actions_per_joule'])} | "
+                f"{fmt(mode['usd_per_million_actions'])} | "
                 f"{mode['memory_bound_nodes']}/{mode['compute_bound_nodes']} | "
-                f"{_fmt(mode.get('meets_control_rate'))} |")
+                f"{fmt(mode.get('meets_control_rate'))} |")
     lines += ["", "Cost basis and unverified figures:", ""]
     for device in profile["devices"].values():
         peaks = ", ".join(f"{k} {v:g}" for k, v in (device.get("published_gpu_peaks_tflops") or {}).items())
@@ -64,7 +55,7 @@ def profile_lines(profile: Mapping[str, Any]) -> list[str]:
                   "|---|---|---|---|---|---|---|" + ("---|---|" if has_gpu else "")]
         for row in table["rows"]:
             lines.append(f"| {row['name']} | {row['op_type']} | {row['flops']:.0f} | {row['bytes']:.0f} | "
-                         f"{_fmt(row['intensity_flop_per_byte'], 3)} | {row['cpu_kernel']} | {row['cpu_bound']} |"
+                         f"{fmt(row['intensity_flop_per_byte'], 3)} | {row['cpu_kernel']} | {row['cpu_bound']} |"
                          + (f" {row['gpu_kernel']} | {row['gpu_bound']} |" if has_gpu else ""))
         kernels = profile.get("kernels") or {}
         if kernels:

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from physai.io import atomic_path, write_text_atomic
+from physai.io import write_text_atomic
+from physai.reporting import fmt, save_png
 
 REQUIRES: list[str] = []
 PRODUCES = ["report/report.md"]
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def _smooth(values, window: int):
@@ -49,10 +39,7 @@ def plot_learning_curve(rows: list[dict], target: Path, threshold: float | None)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
     return True
 
 
@@ -80,9 +67,7 @@ def plot_reward_terms(rows: list[dict], target: Path) -> bool:
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, target)
     return True
 
 
@@ -96,9 +81,9 @@ def _variant_lines(variants: dict) -> list[str]:
              "points |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in variants.items():
         parity, change = v["parity_vs_fp32"], v["return_change"]
-        lines.append(f"| {name} | `{v['file']}` | {_fmt(v['written'])} | {_fmt(parity.get('max_abs_error'), 3)} | "
-                     f"{_fmt(parity['max_error_share'], 3)} | {_fmt(v['tolerance_share_of_action_range'])} | "
-                     f"{change['mean']:+.4g} | [{_fmt(change['ci95_low'])}, {_fmt(change['ci95_high'])}] | "
+        lines.append(f"| {name} | `{v['file']}` | {fmt(v['written'])} | {fmt(parity.get('max_abs_error'), 3)} | "
+                     f"{fmt(parity['max_error_share'], 3)} | {fmt(v['tolerance_share_of_action_range'])} | "
+                     f"{change['mean']:+.4g} | [{fmt(change['ci95_low'])}, {fmt(change['ci95_high'])}] | "
                      f"{change['points']:+.3g} |")
     return lines + [""]
 
@@ -139,19 +124,19 @@ def run(cfg, ctx) -> dict:
     if evaluation:
         lines += ["## Evaluation (deterministic, fresh seeds)", "",
                   "| policy | mean return | 95% CI | n | solved threshold | solved |", "|---|---|---|---|---|---|",
-                  f"| trained (SB3) | {_fmt(evaluation['mean_return'])} | [{_fmt(evaluation['ci95_low'])}, "
-                  f"{_fmt(evaluation['ci95_high'])}] | {evaluation['n_episodes']} | "
-                  f"{_fmt(evaluation['solved_threshold'])} | {_fmt(evaluation['solved'])} |"]
+                  f"| trained (SB3) | {fmt(evaluation['mean_return'])} | [{fmt(evaluation['ci95_low'])}, "
+                  f"{fmt(evaluation['ci95_high'])}] | {evaluation['n_episodes']} | "
+                  f"{fmt(evaluation['solved_threshold'])} | {fmt(evaluation['solved'])} |"]
         bundle_eval = (summary.get("bundle") or {}).get("eval")
         if bundle_eval:
-            lines.append(f"| bundle (ONNX) | {_fmt(bundle_eval['mean_return'])} | [{_fmt(bundle_eval['ci95_low'])}, "
-                         f"{_fmt(bundle_eval['ci95_high'])}] | {bundle_eval['n_episodes']} | "
-                         f"{_fmt(bundle_eval['solved_threshold'])} | {_fmt(bundle_eval['solved'])} |")
+            lines.append(f"| bundle (ONNX) | {fmt(bundle_eval['mean_return'])} | [{fmt(bundle_eval['ci95_low'])}, "
+                         f"{fmt(bundle_eval['ci95_high'])}] | {bundle_eval['n_episodes']} | "
+                         f"{fmt(bundle_eval['solved_threshold'])} | {fmt(bundle_eval['solved'])} |")
         lines.append("")
     bundle = summary.get("bundle")
     if bundle:
         lines += ["## Bundle", "", f"`bundle/policy.onnx` sha256 `{bundle['policy_sha256']}`, "
-                  f"{bundle['policy_bytes']} bytes, control rate {_fmt(bundle['control_rate_hz'])} Hz; parity with "
+                  f"{bundle['policy_bytes']} bytes, control rate {fmt(bundle['control_rate_hz'])} Hz; parity with "
                   f"SB3 on {bundle['parity']['samples']} random observations: max abs error "
                   f"{bundle['parity']['max_abs_error']:.2e}.", ""]
         lines += _variant_lines(bundle.get("variants") or {})
@@ -161,16 +146,16 @@ def run(cfg, ctx) -> dict:
         lines += ["## Latency at batch 1", "", "Measured on this host (edge runtime, "
                   f"{host['n']} timed calls after {host['warmup']} warm-up):", "",
                   "| min | mean | p50 | p90 | p95 | p99 | max (ms) | actions/s |", "|---|---|---|---|---|---|---|---|",
-                  "| " + " | ".join(_fmt(host[k]) for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
+                  "| " + " | ".join(fmt(host[k]) for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
                                                             "p99_ms", "max_ms")) + f" | {host['actions_per_s']:.0f} |",
                   *_histogram_lines(ctx, profile),
                   "", "Modeled (roofline + per-kernel overhead from published specs; not measured):", "",
                   "| target | path | latency ms | actions/s | actions/J | $ per 1M actions | meets control rate | source |",
                   "|---|---|---|---|---|---|---|---|"]
         for device in profile["devices"].values():
-            lines.append(f"| {device['device']} | {device['path_used']} | {_fmt(device['latency_ms'])} | "
-                         f"{device['actions_per_s']:.0f} | {_fmt(device['actions_per_joule'])} | "
-                         f"{_fmt(device['usd_per_million_actions'])} | {_fmt(device.get('meets_control_rate'))} | "
+            lines.append(f"| {device['device']} | {device['path_used']} | {fmt(device['latency_ms'])} | "
+                         f"{device['actions_per_s']:.0f} | {fmt(device['actions_per_joule'])} | "
+                         f"{fmt(device['usd_per_million_actions'])} | {fmt(device.get('meets_control_rate'))} | "
                          f"{device['source']} |")
         lines.append("")
         from physai.devices.report import profile_lines
@@ -187,7 +172,7 @@ def run(cfg, ctx) -> dict:
                   "| gate | value | threshold | unit | result |", "|---|---|---|---|---|"]
         for gate in gates["gates"]:
             tag = " (modeled)" if gate.get("modeled") else ""
-            lines.append(f"| {gate['name']}{tag} | {_fmt(gate['value'])} | {_fmt(gate['threshold'])} | "
+            lines.append(f"| {gate['name']}{tag} | {fmt(gate['value'])} | {fmt(gate['threshold'])} | "
                          f"{gate['unit']} | {'pass' if gate['passed'] else 'FAIL'} |")
         lines.append("")
     write_text_atomic(report_dir / "report.md", "\n".join(lines))

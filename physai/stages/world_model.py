@@ -23,7 +23,7 @@ def run(cfg, ctx) -> dict:
     import torch
 
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
-    from physai.io import atomic_path
+    from physai.reporting import save_png
     from physai.synthetic.dataset import read_dataset
     from physai.synthetic.model_report import model_report, open_loop_figure
     from physai.synthetic.world_model import EnsembleDynamicsModel
@@ -70,11 +70,9 @@ def run(cfg, ctx) -> dict:
                "train_transitions": int(in_train.sum()), "report_transitions": int((~in_train).sum()),
                "report_episodes": int(report_episodes.size), "training": training, "report": report}
     if report is not None and "open_loop" in report:
-        ctx.path("report").mkdir(parents=True, exist_ok=True)
         figure = open_loop_figure(report["open_loop"])
         figure.suptitle(f"{cfg.env.id}: world model vs baselines, open loop")
-        with atomic_path(ctx.path(OPEN_LOOP_PLOT)) as tmp:
-            figure.savefig(tmp, format="png", dpi=110)
+        save_png(figure, ctx.path(OPEN_LOOP_PLOT), dpi=110)
         figures["open_loop_plot"] = OPEN_LOOP_PLOT
     ctx.record("world_model", figures)
     return figures
