@@ -147,9 +147,10 @@ def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: floa
         for n in envs:
             sync = sync_rate(env_cfg["task"], n, seconds)  # single-threaded: measured once per size
             progress.advance(bar)
-            for t in threads:
+            # The engine never runs more threads than envs, so N=1 is measured once, not once per thread count.
+            for t in sorted({min(t, n) for t in threads}):
                 points.append(bench_point(env_cfg["task"], spec, n, t, seconds, sync))
-                progress.advance(bar)
+            progress.advance(bar, len(threads))
     mem = memory_per_env(spec)
     table = Table(title=f"{task_name}: env steps/s (frame_skip {spec.frame_skip}, {seconds:g} s per point)")
     for column in ("envs", "threads", "physai", "gymnasium Sync", "bare rollout", "vs Sync", "of bare"):
