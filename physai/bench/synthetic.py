@@ -426,7 +426,8 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: int | Sequence[
 
     ``tasks`` are env options (``configs/env/<name>.yaml``) with a plan in ``PLANS``; ``plans`` overrides
     plan fields per task (e.g. ``{"pendulum": {"sac_steps": 600}}``) for quick runs. ``seeds`` is a count
-    (seeds 0..n-1) or explicit seeds. The defaults take about 45 minutes on a shared 2-core Xeon.
+    (seeds 0..n-1) or explicit seeds. The defaults took 37 minutes on a shared 2-core Xeon
+    (benchmarks/results/synthetic.json).
     """
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
