@@ -30,7 +30,9 @@ def run(cfg, ctx) -> dict:
                   provenance_tables=ProvenanceTables(context_names=tuple(context_names)),
                   generator_info={"policy": policy_description, "seed": cfg.seed,
                                   "observation_names": observation_names})
-    returns = [float(e.rewards.sum()) for e in episodes if e.terminations[-1] or len(e) > 1]
+    # The step budget may cut the last episode short; its partial return would drag the mean down.
+    complete = episodes if episodes[-1].terminations[-1] or len(episodes) == 1 else episodes[:-1]
+    returns = [float(e.rewards.sum()) for e in complete]
     figures = {"dataset": REAL_DATASET, "transitions": int(sum(len(e) for e in episodes)),
                "episodes": len(episodes), "policy": policy_description,
                "mean_episode_return": float(np.mean(returns)) if returns else None,
