@@ -10,6 +10,10 @@ Units: MSEs are in raw units unless a key says ``normalized``; open-loop errors 
 errors divided by the per-dimension state variance (so a velocity and an angle count alike);
 NLLs are per target dimension in normalized target units (targets divided by the training
 std of each delta / reward dimension), so they are comparable across tasks.
+
+Columns the model predicts by an exact affine rule (zero variance; see
+``EnsembleDynamicsModel.fit``) count in every MSE and open-loop error but not in the NLL or the
+calibration figures, which describe the network's predictive distribution; the report lists them.
 """
 
 from __future__ import annotations
@@ -132,23 +136,32 @@ def _elite_moments(model: EnsembleDynamicsModel, obs, act, context):
     return mean, total_var
 
 
+def _network_targets(model: EnsembleDynamicsModel) -> np.ndarray:
+    """Mask over [delta, reward] of the targets with a predictive variance (not an exact rule)."""
+    return ~model.exact_mask.detach().cpu().numpy().astype(bool)
+
+
 def one_step_metrics(model: EnsembleDynamicsModel, obs, act, next_obs, reward, context=None) -> dict:
     """Elite-mean one-step accuracy on ``(obs, act) -> (next_obs, reward)``.
 
     ``next_obs_mse`` and ``reward_mse`` are raw-unit MSEs of the elite mean. ``nll_normalized_per_dim``
     is the Gaussian NLL of the true [delta, reward] under the moment-matched elite mixture (mean of
     the elite means, variance = mean aleatoric variance + variance of the elite means), per target
-    dimension, in normalized target units (each dimension divided by its training std).
+    dimension, in normalized target units (each dimension divided by its training std), over the
+    targets the network predicts (``nll_dims`` of them; exact-rule columns have no density).
     """
     mean, total_var = _elite_moments(model, obs, act, context)
     obs64 = np.asarray(obs, dtype=np.float64)
     targets = np.concatenate([np.asarray(next_obs, dtype=np.float64) - obs64,
                               np.asarray(reward, dtype=np.float64).reshape(-1, 1)], axis=1)
     scale = model.target_std.detach().cpu().numpy().astype(np.float64)
-    z_var = total_var / scale ** 2
-    nll = 0.5 * (math.log(2 * math.pi) + np.log(z_var) + ((targets - mean) / scale) ** 2 / z_var)
+    network = _network_targets(model)
+    z_var = total_var[:, network] / scale[network] ** 2
+    z_error = (targets - mean)[:, network] / scale[network]
+    nll = 0.5 * (math.log(2 * math.pi) + np.log(z_var) + z_error ** 2 / z_var)
     figures = _mse_figures(obs64 + mean[:, :-1], mean[:, -1], next_obs, reward)
     figures["nll_normalized_per_dim"] = float(nll.mean())
+    figures["nll_dims"] = int(network.sum())
     return figures
 
 
@@ -190,6 +203,8 @@ def open_loop_error(model: EnsembleDynamicsModel | None, episodes: Sequence[Mapp
     with the recorded states. The error at horizon ``h`` is the squared error divided by the
     per-dimension state variance (``state_std`` or, by default, the episodes' own), averaged
     over dimensions and over the starts whose episode lasts at least ``h`` more steps.
+    ``state_error_median`` is the median over those starts: at long horizons on chaotic
+    (contact-rich) tasks a few runaway starts set the mean, and the median shows the typical one.
     Non-finite errors (a predictor that blew up) are returned as they are.
 
     A horizon longer than every episode raises, unless ``drop_unreachable``: then it is left
@@ -245,6 +260,7 @@ def open_loop_error(model: EnsembleDynamicsModel | None, episodes: Sequence[Mapp
 
     predictors = ([EliteMeanPredictor(model)] if model is not None else []) + list(baselines)
     errors: dict[str, list[float]] = {}
+    medians: dict[str, list[float]] = {}
     for predictor in predictors:
         state = true[:, 0].copy()
         # Padded steps past an episode's end keep rolling (masked out) so the batch stays rectangular.
@@ -256,11 +272,13 @@ def open_loop_error(model: EnsembleDynamicsModel | None, episodes: Sequence[Mapp
                 predicted[:, t + 1] = state
             per_start = (((predicted - true) / state_std) ** 2).mean(axis=2)  # [starts, max_h + 1]
         errors[predictor.name] = [float(per_start[lengths >= h, h].mean()) for h in horizons]
+        medians[predictor.name] = [float(np.median(per_start[lengths >= h, h])) for h in horizons]
     return {
         "horizons": horizons,
         "n_starts": [int((lengths >= h).sum()) for h in horizons],
         "unreachable_horizons": unreachable if drop_unreachable else [],
         "state_error": errors,
+        "state_error_median": medians,
         "units": "squared state error / per-dimension state variance, mean over dims and starts",
     }
 
@@ -291,12 +309,17 @@ def calibration(model: EnsembleDynamicsModel, obs, act, next_obs, context=None,
     total variance = mean aleatoric variance + variance of the elite means (epistemic). Reports
     the fraction of true deltas inside the central ``levels`` intervals, the expected calibration
     error (mean |coverage - level| over central intervals 5%, 10%, ..., 95%), and the mean squared
-    z-score (1 when calibrated; above 1 means overconfident).
+    z-score (1 when calibrated; above 1 means overconfident). Exact-rule columns (zero variance)
+    are left out; ``dims`` says how many state columns were measured.
     """
     mean, total_var = _elite_moments(model, obs, act, context)
     obs64 = np.asarray(obs, dtype=np.float64)
     delta = np.asarray(next_obs, dtype=np.float64) - obs64
-    z = np.abs(delta - mean[:, :-1]) / np.sqrt(total_var[:, :-1])
+    columns = _network_targets(model)[:-1]
+    if not columns.any():
+        raise WorldModelError("calibration: every state column is predicted by an exact rule, so there is no "
+                              "predictive variance to calibrate")
+    z = np.abs(delta - mean[:, :-1])[:, columns] / np.sqrt(total_var[:, :-1][:, columns])
 
     def coverage(level: float) -> float:
         return float((z <= NormalDist().inv_cdf(0.5 + level / 2)).mean())
@@ -306,6 +329,7 @@ def calibration(model: EnsembleDynamicsModel, obs, act, next_obs, context=None,
         "expected_calibration_error": float(np.mean([abs(coverage(p) - p) for p in ECE_GRID])),
         "mean_z_squared": float((z ** 2).mean()),
         "n": int(delta.shape[0]),
+        "dims": int(columns.sum()),
     }
 
 
@@ -363,15 +387,20 @@ def model_report(model: EnsembleDynamicsModel, train_split: Mapping[str, Any], h
         "n_heldout": int(np.asarray(obs).shape[0]),
         "n_heldout_episodes": len(heldout_episodes),
         "elite_indices": [int(v) for v in model.elite_indices],
+        # Observation columns predicted by an exact affine rule found at fit time (name, rule, error).
+        "exact_columns": list(model.exact_columns_info),
         "one_step": one_step,
         "one_step_skill_vs_identity": _skill(one_step["model"], one_step["identity"]),
         "one_step_skill_vs_linear": _skill(one_step["model"], one_step["linear"]),
         "open_loop": open_loop,
-        "calibration": calibration(model, obs, act, next_obs, context),
+        # None when every state column follows an exact rule: no predictive variance to calibrate.
+        "calibration": (calibration(model, obs, act, next_obs, context) if _network_targets(model)[:-1].any()
+                        else None),
         "units": {
             "next_obs_mse": "raw state units squared",
             "reward_mse": "raw reward units squared",
-            "nll_normalized_per_dim": "nats per target dimension, targets divided by their training std",
+            "nll_normalized_per_dim": "nats per target dimension, targets divided by their training std; "
+                                      "exact-rule columns left out (also of calibration)",
             "open_loop": open_loop["units"],
             "skill": "1 - model MSE / baseline MSE (1 is perfect, 0 is no better than the baseline)",
         },

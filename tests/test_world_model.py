@@ -145,6 +145,7 @@ def test_open_loop_error_grows_with_horizon_for_every_horizon(trained, data):
     for name in ("model", "identity", "linear"):
         assert len(result["state_error"][name]) == len(horizons)
         assert np.isfinite(result["state_error"][name]).all()
+        assert len(result["state_error_median"][name]) == len(horizons)
     model_error = result["state_error"]["model"]
     assert all(a < b for a, b in zip(model_error, model_error[1:])), model_error
     for name in ("identity", "linear"):
@@ -372,6 +373,7 @@ def test_real_gymnasium_pendulum(tmp_path):
     model = EnsembleDynamicsModel(3, 1, seed=1, **TINY)
     figures = model.fit(*fit_args(split), max_epochs=40, batch_size=128, progress=False, rng_seed=0)
     assert figures["termination_rate"] == 0.0
+    assert figures["exact_columns"]["columns"] == []  # nothing in Pendulum-v1 is an exact affine rule
     prediction = model.predict(heldout["obs"], heldout["act"])
     # Pendulum never terminates, so the model must never predict a termination.
     assert prediction["terminated_prob"].max() < 1e-3
@@ -382,3 +384,201 @@ def test_real_gymnasium_pendulum(tmp_path):
     assert one_step["model"]["next_obs_mse"] < one_step["linear"]["next_obs_mse"]
     assert one_step["model"]["reward_mse"] < 0.5 * one_step["linear"]["reward_mse"]
     assert report["open_loop"]["state_error"]["model"][0] < report["open_loop"]["state_error"]["model"][-1]
+
+
+# ---------------------------------------------------------------------------- exact columns
+
+EXACT_NAMES = ["cos", "sin", "omega", "last_torque", "command"]
+
+
+def with_exact_columns(split, rng, jump_rate=0.01):
+    """Pendulum rows plus what a robot task adds: ``last_torque`` (next value = the action just
+    taken, halved: an exact affine rule) and ``command`` (kept except for rare random jumps, as a
+    command resampled on a timer: not exact, so it stays with the network)."""
+    n = len(split["act"])
+    previous = rng.uniform(-2, 2, (n, 1))
+    command = rng.uniform(0.3, 0.8, (n, 1))
+    jumps = rng.random((n, 1)) < jump_rate
+    next_command = np.where(jumps, rng.uniform(0.3, 0.8, (n, 1)), command)
+    return {**split, "obs": np.concatenate([split["obs"], 0.5 * previous, command], axis=1),
+            "next_obs": np.concatenate([split["next_obs"], 0.5 * split["act"], next_command], axis=1)}
+
+
+@pytest.fixture(scope="module")
+def exact_data():
+    rng = np.random.default_rng(10)
+    return {"train": with_exact_columns(transitions(3000, rng), rng),
+            "heldout": with_exact_columns(transitions(500, rng), rng)}
+
+
+@pytest.fixture(scope="module")
+def exact_trained(exact_data):
+    train = exact_data["train"]
+    model = EnsembleDynamicsModel(5, 1, context_dim=1, context_names=["gravity"], obs_names=EXACT_NAMES, seed=0,
+                                  **TINY)
+    initial_output = model.output_layer.weight.detach().clone()
+    figures = model.fit(*fit_args(train), context=train["context"], max_epochs=25, batch_size=128, progress=False,
+                        rng_seed=1)
+    return model, figures, initial_output
+
+
+def test_action_copy_is_detected_and_predicted_exactly(exact_trained, exact_data):
+    model, figures, _ = exact_trained
+    heldout = exact_data["heldout"]
+    found = figures["exact_columns"]["columns"]
+    # The halved action copy is found with its rule; the jumping command is not.
+    assert [column["name"] for column in found] == ["last_torque"] and model.exact_columns == [3]
+    assert found[0]["rule"] == "next last_torque = 0.5 * act[0]"
+    assert found[0]["max_abs_error"] <= found[0]["tolerance"] < 1e-3
+    prediction = model.predict(heldout["obs"], heldout["act"], heldout["context"], elites_only=False)
+    np.testing.assert_allclose(prediction["next_obs_mean"][..., 3], np.broadcast_to(0.5 * heldout["act"][:, 0],
+                                                                                     (5, 500)), atol=1e-6)
+    assert (prediction["next_obs_var"][..., 3] == 0).all() and (prediction["next_obs_var"][..., :3] > 0).all()
+    next_obs, _, _, disagreement = model.sample_step(heldout["obs"], heldout["act"], heldout["context"], 0)
+    np.testing.assert_allclose(next_obs[:, 3], 0.5 * heldout["act"][:, 0], atol=1e-6)
+    assert np.isfinite(next_obs).all() and np.isfinite(disagreement).all()
+    # An exact column adds nothing to disagreement: the network's columns alone give the same figure.
+    mean, _, _ = model._forward_normalized((torch_inputs(model, heldout)), model.elite_indices)
+    assert (mean[..., 3].std(dim=0) == 0).all()
+    # The network still learns the rest.
+    linear = LinearBaseline.fit(exact_data["train"])
+    ours = one_step_metrics(model, *heldout_args(heldout), context=heldout["context"])
+    theirs = baseline_one_step_metrics(linear, *heldout_args(heldout), context=heldout["context"])
+    assert ours["next_obs_mse_per_dim"][3] < 1e-12
+    assert sum(ours["next_obs_mse_per_dim"][:3]) < 0.2 * sum(theirs["next_obs_mse_per_dim"][:3])
+
+
+def torch_inputs(model, split):
+    import torch
+
+    x = torch.from_numpy(model._inputs(split["obs"], split["act"], split["context"]))
+    return (x - model.input_mean) / model.input_std
+
+
+def test_exact_columns_output_weights_are_left_alone(exact_trained):
+    """No gradient and no weight decay: decay alone would shrink them into slow denormal floats."""
+    model, _, initial = exact_trained
+    T = model.target_dim
+    now = model.output_layer.weight.detach()
+    for column in (3, T + 3):  # last_torque's mean and log-variance outputs
+        assert torch_equal(initial[..., column], now[..., column])
+    assert not torch_equal(initial[..., 2], now[..., 2])  # the network's own columns did train
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_report_lists_exact_columns_and_keeps_variance_figures_finite(exact_trained, exact_data):
+    model, _, _ = exact_trained
+    heldout = exact_data["heldout"]
+    episodes_with_columns = []
+    for episode in episodes(4, 30, np.random.default_rng(2)):
+        last_torque = 0.5 * np.concatenate([[[0.0]], episode["act"]])  # the torque applied before each obs
+        command = np.full_like(last_torque, 0.5)
+        episodes_with_columns.append({"obs": np.concatenate([episode["obs"], last_torque, command], axis=1),
+                                      "act": episode["act"], "context": episode["context"]})
+    report = model_report(model, exact_data["train"], heldout, episodes_with_columns, horizons=(1, 5))
+    json.dumps(report, allow_nan=False)
+    assert [column["name"] for column in report["exact_columns"]] == ["last_torque"]
+    # NLL and calibration describe the network's distribution: 3 pendulum + command deltas + reward.
+    assert report["one_step"]["model"]["nll_dims"] == 5 and report["calibration"]["dims"] == 4
+    assert np.isfinite(report["one_step"]["model"]["nll_normalized_per_dim"])
+
+
+def test_pendulum_has_no_exact_columns(trained):
+    model, figures = trained
+    assert figures["exact_columns"]["status"] == "checked" and figures["exact_columns"]["columns"] == []
+    assert model.exact_columns == [] and model.metadata()["exact_columns"] == []
+
+
+def test_exact_rule_survives_save_and_load(exact_trained, exact_data, tmp_path):
+    model, _, _ = exact_trained
+    heldout = exact_data["heldout"]
+    path = tmp_path / "wm.pt"
+    model.save(path, task_id="pendulum_with_actions")
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert [column["rule"] for column in sidecar["exact_columns"]] == ["next last_torque = 0.5 * act[0]"]
+    assert sidecar["obs_names"] == EXACT_NAMES
+    loaded = EnsembleDynamicsModel.load(path, expected_obs_dim=5)
+    assert loaded.exact_columns == [3] and loaded.exact_columns_info == model.exact_columns_info
+    ours = model.predict(heldout["obs"], heldout["act"], heldout["context"], elites_only=False)
+    theirs = loaded.predict(heldout["obs"], heldout["act"], heldout["context"], elites_only=False)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def rewrite_payload(path, edit):
+    """Change a saved model's payload and re-sign it, as an older physai would have written it."""
+    import hashlib
+    import io
+
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.write_bytes(buffer.getvalue())
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["model_hash"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    sidecar_path(path).write_text(json.dumps(sidecar))
+
+
+def test_version_1_files_load_without_exact_columns_and_unknown_versions_are_refused(trained, data, tmp_path):
+    model, _ = trained
+    heldout = data["heldout"]
+    path = tmp_path / "wm.pt"
+    model.save(path, task_id="pendulum_gravity")
+
+    def as_version_1(payload):
+        payload["format_version"] = 1
+        for name in ("exact_mask", "exact_weight", "exact_bias"):
+            del payload["state"][name]
+
+    rewrite_payload(path, as_version_1)
+    old = EnsembleDynamicsModel.load(path)
+    assert old.exact_columns == []
+    np.testing.assert_array_equal(old.predict(heldout["obs"], heldout["act"], heldout["context"])["next_obs_mean"],
+                                  model.predict(heldout["obs"], heldout["act"], heldout["context"])["next_obs_mean"])
+    rewrite_payload(path, lambda payload: payload.update(format_version=99))
+    with pytest.raises(WorldModelError, match="format version 99"):
+        EnsembleDynamicsModel.load(path)
+
+
+def test_refit_drops_a_rule_the_new_data_breaks_and_detection_can_be_off(exact_data):
+    train = exact_data["train"]
+    model = EnsembleDynamicsModel(5, 1, context_dim=1, obs_names=EXACT_NAMES, seed=2, **TINY)
+    first = model.fit(*fit_args(train), context=train["context"], max_epochs=1, batch_size=256, progress=False)
+    assert [column["index"] for column in first["exact_columns"]["columns"]] == [3]
+    broken = {**train, "next_obs": train["next_obs"].copy()}
+    broken["next_obs"][::50, 3] += 0.3  # now and then the copy is off: no longer an exact rule
+    second = model.fit(*fit_args(broken), context=train["context"], max_epochs=1, batch_size=256, progress=False)
+    assert second["exact_columns"]["columns"] == [] and model.exact_columns == []
+    assert (model.predict(train["obs"][:20], train["act"][:20], train["context"][:20])["next_obs_var"] > 0).all()
+    third = model.fit(*fit_args(train), context=train["context"], max_epochs=1, batch_size=256, progress=False,
+                      detect_exact=False)
+    assert third["exact_columns"]["status"] == "disabled" and model.exact_columns == []
+
+
+def test_exact_detection_needs_enough_rows_and_names_must_match():
+    rng = np.random.default_rng(0)
+    few = with_exact_columns(transitions(12, rng), rng)
+    model = EnsembleDynamicsModel(5, 1, context_dim=1, **TINY)
+    figures = model.fit(*fit_args(few), context=few["context"], max_epochs=1, progress=False)
+    # 12 rows, 8 coefficients: any column would fit; detection says why it did not run.
+    assert figures["exact_columns"]["status"].startswith("skipped: 12 rows") and model.exact_columns == []
+    with pytest.raises(PhysaiError, match="obs_names"):
+        EnsembleDynamicsModel(5, 1, obs_names=["only", "two"])
+
+
+def test_a_column_that_never_changes_stays_with_the_network():
+    rng = np.random.default_rng(1)
+    split = transitions(600, rng)
+    flat = {**split, "obs": np.concatenate([split["obs"], np.zeros((600, 1))], axis=1),
+            "next_obs": np.concatenate([split["next_obs"], np.zeros((600, 1))], axis=1)}
+    model = EnsembleDynamicsModel(4, 1, context_dim=1, obs_names=["cos", "sin", "omega", "z"], **TINY)
+    figures = model.fit(*fit_args(flat), context=flat["context"], max_epochs=1, progress=False)
+    # "next z = 0" is exact, but a zero delta costs the network nothing: it is listed, not taken over.
+    assert figures["exact_columns"]["columns"] == [] and figures["exact_columns"]["constant_columns"] == ["z"]
+    assert model.exact_columns == []

@@ -49,7 +49,8 @@ def run(cfg, ctx) -> dict:
     model = EnsembleDynamicsModel(rows.obs.shape[1], rows.act.reshape(len(rows), -1).shape[1],
                                   context_dim=len(context_names), members=settings.members, elites=settings.elites,
                                   hidden=settings.hidden, layers=settings.layers, seed=cfg.seed,
-                                  context_names=context_names, learning_rate=settings.learning_rate)
+                                  context_names=context_names, learning_rate=settings.learning_rate,
+                                  obs_names=ctx.task.signal_names()[0])
     training = model.fit(train["obs"], train["act"], train["next_obs"], train["reward"], train["terminated"],
                          train["context"], holdout_fraction=settings.holdout_fraction, batch_size=settings.batch_size,
                          max_epochs=settings.max_epochs, max_seconds=settings.max_seconds,
