@@ -24,8 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from physai.io import atomic_path
-from physai.video import NO_GL_HINT
+from physai.video import NoVideo, open_render_env, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +42,13 @@ class Dream:
     std: np.ndarray
 
 
-def record_dream_vs_real(task, model, real_dataset, target: Path, steps: int = 100) -> bool:
+def record_dream_vs_real(task, model, real_dataset, target: Path, steps: int = 100) -> str:
     """Write ``target`` (MP4): a real episode replayed in the simulator beside the world model's dream of it.
 
     ``task`` is a ``GymTask``, ``model`` an ``EnsembleDynamicsModel``, ``real_dataset`` a ``LoadedDataset``
     holding real episodes with reset seeds. The episode shown is the first one with at least ``steps``
     transitions, else the longest; the video has at most ``steps`` frames, played at the env's render_fps.
-    Returns False (after a warning that says why) when nothing can be recorded: the env cannot render
+    Returns the path. Raises ``NoVideo`` naming why when nothing can be recorded: the env cannot render
     (no off-screen GL), or the dataset has no real episode with a seed to replay. A model that does not
     fit the dataset (observation/action/context widths) raises ``WorldModelError``.
     """
@@ -58,18 +57,14 @@ def record_dream_vs_real(task, model, real_dataset, target: Path, steps: int = 1
     steps = int(steps)
     choice = _pick_episode(real_dataset, steps)
     if choice is None:
-        log.warning("no dream video: %s holds no real episode with a reset seed to replay",
-                    getattr(real_dataset, "dataset_id", real_dataset))
-        return False
+        raise NoVideo(f"{getattr(real_dataset, 'dataset_id', real_dataset)} holds no real episode with a reset "
+                      f"seed to replay")
     index, episode = choice
     frames_wanted = min(steps, len(episode) + 1)  # observations 0 .. frames_wanted - 1
     recorded = np.asarray(episode.observations[:frames_wanted], dtype=np.float64).reshape(frames_wanted, -1)
     actions = np.asarray(episode.actions[:frames_wanted - 1])
 
-    replay = _replay(task, episode.seed, actions, frames_wanted)
-    if replay is None:
-        return False
-    frames, replayed, fps, env_context = replay
+    frames, replayed, fps, env_context = _replay(task, episode.seed, actions, frames_wanted)
     n = len(frames)  # shorter than wanted only if the replay ended early (it then departed from the record)
     _check_replay(replayed, recorded[:n], index, episode.seed)
     recorded, actions = recorded[:n], actions[:n - 1]
@@ -83,17 +78,11 @@ def record_dream_vs_real(task, model, real_dataset, target: Path, steps: int = 1
     panel = _DreamPanel(width, height, recorded, dream, columns, [names[c] for c in columns])
     banner = _banner("real (simulator)", width, height)
 
-    import imageio.v2 as imageio
-
-    with atomic_path(target) as tmp:
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=6,
-                                macro_block_size=8) as writer:
-            for step, frame in enumerate(frames):
-                left = _overlay(np.asarray(frame, dtype=np.uint8)[..., :3], banner)
-                writer.append_data(np.concatenate([left, panel.frame(step)], axis=1))
+    write_mp4(target, (np.concatenate([_overlay(np.asarray(frame, dtype=np.uint8)[..., :3], banner),
+                                       panel.frame(step)], axis=1) for step, frame in enumerate(frames)), fps)
     log.info("dream video: %s (episode %d, seed %s, %d frames at %.0f fps, columns %s)", target, index,
              episode.seed, n, fps, [names[c] for c in columns])
-    return True
+    return str(target)
 
 
 def open_loop_dream(model, start_obs: np.ndarray, actions: np.ndarray,
@@ -149,23 +138,10 @@ def _pick_episode(dataset, steps: int):
 
 def _replay(task, seed: int, actions: np.ndarray, frames_wanted: int):
     """Frames, observations, fps and physics context of the recorded episode replayed in the simulator;
-    None (after a warning) when the env cannot render."""
+    ``NoVideo`` when the env cannot render."""
+    env, obs, first = open_render_env(task, seed)
     try:
-        env = task.make(render_mode="rgb_array")
-    except Exception as exc:  # gymnasium ids without rgb_array support raise various errors
-        log.warning("no dream video: %s cannot render (%s)", getattr(task, "id", task), exc)
-        return None
-    try:
-        obs, _ = env.reset(seed=int(seed))
-        try:
-            frames = [np.asarray(env.render())]
-        except Exception as exc:  # MuJoCo raises FatalError/AttributeError without a GL backend
-            log.warning("no dream video: %s (%s: %s)", NO_GL_HINT, type(exc).__name__, exc)
-            return None
-        if frames[0].ndim != 3:
-            log.warning("no dream video: %s renders %s, not an RGB image", getattr(task, "id", task),
-                        frames[0].shape)
-            return None
+        frames = [first]
         engine = getattr(env.unwrapped, "engine", None)
         env_context = engine.context_matrix()[0] if engine is not None else None
         observations = [np.asarray(obs, dtype=np.float64).reshape(-1)]

@@ -1,36 +1,59 @@
-"""MP4 of one evaluation episode, for the report: what a person would rather look at than a number."""
+"""MP4 of one evaluation episode, for the report: what a person would rather look at than a number.
+
+Rendering is optional equipment (see ``physai.rendering``): when a video cannot be made, ``NoVideo``
+carries the reason, the stage records it in the summary and the report shows it; the run goes on.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
 from physai.io import atomic_path
+from physai.rendering import mark_unavailable, unavailable_reason
 
 log = logging.getLogger(__name__)
 
-NO_GL_HINT = ("off-screen rendering is unavailable; on a CPU machine install libosmesa6 (MUJOCO_GL=osmesa), "
-              "on a GPU machine set MUJOCO_GL=egl")
+
+class NoVideo(Exception):
+    """Why a video could not be made; the run goes on without it."""
 
 
-def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, target: Path,
-                   max_frames: int = 150) -> Optional[str]:
-    """Render one deterministic episode to ``target``; return None (and say why) if it cannot be rendered."""
+def open_render_env(task, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """An env of ``task`` reset with ``seed`` that renders RGB frames: (env, first obs, first frame).
+
+    Raises ``NoVideo`` naming why when this process cannot render; a failed render switches rendering
+    off for the rest of the process, since a second attempt after a failed GL start can abort it.
+    """
+    reason = unavailable_reason()
+    if reason:
+        raise NoVideo(reason)
+    task_id = getattr(task, "id", task)
     try:
         env = task.make(render_mode="rgb_array")
     except Exception as exc:  # gymnasium ids without rgb_array support raise various errors
-        log.warning("no evaluation video: %s cannot render (%s)", task.id, exc)
-        return None
+        raise NoVideo(f"{task_id} cannot render ({type(exc).__name__}: {exc})") from exc
     try:
         obs, _ = env.reset(seed=int(seed))
-        try:
-            frames = [env.render()]
-        except Exception as exc:  # MuJoCo raises FatalError/AttributeError without a GL backend
-            log.warning("no evaluation video: %s (%s)", NO_GL_HINT, type(exc).__name__)
-            return None
+        frame = np.asarray(env.render())
+    except Exception as exc:  # MuJoCo raises FatalError/AttributeError when GL does not start
+        env.close()
+        raise NoVideo(mark_unavailable(f"off-screen rendering failed ({type(exc).__name__}: {exc})")) from exc
+    if frame.ndim != 3:
+        env.close()
+        raise NoVideo(f"{task_id} renders an array of shape {frame.shape}, not an RGB image")
+    return env, obs, frame
+
+
+def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, target: Path,
+                   max_frames: int = 150) -> str:
+    """Render one deterministic episode to ``target`` and return its path; ``NoVideo`` says why not."""
+    env, obs, first = open_render_env(task, seed)
+    frames = [first]
+    try:
         # Show the whole episode: render every k-th step so it fits in max_frames, played in real time.
         steps = getattr(getattr(env.unwrapped, "spec_", None), "episode_steps", None) or \
             getattr(env.spec, "max_episode_steps", None) or max_frames
@@ -45,6 +68,12 @@ def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, tar
                 frames.append(env.render())
     finally:
         env.close()
+    write_mp4(target, frames, fps)
+    return str(target)
+
+
+def write_mp4(target: Path, frames, fps: float) -> None:
+    """H.264 MP4 of RGB frames, written atomically."""
     import imageio.v2 as imageio
 
     with atomic_path(target) as tmp:
@@ -52,4 +81,3 @@ def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, tar
                                 macro_block_size=8) as writer:
             for frame in frames:
                 writer.append_data(np.asarray(frame))
-    return str(target)

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import pytest
 
+from conftest import require_rendering
+from physai import rendering
 from physai.dream_video import open_loop_dream, record_dream_vs_real
 from physai.envs.gym_task import GymTask
 from physai.envs.registry import packaged_task_configs
 from physai.synthetic.collect import collect_episodes, make_action_fn
 from physai.synthetic.dataset import ProvenanceTables, read_dataset, write_dataset
 from physai.synthetic.world_model import EnsembleDynamicsModel
+from physai.video import NoVideo
 
 ENV_ID = "physai/CartpoleBalance-v0"
-
-
-def _rendering_available() -> bool:
-    # physai.envs picks MUJOCO_GL=osmesa when libOSMesa is found and no display is set.
-    return os.environ.get("MUJOCO_GL") == "egl" or bool(ctypes.util.find_library("OSMesa"))
-
-
-needs_gl = pytest.mark.skipif(not _rendering_available(),
-                              reason="off-screen GL unavailable: install libosmesa6 (MUJOCO_GL=osmesa) "
-                                     "or set MUJOCO_GL=egl on a GPU machine")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +45,8 @@ def cartpole_case(tmp_path_factory):
     return task, model, data
 
 
-@needs_gl
 def test_dream_video_shows_the_replayed_episode_beside_the_dream(cartpole_case, tmp_path, caplog):
+    require_rendering()
     import imageio.v2 as imageio
 
     task, model, data = cartpole_case
@@ -66,7 +57,7 @@ def test_dream_video_shows_the_replayed_episode_beside_the_dream(cartpole_case, 
     target = tmp_path / "report" / "dream.mp4"
 
     with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
-        assert record_dream_vs_real(task, model, data, target, steps=steps) is True
+        assert record_dream_vs_real(task, model, data, target, steps=steps) == str(target)
     # The seeded replay reproduces the recorded observations, so nothing is warned about.
     assert not [r for r in caplog.records if "departs" in r.getMessage()], caplog.text
 
@@ -102,17 +93,21 @@ def test_open_loop_dream_starts_at_the_real_state_and_its_band_grows(cartpole_ca
     assert np.all(np.isfinite(dream.mean)) and np.all(np.diff(dream.std, axis=0) >= 0)
 
 
-@needs_gl
 def test_a_replay_that_departs_from_the_record_is_warned_about(cartpole_case, tmp_path, caplog):
+    require_rendering()
     task, model, data = cartpole_case
     wrong_seeds = dataclasses.replace(data, episode_seeds=[seed + 1000 for seed in data.episode_seeds])
     with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
-        assert record_dream_vs_real(task, model, wrong_seeds, tmp_path / "dream.mp4", steps=5) is True
+        record_dream_vs_real(task, model, wrong_seeds, tmp_path / "dream.mp4", steps=5)
     assert "departs from the recorded observations" in caplog.text
 
 
-def test_no_gl_means_a_warning_and_no_video(cartpole_case, tmp_path, caplog):
+def test_a_failed_render_means_no_video_and_no_second_attempt(cartpole_case, tmp_path, monkeypatch):
     task, model, data = cartpole_case
+    # The failure switches rendering off for this process; monkeypatch restores it for later tests.
+    monkeypatch.setattr(rendering, "_reason_unavailable", None)
+    monkeypatch.setattr(rendering, "_decided", True)
+    made = []
 
     class NoGLEnv:
         metadata = {"render_fps": 50}
@@ -124,7 +119,7 @@ def test_no_gl_means_a_warning_and_no_video(cartpole_case, tmp_path, caplog):
             return self.env.reset(**kwargs)
 
         def render(self):
-            raise AttributeError("'NoneType' object has no attribute 'free'")  # what MuJoCo raises without GL
+            raise AttributeError("'NoneType' object has no attribute 'glGetError'")  # what MuJoCo raises without GL
 
         def close(self):
             self.env.close()
@@ -133,13 +128,18 @@ def test_no_gl_means_a_warning_and_no_video(cartpole_case, tmp_path, caplog):
         id = task.id
 
         def make(self, render_mode=None):
+            made.append(render_mode)
             return NoGLEnv(task.make())
 
         def signal_names(self):
             return task.signal_names()
 
     target = tmp_path / "dream.mp4"
-    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
-        assert record_dream_vs_real(NoGLTask(), model, data, target, steps=10) is False
+    with pytest.raises(NoVideo, match="off-screen rendering failed .AttributeError: 'NoneType' object has no "
+                                      "attribute 'glGetError'"):
+        record_dream_vs_real(NoGLTask(), model, data, target, steps=10)
     assert not target.exists() and not list(tmp_path.iterdir())
-    assert "libosmesa6" in caplog.text
+    # A second GL start after a failed one can abort the process: later videos are refused without trying.
+    with pytest.raises(NoVideo, match="off-screen rendering failed"):
+        record_dream_vs_real(NoGLTask(), model, data, target, steps=10)
+    assert made == ["rgb_array"]

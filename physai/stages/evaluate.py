@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from physai.evaluation import episode_returns, evaluation_seeds, summarize_returns
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = ["summary:eval"]
+VIDEO = "report/eval_episode.mp4"
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict:
@@ -16,11 +21,16 @@ def run(cfg, ctx) -> dict:
     figures = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
     figures["policy"] = "checkpoints/final (stable-baselines3, deterministic)"
     figures["checkpoint_timesteps"] = trained.timesteps
+    figures["video"], figures["video_missing"] = None, "switched off (evaluate.video=false)"
     if cfg.evaluate.video:
-        from physai.video import record_episode
+        from physai.video import NoVideo, record_episode
 
-        video = record_episode(ctx.task, trained.predict, seeds[0], ctx.path("report", "eval_episode.mp4"),
-                               max_frames=cfg.evaluate.video_max_frames)
-        figures["video"] = None if video is None else "report/eval_episode.mp4"
+        try:
+            record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),
+                           max_frames=cfg.evaluate.video_max_frames)
+            figures["video"], figures["video_missing"] = VIDEO, None
+        except NoVideo as exc:
+            log.warning("no evaluation video: %s", exc)
+            figures["video_missing"] = str(exc)
     ctx.record("eval", figures)
     return figures

@@ -117,9 +117,8 @@ def run(cfg, ctx) -> dict:
     if plot_reward_terms(rows, terms_png):
         lines += ["Reward terms (episode sums):", "", "![reward terms](reward_terms.png)", ""]
         ctx.tracker.log_image("report/reward_terms", terms_png)
-    video = (summary.get("eval") or {}).get("video")
-    if video:
-        lines += [f"An evaluation episode: [{Path(video).name}]({Path(video).name})", ""]
+    lines += _video_lines("An evaluation episode", summary.get("eval"), "video")
+    lines += _video_lines("The world model's dream beside the simulator", summary.get("synthesize"), "dream_video")
     evaluation = summary.get("eval")
     if evaluation:
         lines += ["## Evaluation (deterministic, fresh seeds)", "",
@@ -179,3 +178,13 @@ def run(cfg, ctx) -> dict:
     figures = {"path": "report/report.md", "learning_curve": "report/learning_curve.png" if curve_png.exists() else None}
     ctx.record("report", figures)
     return figures
+
+
+def _video_lines(title: str, section, key: str) -> list[str]:
+    """A link to the stage's video, or the reason it has none (no display, switched off, ...)."""
+    if not section or key not in section:
+        return []
+    video = section.get(key)
+    if video:
+        return [f"{title}: [{Path(video).name}]({Path(video).name})", ""]
+    return [f"{title}: no video ({section.get(key + '_missing') or 'reason not recorded'}).", ""]

@@ -7,6 +7,8 @@ branch depth, uncertainty, parent real state).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from physai.errors import ConfigError
@@ -15,6 +17,8 @@ from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MO
 REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
 DREAM_VIDEO = "report/dream_vs_real.mp4"
+
+log = logging.getLogger(__name__)
 
 
 def resolved_scenario(cfg, task):
@@ -75,10 +79,17 @@ def run(cfg, ctx) -> dict:
                   generator_info={"scenario": scenario.describe(), "model_id": model.model_id,
                                   "policy": policy_description, "seed": cfg.seed})
     figures["dataset"] = SYNTHETIC_DATASET
+    figures["dream_video"], figures["dream_video_missing"] = None, (
+        "switched off (synthetic.synthesize.dream_video=false)")
     if settings.dream_video:
         from physai.dream_video import record_dream_vs_real
+        from physai.video import NoVideo
 
-        figures["dream_video"] = record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO),
-                                                      steps=settings.dream_steps) and DREAM_VIDEO
+        try:
+            record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps)
+            figures["dream_video"], figures["dream_video_missing"] = DREAM_VIDEO, None
+        except NoVideo as exc:
+            log.warning("no dream video: %s", exc)
+            figures["dream_video_missing"] = str(exc)
     ctx.record("synthesize", figures)
     return figures
