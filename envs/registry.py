@@ -13,6 +13,8 @@ import gymnasium as gym
 import yaml
 
 ENTRY_POINT = "physai.envs.single:PhysaiEnv"
+# gym.make_vec(id, num_envs=N) builds the batched engine; vectorization_mode="sync" still wraps single envs.
+VECTOR_ENTRY_POINT = "physai.envs.vector:make_vector_env"
 
 
 def packaged_env_configs() -> dict[str, dict[str, Any]]:
@@ -37,4 +39,5 @@ def packaged_tasks() -> dict[str, dict[str, Any]]:
 def register_tasks() -> None:
     for env_id, task in packaged_tasks().items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"task": task})
+            gym.register(id=env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
+                         kwargs={"task": task})

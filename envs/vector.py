@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from physai.envs.engine import DEFAULT_BACKEND, BatchedEngine
 from physai.envs.single import task_spaces
-from physai.envs.spec import TaskSpec
+from physai.envs.spec import TaskError, TaskSpec, build_spec
 
 
 class PhysaiVectorEnv(gym.vector.VectorEnv):
@@ -41,6 +41,21 @@ class PhysaiVectorEnv(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.engine.close()
+
+
+def make_vector_env(num_envs: int, task: dict[str, Any], seed: Optional[int] = None, nthread: Optional[int] = None,
+                    backend: str = DEFAULT_BACKEND, max_episode_steps: Optional[int] = None) -> PhysaiVectorEnv:
+    """``gym.make_vec("physai/<Task>-v0", num_envs=N)``: N envs of the task stepped as one batch.
+
+    ``reset(seed=s)`` fixes every env's randomized physics and trajectory, as a ``SyncVectorEnv`` would.
+    The episode length is the task's own (``episode_steps``); gymnasium passes ``max_episode_steps`` from the
+    registration, which must agree with it.
+    """
+    spec = build_spec(**task)
+    if max_episode_steps is not None and int(max_episode_steps) != spec.episode_steps:
+        raise TaskError(f"task {spec.name}: max_episode_steps={max_episode_steps} differs from the task's "
+                        f"episode_steps={spec.episode_steps}; set task.episode_steps instead")
+    return PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
 
 
 def _vector_info(raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
