@@ -70,26 +70,39 @@ class BatchedEngine:
         limited = self.model.actuator_ctrllimited[self.actuator_ids].astype(bool)
         self._ctrl_mid = np.where(limited, ctrlrange.mean(axis=1), 0.0)
         self._ctrl_half = np.where(limited, (ctrlrange[:, 1] - ctrlrange[:, 0]) / 2, 1.0) * spec.action_scale
+        # Actions that are the controls already (ctrlrange [-1, 1], scale 1, every actuator): no arithmetic.
+        self._ctrl_identity = (self._all_actuators and not self._ctrl_mid.any()
+                               and bool((self._ctrl_half == 1.0).all()))
         # One model per env only when events will change them: startup randomization, or a reset
         # event whose function says it edits the model (``fn.edits_model = True``, e.g. obstacle layouts).
         # The copies are made by _apply_startup_events, below and at every reseed.
-        self._per_env_models = any(term.mode == "startup" or getattr(term.fn, "edits_model", False)
-                                   for term in spec.events)
+        # A startup event that declares ``edits_model = False`` (e.g. randomize_action_delay) needs no copies.
+        self._per_env_models = any(getattr(term.fn, "edits_model", term.mode == "startup") for term in spec.events)
         self.models = [self.model] * num_envs
         self._scratch = mujoco.MjData(self.model)
         self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
+        # Optional backend hook: forget solver state (warm starts) of envs that reset.
+        self._backend_reset = getattr(self.backend, "reset_envs", None)
         nstate = mujoco.mj_stateSize(self.model, FULL)
         offsets = _state_offsets(self.model)
         self.state = np.zeros((num_envs, nstate))
         self.qpos = self.state[:, offsets["qpos"]:offsets["qpos"] + self.model.nq]
         self.qvel = self.state[:, offsets["qvel"]:offsets["qvel"] + self.model.nv]
+        # qpos at the start of the current control step, for rewards on displacement (x after - x before).
+        self.qpos_before_step = np.zeros((num_envs, self.model.nq))
         self._control = np.zeros((num_envs, spec.frame_skip, self.model.nu))
         self._state_out = np.zeros((num_envs, spec.frame_skip, nstate))
         self._sensor_out = np.zeros((num_envs, spec.frame_skip, self.model.nsensordata))
         self.sensordata = np.zeros((num_envs, self.model.nsensordata))
         self.action = np.zeros((num_envs, self.num_actions))
         self.last_action = np.zeros_like(self.action)
+        # Action latency, set by randomize_action_delay: None until an event asks, so undelayed tasks pay nothing.
+        self.action_delay: Optional[np.ndarray] = None
+        self._action_fifo: Optional[np.ndarray] = None
+        self._fifo_head = 0
         self.episode_step = np.zeros(num_envs, dtype=np.int64)
+        self._none_exploded = np.zeros(num_envs, dtype=bool)
+        self._none_exploded.flags.writeable = False
         self.episode_return = np.zeros(num_envs)
         self.reward_sums = {term.name: np.zeros(num_envs) for term in spec.rewards}
         self.commands: dict[str, np.ndarray] = {}
@@ -139,6 +152,37 @@ class BatchedEngine:
         if name not in self.physics_context:
             self.physics_context[name] = np.ones(self.num_envs)
         self.physics_context[name][env_ids] = values
+
+    def set_action_delay(self, env_ids: np.ndarray, steps: np.ndarray, max_steps: int = 0) -> None:
+        """Apply the actions of some envs ``steps`` control steps after the policy sends them.
+
+        Each env keeps a FIFO of its policy's last actions; a step applies the one sent ``steps`` steps
+        ago. A reset refills an env's FIFO with zeros (the neutral command), so the first ``steps`` steps
+        of an episode apply zero, as delay_eval's harness holds a neutral command until the first action
+        arrives. ``max_steps`` sizes the FIFO for later draws up to it.
+        """
+        steps = np.asarray(steps, dtype=np.int64)
+        if (steps < 0).any():
+            raise ValueError(f"action delay {steps.min()} is negative; a delay is a whole number of control "
+                             f"steps >= 0")
+        if self.action_delay is None:
+            self.action_delay = np.zeros(self.num_envs, dtype=np.int64)
+            self._rows = np.arange(self.num_envs)
+        self.action_delay[env_ids] = steps
+        slots = max(int(max_steps), int(self.action_delay.max())) + 1
+        old = self._action_fifo
+        if old is None or old.shape[1] < slots:
+            fifo = np.zeros((self.num_envs, slots, self.num_actions))
+            for age in range(0 if old is None else old.shape[1]):  # keep each queued action at its age
+                fifo[:, (self._fifo_head - age) % slots] = old[:, (self._fifo_head - age) % old.shape[1]]
+            self._action_fifo = fifo
+
+    def _delay_actions(self, action: np.ndarray) -> None:
+        """Queue the policy's clipped actions; ``self.action`` becomes the ones that reach the actuators."""
+        fifo = self._action_fifo
+        self._fifo_head = (self._fifo_head + 1) % fifo.shape[1]
+        np.clip(action, -1.0, 1.0, out=fifo[:, self._fifo_head])
+        self.action[:] = fifo[self._rows, (self._fifo_head - self.action_delay) % fifo.shape[1]]
 
     @property
     def context_names(self) -> list[str]:
@@ -212,6 +256,8 @@ class BatchedEngine:
         arrays = [self.state, self._control, self._state_out, self._sensor_out, self.sensordata, self.action,
                   self.last_action, self.episode_step, self.episode_return, *self.reward_sums.values(),
                   *self.commands.values()]
+        if self._action_fifo is not None:
+            arrays.append(self._action_fifo)
         models = len({id(m) for m in self.models}) * self.model.nbuffer
         return int(sum(a.nbytes for a in arrays) + models + self.backend.scratch_bytes())
 
@@ -261,6 +307,8 @@ class BatchedEngine:
         self.episode_return[env_ids] = 0.0
         self.action[env_ids] = 0.0
         self.last_action[env_ids] = 0.0
+        if self._action_fifo is not None:
+            self._action_fifo[env_ids] = 0.0
         self.noise_burst_until[env_ids] = 0
         for sums in self.reward_sums.values():
             sums[env_ids] = 0.0
@@ -272,6 +320,8 @@ class BatchedEngine:
         for term in self.spec.commands:
             self._resample_command(term, env_ids)
             self._command_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
+        if self._backend_reset is not None:
+            self._backend_reset(env_ids)
         self._forward(env_ids)
 
     def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
@@ -296,22 +346,25 @@ class BatchedEngine:
             raise TaskError(f"task {self.spec.name}: actions of shape {action.shape}; expected "
                             f"({self.num_envs}, {self.num_actions}) (num_envs, actuators)")
         self.last_action[:] = self.action
-        np.clip(action, -1.0, 1.0, out=self.action)
-        ctrl = (self._ctrl_mid + self._ctrl_half * self.action)[:, None, :]
-        if self._all_actuators:
-            self._control[:] = ctrl
+        if self._action_fifo is None:
+            # np.clip's semantics (NaN passes through) without its Python-level wrapper
+            np.minimum(np.maximum(action, -1.0, out=self.action), 1.0, out=self.action)
+        else:  # terms then see the applied action, as on hardware and in delay_eval's harness
+            self._delay_actions(action)
+        if self._ctrl_identity:
+            self._control[:] = self.action[:, None, :]
         else:
-            self._control[:, :, self.actuator_ids] = ctrl
-        time_before = self.state[:, 0].copy()
+            ctrl = (self._ctrl_mid + self._ctrl_half * self.action)[:, None, :]
+            if self._all_actuators:
+                self._control[:] = ctrl
+            else:
+                self._control[:, :, self.actuator_ids] = ctrl
+        expected = self.state[:, 0] + self.spec.frame_skip * self.model.opt.timestep
+        self.qpos_before_step[:] = self.qpos
         self._simulate()
         self.episode_step += 1
-        # MuJoCo resets an env's data by itself when it meets NaN/huge values; its clock then disagrees
-        # with the time this step should have taken.
-        expected = time_before + self.spec.frame_skip * self.model.opt.timestep
-        reset_by_mujoco = np.abs(self.state[:, 0] - expected) > 0.5 * self.model.opt.timestep
-        exploded = (reset_by_mujoco | ~np.isfinite(self.state).all(axis=1)
-                    | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
-        any_exploded = bool(exploded.any())
+        exploded = self._exploded(expected)
+        any_exploded = exploded is not self._none_exploded and bool(exploded.any())
         if any_exploded:
             # Zero the broken rows so no NaN reaches rewards or observations; the env resets below.
             self.state[exploded] = 0.0
@@ -355,6 +408,21 @@ class BatchedEngine:
                 obs[done_ids] = self.observe()[done_ids]
         self._last_obs = obs
         return {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
+
+    def _exploded(self, expected_time: np.ndarray) -> np.ndarray:
+        """Envs that blew up this step; ``self._none_exploded`` itself when none did (the usual case,
+        decided with a few whole-batch reductions instead of per-env masks).
+
+        MuJoCo resets an env's data by itself when it meets NaN/huge values; its clock then disagrees
+        with the time this step should have taken.
+        """
+        clock_error = np.abs(self.state[:, 0] - expected_time)
+        tolerance = 0.5 * self.model.opt.timestep
+        if (clock_error.max() <= tolerance and np.isfinite(self.state).all()
+                and np.abs(self.qvel).max(initial=0.0) <= EXPLODED_QVEL):
+            return self._none_exploded
+        return ((clock_error > tolerance) | ~np.isfinite(self.state).all(axis=1)
+                | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
 
     def _tick(self, timer: np.ndarray, term: Term, fire) -> None:
         """Count an interval down by one control step; fire and redraw it for the envs that are due."""

@@ -20,10 +20,12 @@ class GymTask:
     def __init__(self, id: str, kwargs: Optional[dict[str, Any]] = None,
                  max_episode_steps: Optional[int] = None, solved_threshold: Optional[float] = None,
                  control_rate_hz: Optional[float] = None, task: Optional[dict[str, Any]] = None,
-                 nthread: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 nthread: Optional[int] = None, backend: Optional[str] = None,
+                 train_events: Optional[dict[str, Any]] = None, twin_of: Optional[str] = None) -> None:
         import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
 
         self.id = id
+        self.twin_of = twin_of  # the gymnasium id this physai task re-declares, if any
         self.kwargs = dict(kwargs or {})
         # A physai task definition applies only to its own id (env.id=Hopper-v5 leaves it unused).
         self.task = dict(task) if task and self.id.startswith("physai/") else None
@@ -32,6 +34,7 @@ class GymTask:
             from physai.envs.spec import build_spec
 
             self.task_spec = build_spec(**self.task)  # refuses a bad task definition now, not mid-run
+        self.train_spec = self._training_spec(dict(train_events or {}))
         self.nthread = nthread
         from physai.envs.spec import DEFAULT_BACKEND
 
@@ -40,6 +43,26 @@ class GymTask:
         self.spec = _lookup_spec(id)
         self._solved_threshold = solved_threshold
         self._control_rate_hz = control_rate_hz
+
+    def _training_spec(self, train_events: dict[str, Any]) -> Any:
+        """The task the training batch steps: the task plus ``train_events``, events only training should see.
+
+        Action-delay randomization belongs here: evaluation, export parity and delay_eval then run the
+        nominal control loop, and delay_eval alone imposes each target's modeled delay.
+        """
+        if not train_events:
+            return getattr(self, "task_spec", None)
+        if self.task is None:
+            raise ConfigError(f"env.train_events applies to physai tasks (physai/<Task>-v0), not {self.id}; "
+                              f"remove env.train_events")
+        events = dict(self.task.get("events") or {})
+        clash = sorted(set(events) & set(train_events))
+        if clash:
+            raise ConfigError(f"env.train_events.{clash[0]} has the name of an event of env.task.events; give the "
+                              f"training-only event another name")
+        from physai.envs.spec import build_spec
+
+        return build_spec(**{**self.task, "events": {**events, **train_events}})
 
     def make(self, render_mode: Optional[str] = None) -> gym.Env:
         try:
@@ -61,7 +84,7 @@ class GymTask:
         if self.task is not None:
             from physai.envs.vector import PhysaiSB3VecEnv
 
-            return PhysaiSB3VecEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
+            return PhysaiSB3VecEnv(self.train_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
         from stable_baselines3.common.env_util import make_vec_env
 
         return make_vec_env(self.env_fn(), n_envs=num_envs, seed=seed)

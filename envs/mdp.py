@@ -264,6 +264,31 @@ def randomize_geom_size(env, env_ids: np.ndarray, geoms: Sequence[str], scale_ra
         env.models[i].geom_size[ids] = env.model.geom_size[ids] * scales[row][:, None]
 
 
+def randomize_action_delay(env, env_ids: np.ndarray, steps: Sequence[int]) -> None:
+    """Action latency: each env applies the action its policy sent d control steps ago, d uniform in ``steps``.
+
+    The remedy for a board whose inference lands a step late: train for the delay the policy will meet.
+    ``mode: startup`` draws one delay per env (one board per robot), ``mode: reset`` a new one every episode.
+    The engine keeps a per-env FIFO of actions, zero-filled at every reset; terms see the applied action.
+    The draw is recorded in the physics context as ``action_delay_steps``.
+    """
+    if isinstance(steps, (str, bytes)) or len(steps) != 2:
+        raise ValueError(f"steps={steps!r} must be [low, high] control steps, e.g. [0, 2]")
+    if any(float(s) != int(float(s)) for s in steps):
+        raise ValueError(f"steps={list(steps)} must be whole control steps, e.g. [0, 2]")
+    if min(float(s) for s in steps) < 0:
+        raise ValueError(f"steps={list(steps)}: a delay cannot be negative; use control steps >= 0, e.g. [0, 2]")
+    low, high = _range("steps", [int(float(s)) for s in steps])
+    # A fixed delay draws nothing, so the task's random streams stay those of the undelayed task.
+    delays = (np.full(env_ids.size, int(low)) if low == high
+              else env.rng.integers(int(low), int(high), endpoint=True, size=env_ids.size))
+    env.set_action_delay(env_ids, delays, max_steps=int(high))
+    env.set_physics_context("action_delay_steps", env_ids, delays.astype(np.float64))
+
+
+randomize_action_delay.edits_model = False  # a startup draw needs no per-env MjModel copies
+
+
 # Model-editing events: the engine gives every env its own MjModel when a task uses one of these,
 # and edits always start from the nominal model, so draws never compound.
 for _edit in (randomize_body_mass, randomize_friction, randomize_joint_damping, randomize_actuator_gain,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,6 +19,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
 ACTION_KEYS = ("actuators", "scale")
 EVENT_MODES = ("startup", "reset", "interval")
+# ``mjcf: <source>:<file>`` reads a model from an installed package: source -> (package, folder in it).
+MJCF_SOURCES = {"gymnasium": ("gymnasium", "envs/mujoco/assets")}
 
 
 class TaskError(ConfigError):
@@ -50,6 +53,37 @@ class TaskSpec:
     solved_threshold: Optional[float]
     observation_noise: float = 0.0
     camera: Optional[str] = None  # MJCF camera for videos; None: MuJoCo's free camera
+
+
+def resolve_mjcf(task: str, mjcf: str) -> Path:
+    """The MJCF file a task names: ``<source>:<file>`` for a model an installed package ships (read
+    where it is installed, never copied), a path under envs/assets/, or an absolute path."""
+    mjcf = str(mjcf)
+    source, sep, rest = mjcf.partition(":")
+    if sep and len(source) > 1 and source.isidentifier():  # a source prefix, not a Windows drive letter
+        if source not in MJCF_SOURCES:
+            raise TaskError(f"task {task}: mjcf={mjcf!r} names the unknown source {source!r}; use one of "
+                            f"{[f'{s}:<file>' for s in MJCF_SOURCES]}, a file under envs/assets/ or an absolute path")
+        package, folder = MJCF_SOURCES[source]
+        try:
+            root = Path(str(files(package))) / folder
+        except ModuleNotFoundError as exc:
+            raise TaskError(f"task {task}: mjcf={mjcf!r} reads {package}'s models, but {package} is not "
+                            f"installed; install it (pip install {package}) or point mjcf at another file") from exc
+        path = root / rest
+        if not rest or not path.is_file():
+            known = sorted(p.name for p in root.glob("*.xml")) if root.is_dir() else []
+            raise TaskError(f"task {task}: mjcf={mjcf!r} names no file of {package}'s models (looked in {root}); "
+                            f"use one of {[f'{source}:{k}' for k in known]}")
+        return path
+    path = Path(mjcf)
+    if not path.is_absolute():
+        path = ASSETS / path
+    if not path.is_file():
+        raise TaskError(f"task {task}: mjcf={mjcf!r} does not exist (looked in {path.parent}); put the MJCF "
+                        f"file under envs/assets/, give an absolute path, or name a packaged model as "
+                        f"{next(iter(MJCF_SOURCES))}:<file>")
+    return path
 
 
 def resolve_function(task: str, section: str, term: str, name: str) -> Callable[..., Any]:
@@ -108,12 +142,7 @@ def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, action
         raise TaskError(f"task {name}: actions.scale={actions.get('scale')} must be > 0")
     if observation_noise < 0:
         raise TaskError(f"task {name}: observation_noise={observation_noise} must be >= 0")
-    path = Path(mjcf)
-    if not path.is_absolute():
-        path = ASSETS / path
-    if not path.is_file():
-        raise TaskError(f"task {name}: mjcf={mjcf!r} does not exist (looked in {path.parent}); "
-                        f"put the MJCF file under envs/assets/ or give an absolute path")
+    path = resolve_mjcf(name, mjcf)
     if frame_skip < 1 or episode_steps < 1:
         raise TaskError(f"task {name}: frame_skip and episode_steps must be >= 1")
     if not observations:

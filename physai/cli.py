@@ -143,6 +143,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     for name in ("quality_max_drop_points", "reference_p99_max_ratio", "latency_p99_max_ms", "cost_max_ratio"):
         if getattr(args, name) is not None:
             setattr(thresholds, name, getattr(args, name))
+    thresholds.require_delay_eval = thresholds.require_delay_eval and args.require_delay_eval
     devices = [d.strip() for item in (args.device or []) for d in item.split(",") if d.strip()]
     result = release_gates(args.candidate, args.reference, devices=devices or None,
                            control_rate_hz=args.control_rate, thresholds=thresholds, iterations=args.iterations,
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--max-latency-ms", dest="latency_p99_max_ms", type=float, help="absolute p99 cap (default 50)")
     gate.add_argument("--max-cost-ratio", dest="cost_max_ratio", type=float,
                       help="candidate / reference modeled cost per action (default 1.2)")
+    gate.add_argument("--no-require-delay-eval", dest="require_delay_eval", action="store_false", default=True,
+                      help="let the release pass when the solves-under-delay check could not be run (it still "
+                           "reads NOT RUN); by default an unchecked target fails")
     gate.add_argument("--json", help="also write every figure to this JSON file")
     gate.set_defaults(func=_cmd_gate)
     report = sub.add_parser("sweep-report", help="aggregate a multirun directory: IQM and mean return per "

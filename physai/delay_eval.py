@@ -227,3 +227,64 @@ def report_lines(section: Mapping[str, Any], device_names: Mapping[str, str]) ->
     if section.get("plot"):
         lines += ["![return vs action delay](delay_return.png)", ""]
     return lines
+
+
+# ----- the release gate's delay check (one implementation: the gate stage and `physai gate` both call it) -----
+GATE_SUFFIX = "_solves_under_delay"
+
+
+def delay_gates(section: Optional[Mapping[str, Any]], devices: Mapping[str, str], *, required: bool = True,
+                missing: str = "delay_eval did not run") -> list[dict[str, Any]]:
+    """One gate per target: does the policy still solve its task with the delay that target's latency imposes?
+
+    ``section`` is a delay_eval summary section (or None when none was run); ``devices`` maps each
+    target's key to its display name. A target passes when its delayed mean return reaches the
+    task's solved threshold (delay_eval's own "solves task" rule). Without a threshold the check does
+    not apply and says so; without an evaluation for a target the check was not run, which fails the
+    gate when ``required`` (a gate passes only on what it checked).
+    """
+    gates = []
+    for key, name in devices.items():
+        device = (section or {}).get("devices", {}).get(key)
+        row: dict[str, Any] = {"name": f"{key}{GATE_SUFFIX}", "device": name, "unit": "return", "modeled": True,
+                               "basis": "delay_eval"}
+        if device is None:
+            reason = missing if section is None else f"delay_eval has no result for {name} (rerun delay_eval)"
+            gates.append({**row, "value": None, "threshold": None, "passed": not required, "status": "not run",
+                          "detail": f"{name}: not checked: {reason}; whether the policy solves under this target's "
+                                    f"delay is unknown" + ("" if required else " (gate.require_delay_eval=false)")})
+            continue
+        threshold = section.get("solved_threshold")
+        zero = section["zero_delay"]
+        figures = (f"{name}: return {device['mean_return']:.4g} [{device['ci95_low']:.4g}, "
+                   f"{device['ci95_high']:.4g}] (95% CI, n={device['n_episodes']}) with "
+                   f"{device['delay_steps_mean']:.3g} control step(s) of delay (max {device['delay_steps_max']}; "
+                   f"{device['latency_ms']:.3g} ms modeled, {section['controller']} controller); zero delay "
+                   f"{zero['mean_return']:.4g}")
+        row.update({"value": device["mean_return"], "threshold": threshold,
+                    "ci95": [device["ci95_low"], device["ci95_high"]], "n": device["n_episodes"],
+                    "delay_steps_mean": device["delay_steps_mean"], "delay_steps_max": device["delay_steps_max"],
+                    "latency_ms": device["latency_ms"], "zero_delay_return": zero["mean_return"],
+                    "source": device.get("source")})
+        if threshold is None:
+            gates.append({**row, "passed": True, "status": "not applicable",
+                          "detail": f"{figures}; the task has no solved threshold, so whether it solves under "
+                                    f"delay cannot be judged"})
+        elif device["mean_return"] >= threshold:
+            gates.append({**row, "passed": True, "status": "pass",
+                          "detail": f"{figures}; solves (threshold {threshold:.4g})"})
+        else:
+            why = ("it does not solve at zero delay either" if zero["mean_return"] < threshold else
+                   "it solves only without delay: train for the delay (randomize_action_delay in env.train_events) "
+                   "or use a board and controller that act sooner")
+            gates.append({**row, "passed": False, "status": "fail",
+                          "detail": f"{figures}; below the solved threshold {threshold:.4g}: {why}"})
+    return gates
+
+
+def gate_result(gate: Mapping[str, Any]) -> str:
+    """PASS / FAIL, or what a check that did not decide was (not run, not applicable)."""
+    status = gate.get("status")
+    if status in ("not run", "not applicable"):
+        return status.upper() + ("" if gate["passed"] else " (FAIL)")
+    return "PASS" if gate["passed"] else "FAIL"

@@ -81,6 +81,9 @@ def training_identity(cfg: DictConfig) -> dict[str, Any]:
         for parent in parents:
             node = node.get(parent, {})
         node.pop(leaf, None)
+    env = identity.get("env")
+    if isinstance(env, dict) and not env.get("train_events"):
+        env.pop("train_events", None)  # none is what runs made before the key existed meant: same identity
     return identity
 
 
@@ -142,6 +145,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     check_writable_dir(run_dir, "run directory")
     task = build_task(cfg.env)  # refuses an unknown env id or a broken task definition
     task.make().close()  # the env itself refuses env.kwargs it does not take, or term parameters that conflict
+    if getattr(task, "train_spec", None) is not getattr(task, "task_spec", None):
+        task.make_sb3_vec_env(1, seed=0).close()  # so do training-only events (env.train_events)
     from physai.devices.roofline import check_device
 
     for key, device in cfg.device.items():

@@ -19,6 +19,12 @@ thresholds of a staged rollout (defaults from ``GateConfig``, each overridable o
 - **cost per action**: the candidate's modeled dollars per million actions on each target at most
   ``cost_max_ratio`` times the reference's on the same target (1.2: at most 20% more; modeled).
 
+- **solves under delay**: on each target, the candidate's closed-loop return with the action delay that
+  target's modeled latency imposes reaches the task's solved threshold (``physai.delay_eval.delay_gates``,
+  the same check as the pipeline's gate). Figures come from the delay_eval its run recorded for this
+  policy, else are evaluated here; a task without a threshold reads "not applicable", and a target that
+  could not be checked reads "not run" and fails unless ``--no-require-delay-eval``.
+
 Exit status: 0 when every gate passes, 3 when one fails (as the pipeline's strict gate), 2 for bad input.
 """
 
@@ -34,6 +40,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from physai.delay_eval import GATE_SUFFIX
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest
 from physai.errors import BundleError, ConfigError
 
@@ -47,6 +54,7 @@ class Thresholds:
     latency_p99_max_ms: float = 50.0
     latency_within_control_period: bool = True
     cost_max_ratio: float = 1.2
+    require_delay_eval: bool = True
 
     @classmethod
     def defaults(cls) -> "Thresholds":
@@ -153,19 +161,84 @@ def measure_side_by_side(load_candidate: Any, load_reference: Any, iterations: i
             "iterations_per_repeat": iterations, "repeats": repeats}
 
 
-def _task_for(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
-    """The task of the run a bundle came from (its ``config.yaml``), or None when there is none."""
+def _run_config(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
+    """The config of the run a bundle came from (its ``config.yaml``), or None when there is none."""
     from omegaconf import OmegaConf
 
-    from physai.pipeline import CONFIG_FILE, build_task
+    from physai.pipeline import CONFIG_FILE
 
     candidates = [Path(run_config)] if run_config else [d.resolve().parent / CONFIG_FILE for d in bundle_dirs]
     for path in candidates:
         if path.is_file():
-            return build_task(OmegaConf.load(path).env)
+            return OmegaConf.load(path)
         if run_config:
             raise ConfigError(f"--config {path} does not exist; point at a run's config.yaml")
     return None
+
+
+def _task_for(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
+    """The task of the run a bundle came from, or None when there is none."""
+    from physai.pipeline import build_task
+
+    cfg = _run_config(bundle_dirs, run_config)
+    return None if cfg is None else build_task(cfg.env)
+
+
+def delay_check(cand_dir: Path, cand_manifest: dict, latencies_ms: dict[str, float], names: dict[str, str],
+                period_ms: Optional[float], episodes: Optional[int], run_config: Optional[Path],
+                required: bool) -> list[dict]:
+    """The candidate's per-target delay gates (physai.delay_eval.delay_gates, as in the pipeline's gate).
+
+    Figures come from the delay_eval that the candidate's own run recorded for this very policy and
+    control period; targets it lacks (or all, with ``--episodes``) are evaluated here with the run's
+    delay_eval settings, each target's modeled latency held constant (no host jitter); without a
+    run config to build the task from, the check reads "not run".
+    """
+    from physai.delay_eval import delay_gates
+
+    sha = cand_manifest["files"][POLICY_FILE]["sha256"]
+    rows: dict[str, dict] = {}
+    summary_path = cand_dir.resolve().parent / "summary.json"
+    if episodes is None and summary_path.is_file() and period_ms:
+        try:
+            recorded = json.loads(summary_path.read_text()).get("delay_eval")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            recorded = None
+        if (recorded and recorded.get("policy_sha256") == sha
+                and math.isclose(recorded.get("control_period_ms") or 0.0, period_ms, rel_tol=1e-6)):
+            known = {key: names[key] for key in names if key in recorded.get("devices", {})}
+            for row in delay_gates(recorded, known, required=required):
+                row["detail"] += f"; recorded by delay_eval in {summary_path}"
+                rows[row["name"]] = row
+    remaining = {key: name for key, name in names.items() if f"{key}{GATE_SUFFIX}" not in rows}
+    if remaining:
+        cfg = _run_config([cand_dir], run_config)
+        section, missing = None, None
+        if not period_ms:
+            missing = "control rate unknown (pass --control-rate HZ)"
+        elif cfg is None:
+            missing = ("no delay_eval was recorded for this bundle and no run config.yaml sits beside it to "
+                       "evaluate one (pass --config <run_dir>/config.yaml)")
+        else:
+            from physai.delay_eval import evaluate_delays
+            from physai.edge.runtime import EdgePolicy
+            from physai.evaluation import evaluation_seeds
+            from physai.pipeline import build_task
+
+            task = build_task(cfg.env)
+            settings = cfg.get("delay_eval") or {}
+            seeds = evaluation_seeds(int(cfg.get("seed", 0)), int(cfg.evaluate.seed_offset),
+                                     episodes or int(settings.get("n_episodes", 5)))
+            log.info("evaluating the candidate with each target's action delay on %d seeds", len(seeds))
+            section = evaluate_delays(task, EdgePolicy.load(cand_dir).act, seeds,
+                                      {key: latencies_ms[key] for key in remaining}, period_ms,
+                                      controller=settings.get("controller", "synchronous"), sweep_max_steps=0,
+                                      solved_threshold=task.solved_threshold)
+        for row in delay_gates(section, remaining, required=required, missing=missing or ""):
+            if section is not None:
+                row["detail"] += f"; evaluated here on {len(section['seeds'])} seeds, no jitter"
+            rows[row["name"]] = row
+    return [rows[f"{key}{GATE_SUFFIX}"] for key in names]
 
 
 def _paired(drops: Sequence[float]) -> dict:
@@ -339,6 +412,10 @@ def release_gates(candidate: str | Path, reference: str | Path, *, devices: Opti
                            detail=f"${cand_model['usd_per_million_actions']:.4g} vs "
                                   f"${ref_model['usd_per_million_actions']:.4g} per million actions"))
 
+    gates += delay_check(cand_dir, cand_manifest, {key: m["candidate"]["latency_ms"] for key, m in modeled.items()},
+                         {key: device.name for key, device in targets.items()}, period_ms, episodes,
+                         Path(run_config) if run_config else None, thresholds.require_delay_eval)
+
     return {"passed": all(g["passed"] for g in gates), "gates": gates,
             "timing": {k: timing[k] for k in ("p99_ratio", "p99_ratio_per_repeat", "iterations_per_repeat", "repeats")},
             "candidate": {"bundle": str(cand_dir), "policy_sha256": cand_manifest["files"][POLICY_FILE]["sha256"],
@@ -355,6 +432,8 @@ def format_gate_table(result: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from physai.delay_eval import gate_result
+
     def fmt(value: Any) -> str:
         if value is None:
             return "unknown"
@@ -366,9 +445,11 @@ def format_gate_table(result: dict[str, Any]) -> None:
     for column in ("gate", "value", "threshold", "unit", "result", "how"):
         table.add_column(column, overflow="fold")
     for gate in result["gates"]:
-        status = "[green]PASS[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
-        how = {"evaluation": "closed-loop returns"}.get(gate.get("basis"),
-                                                       "modeled" if gate.get("modeled") else "measured on this host")
+        status = escape(gate_result(gate))
+        status = f"[green]{status}[/green]" if gate["passed"] else f"[bold red]{status}[/bold red]"
+        how = {"evaluation": "closed-loop returns",
+               "delay_eval": "closed-loop returns with the modeled delay"}.get(
+            gate.get("basis"), "modeled" if gate.get("modeled") else "measured on this host")
         if gate.get("detail"):
             how += f"; {gate['detail']}"
         table.add_row(escape(gate["name"]), fmt(gate["value"]), fmt(gate["threshold"]), gate["unit"], status,

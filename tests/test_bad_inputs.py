@@ -33,6 +33,8 @@ CASES = [
     (["+env.kwargs.bogus=1"], "env.kwargs"),
     (["env.task.frame_skip=0"], "frame_skip"),
     (["env.task.events.pole_mass.params.scale_range=[1.3,0.7]"], "events.pole_mass"),
+    (["env=reach2d_delay", "env.train_events.action_delay.params.steps=[-1,2]"], "events.action_delay"),
+    (["+env.train_events.action_delay={fn:randomize_action_delay,mode:reset}"], "events.action_delay"),
     (["env.solved_threshold=abc"], "env.solved_threshold"),
     (["env=walker9000"], "env/walker9000"),
     # algo

@@ -58,6 +58,36 @@ def test_the_action_from_an_older_observation_is_applied_and_the_last_one_held()
     assert env.applied == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
+def test_training_with_a_fixed_engine_delay_is_the_delay_that_delay_eval_imposes():
+    """randomize_action_delay (training) and the delay_eval harness follow one convention: same returns."""
+    import copy
+
+    import gymnasium as gym
+
+    import physai.envs  # noqa: F401  registers physai/<Task>-v0
+    from physai.envs.registry import packaged_tasks
+
+    nominal = copy.deepcopy(packaged_tasks()["physai/Reach2D-v0"])
+    delayed = copy.deepcopy(nominal)
+    delayed["events"]["action_delay"] = {"fn": "randomize_action_delay", "mode": "reset", "params": {"steps": [1, 1]}}
+    harness_env, delayed_env = gym.make("physai/Reach2D-v0", task=nominal), gym.make("physai/Reach2D-v0", task=delayed)
+    weights = np.random.default_rng(0).normal(size=(harness_env.observation_space.shape[0], 2))
+
+    def act(obs):
+        return np.tanh(obs @ weights).astype(np.float32)
+
+    for seed in (3, 4):
+        expected, _ = delayed_episode(harness_env, act, seed, np.ones(1000, dtype=np.int64), np.zeros(2, np.float32))
+        obs, _ = delayed_env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = delayed_env.step(act(obs))
+            total, done = total + float(reward), terminated or truncated
+        assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    harness_env.close()
+    delayed_env.close()
+
+
 def test_the_stage_reports_every_device_beside_the_zero_delay_return(smoke_run):
     summary = json.loads((smoke_run / "summary.json").read_text())
     section, profile = summary["delay_eval"], summary["profile"]

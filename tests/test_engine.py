@@ -219,3 +219,81 @@ def test_the_physics_backend_is_swappable_and_a_bad_one_is_named():
     assert CountingBackend.calls == 1
     with pytest.raises(TaskError, match="env.backend='no.such.Backend' cannot be imported"):
         BatchedEngine(spec, num_envs=2, seed=0, backend="no.such.Backend")
+
+
+def _delayed_reach(steps, mode="reset") -> dict:
+    task = _task("physai/Reach2D-v0")
+    task["events"]["action_delay"] = {"fn": "randomize_action_delay", "mode": mode, "params": {"steps": steps}}
+    return task
+
+
+def test_a_fixed_action_delay_applies_the_action_sent_d_steps_ago_and_a_reset_clears_it():
+    engine = BatchedEngine(build_spec(**_delayed_reach([2, 2])), num_envs=3, seed=0)
+    assert engine.physics_context["action_delay_steps"].tolist() == [2, 2, 2]
+    sent = np.random.default_rng(5).uniform(-1, 1, size=(12, 3, engine.num_actions))
+    ranges = engine.model.actuator_ctrlrange[engine.actuator_ids]
+    mid, half = ranges.mean(axis=1), (ranges[:, 1] - ranges[:, 0]) / 2
+    for t, action in enumerate(sent):
+        engine.step(action)
+        expected = sent[t - 2] if t >= 2 else np.zeros_like(action)  # zeros until the first action lands
+        np.testing.assert_allclose(engine.action, expected)
+        np.testing.assert_allclose(engine._control[:, 0, engine.actuator_ids], mid + half * expected)
+    engine.reset_envs(np.array([1]))
+    for t in range(3):
+        engine.step(sent[t])
+        np.testing.assert_allclose(engine.action[1], sent[t - 2][1] if t >= 2 else 0.0)  # a fresh queue
+        np.testing.assert_allclose(engine.action[0], sent[10 + t][0] if t < 2 else sent[0][0])
+
+
+def test_a_delay_range_gives_envs_different_delays_each_acting_on_its_own():
+    engine = BatchedEngine(build_spec(**_delayed_reach([0, 3], mode="startup")), num_envs=32, seed=1)
+    delays = engine.action_delay.copy()
+    assert set(delays.tolist()) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(engine.physics_context["action_delay_steps"], delays)
+    sent = np.random.default_rng(2).uniform(-1, 1, size=(6, 32, engine.num_actions))
+    for t, action in enumerate(sent):
+        engine.step(action)
+    rows = np.arange(32)
+    expected = sent[5 - delays, rows]
+    np.testing.assert_allclose(engine.action, expected)
+    engine.reset_envs(rows)
+    np.testing.assert_array_equal(engine.action_delay, delays)  # startup: drawn once per env
+    reset_mode = BatchedEngine(build_spec(**_delayed_reach([0, 3])), num_envs=32, seed=1)
+    before = reset_mode.action_delay.copy()
+    reset_mode.reset_envs(rows)
+    assert not np.array_equal(before, reset_mode.action_delay)  # reset: redrawn every episode
+
+
+def test_no_delay_event_no_action_queue():
+    engine = BatchedEngine(build_spec(**_task("physai/Reach2D-v0")), num_envs=2, seed=0)
+    engine.step(np.full((2, engine.num_actions), 0.5))
+    assert engine.action_delay is None and engine._action_fifo is None
+    np.testing.assert_allclose(engine.action, 0.5)
+
+
+@pytest.mark.parametrize("steps, message", [([-1, 2], "steps=.*cannot be negative"),
+                                            ([2, 1], "steps=.*low > high"),
+                                            ([0.5, 2], "whole control steps"),
+                                            ([3], r"\[low, high\]")])
+def test_a_bad_delay_range_is_refused_naming_the_event_and_the_fix(steps, message):
+    with pytest.raises(TaskError, match=f"events.action_delay.*{message}"):
+        BatchedEngine(build_spec(**_delayed_reach(steps)), num_envs=2, seed=0)
+
+
+def test_train_events_reach_the_training_batch_only():
+    from physai.envs.gym_task import GymTask
+    from physai.errors import ConfigError
+
+    events = {"action_delay": {"fn": "randomize_action_delay", "mode": "reset", "params": {"steps": [1, 1]}}}
+    task = GymTask("physai/Reach2D-v0", task=_task("physai/Reach2D-v0"), train_events=events)
+    env = task.make()
+    assert env.unwrapped.engine.action_delay is None  # evaluation, parity and delay_eval: the nominal loop
+    env.close()
+    venv = task.make_sb3_vec_env(2, seed=0)
+    assert venv.engine.action_delay.tolist() == [1, 1]
+    venv.close()
+    with pytest.raises(ConfigError, match="env.train_events applies to physai tasks"):
+        GymTask("Pendulum-v1", train_events=events)
+    clash = {"start_pose": events["action_delay"]}
+    with pytest.raises(ConfigError, match="env.train_events.start_pose"):
+        GymTask("physai/Reach2D-v0", task=_task("physai/Reach2D-v0"), train_events=clash)

@@ -13,7 +13,23 @@ from physai.stages import gate
 from physai.tracking import NullTracker
 
 
-def _run_gates(tmp_path, reference, bundle, p99_ms, control_rate_hz=25.0, threshold=950.0, overrides=()):
+def _delay_section(threshold, zero, delayed, sha="ab") -> dict:
+    """A delay_eval section with known figures: one device, whose delay gives ``delayed`` per episode."""
+    def figures(returns):
+        return {"mean_return": float(np.mean(returns)), "ci95_low": float(np.min(returns)),
+                "ci95_high": float(np.max(returns)), "n_episodes": len(returns), "episode_returns": list(returns),
+                "delay_steps_mean": 1.0, "delay_steps_max": 1}
+    return {"controller": "synchronous", "control_period_ms": 40.0, "solved_threshold": threshold,
+            "policy_sha256": sha, "zero_delay": figures(zero), "sweep": [],
+            "devices": {"jetson_orin_nano": {**figures(delayed), "latency_ms": 0.05, "source": "url",
+                                             "device": "Jetson Orin Nano 8GB"}}}
+
+
+SOLVES = "solves"  # the default delay_eval: the device's delay keeps the task solved
+
+
+def _run_gates(tmp_path, reference, bundle, p99_ms, control_rate_hz=25.0, threshold=950.0, overrides=(),
+               delay=SOLVES):
     cfg = compose_config(["tracking=none", *overrides])
     ref_returns = np.atleast_1d(reference).astype(float).tolist()
     bundle_returns = np.atleast_1d(bundle).astype(float).tolist()
@@ -27,7 +43,12 @@ def _run_gates(tmp_path, reference, bundle, p99_ms, control_rate_hz=25.0, thresh
                                         "timesteps": 10, "policy_sha256": "ab"})
     update_summary(tmp_path, "profile", {"host": {"p99_ms": p99_ms}, "control_period_ms": 1e3 / control_rate_hz,
                                          "policy_sha256": "ab",
-                                         "devices": {"jetson_orin_nano": {"latency_ms": 0.05, "source": "url"}}})
+                                         "devices": {"jetson_orin_nano": {"latency_ms": 0.05, "source": "url",
+                                                                          "device": "Jetson Orin Nano 8GB"}}})
+    if delay == SOLVES:
+        delay = _delay_section(threshold, ref_returns, ref_returns)
+    if delay is not None:
+        update_summary(tmp_path, "delay_eval", delay)
     gate.run(cfg, RunContext(run_dir=tmp_path, cfg=cfg, tracker=NullTracker()))
     gates = read_summary(tmp_path)["gates"]
     return gates["passed"], {g["name"]: g for g in gates["gates"]}
@@ -67,3 +88,53 @@ def test_latency_gates_use_the_control_period_and_the_absolute_cap(tmp_path):
 def test_points_grow_with_return_for_negative_thresholds():
     assert score_points(-150.0, -200.0, -150.0) > score_points(-250.0, -200.0, -150.0)
     assert score_points(950.0, 950.0, 1.0) == pytest.approx(100.0)
+
+
+DELAY_GATE = "jetson_orin_nano_solves_under_delay"
+
+
+def test_a_release_that_does_not_solve_under_a_devices_delay_fails_that_devices_gate(tmp_path):
+    delay = _delay_section(-12.0, zero=[-6.0, -7.0, -6.5], delayed=[-13.0, -15.5, -14.0])
+    passed, gates = _run_gates(tmp_path, reference=-6.5, bundle=-6.5, p99_ms=0.02, threshold=-12.0, delay=delay)
+    row = gates[DELAY_GATE]
+    assert not passed and not row["passed"] and row["status"] == "fail"
+    assert gates["quality_drop"]["passed"] and gates["jetson_orin_nano_latency_within_control_period"]["passed"]
+    assert row["device"] == "Jetson Orin Nano 8GB" and row["value"] == pytest.approx(-14.1666, abs=1e-3)
+    assert row["ci95"] == [-15.5, -13.0] and row["threshold"] == -12.0 and row["n"] == 3
+    for text in ("Jetson Orin Nano 8GB", "-14.17 [-15.5, -13]", "threshold -12", "solves only without delay"):
+        assert text in row["detail"], row["detail"]
+    # Trained for the delay: the same device now passes.
+    delay = _delay_section(-12.0, zero=[-6.0, -7.0, -6.5], delayed=[-8.0, -9.0, -8.5])
+    passed, gates = _run_gates(tmp_path, reference=-6.5, bundle=-6.5, p99_ms=0.02, threshold=-12.0, delay=delay)
+    assert passed and gates[DELAY_GATE]["status"] == "pass"
+
+
+def test_a_policy_that_never_solved_is_told_apart_from_one_the_delay_broke(tmp_path):
+    delay = _delay_section(-12.0, zero=[-20.0, -21.0], delayed=[-22.0, -23.0])
+    _, gates = _run_gates(tmp_path, reference=-20.5, bundle=-20.5, p99_ms=0.02, threshold=-12.0, delay=delay)
+    assert not gates[DELAY_GATE]["passed"] and "does not solve at zero delay either" in gates[DELAY_GATE]["detail"]
+
+
+def test_without_a_solved_threshold_the_delay_check_says_it_does_not_apply(tmp_path):
+    delay = _delay_section(None, zero=[100.0, 110.0], delayed=[10.0, 12.0])
+    passed, gates = _run_gates(tmp_path, reference=105.0, bundle=105.0, p99_ms=0.02, threshold=None, delay=delay)
+    row = gates[DELAY_GATE]
+    assert passed and row["status"] == "not applicable" and "no solved threshold" in row["detail"]
+
+
+def test_when_delay_eval_did_not_run_the_check_reads_not_run_and_fails_unless_waived(tmp_path):
+    passed, gates = _run_gates(tmp_path, reference=1000.0, bundle=1000.0, p99_ms=0.02, delay=None)
+    row = gates[DELAY_GATE]
+    assert not passed and row["status"] == "not run" and row["value"] is None
+    assert "delay_eval did not run" in row["detail"]
+    passed, gates = _run_gates(tmp_path / "waived", reference=1000.0, bundle=1000.0, p99_ms=0.02, delay=None,
+                               overrides=["gate.require_delay_eval=false"])
+    assert passed and gates[DELAY_GATE]["status"] == "not run"
+
+
+def test_a_delay_eval_of_another_bundle_is_refused(tmp_path):
+    from physai.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="delay_eval evaluated another bundle"):
+        _run_gates(tmp_path, reference=1000.0, bundle=1000.0, p99_ms=0.02,
+                   delay=_delay_section(950.0, [1000.0] * 2, [1000.0] * 2, sha="cd"))

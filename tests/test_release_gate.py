@@ -39,22 +39,41 @@ def _negated_candidate(smoke_run, tmp_path):
     return target
 
 
+def _candidate_with_delay_eval(smoke_run, tmp_path, delayed, zero, config=False):
+    """The run's bundle in a run directory whose summary holds a delay_eval with known host_cpu returns."""
+    run_dir = tmp_path / "candidate_run"
+    shutil.copytree(smoke_run / "bundle", run_dir / "bundle")
+    section = json.loads((smoke_run / "summary.json").read_text())["delay_eval"]
+    section["solved_threshold"] = 450.0
+    section["zero_delay"].update({"mean_return": sum(zero) / len(zero), "episode_returns": zero})
+    section["devices"]["host_cpu"].update({"mean_return": sum(delayed) / len(delayed), "ci95_low": min(delayed),
+                                           "ci95_high": max(delayed), "n_episodes": len(delayed),
+                                           "episode_returns": delayed})
+    (run_dir / "summary.json").write_text(json.dumps({"delay_eval": section}))
+    if config:
+        shutil.copy(smoke_run / "config.yaml", run_dir / "config.yaml")
+    return run_dir / "bundle"
+
+
 def test_a_bundle_passes_against_itself(smoke_run, tmp_path):
+    candidate = _candidate_with_delay_eval(smoke_run, tmp_path, delayed=[460.0, 470.0, 480.0], zero=[490.0] * 3)
     bundle = str(smoke_run / "bundle")
-    result = run_cli(["gate", bundle, "--reference", bundle, "--device", "host_cpu", "--json",
+    result = run_cli(["gate", str(candidate), "--reference", bundle, "--device", "host_cpu", "--json",
                       str(tmp_path / "gates.json")])
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((tmp_path / "gates.json").read_text())
     names = [g["name"] for g in figures["gates"]]
     assert names == ["quality_drop_vs_reference", "p99_vs_reference", "host_p99_latency",
-                     "host_p99_within_control_period", "host_cpu_cost_vs_reference"]
+                     "host_p99_within_control_period", "host_cpu_cost_vs_reference", "host_cpu_solves_under_delay"]
     gates = {g["name"]: g for g in figures["gates"]}
     assert gates["quality_drop_vs_reference"]["value"] == 0.0
     assert gates["host_cpu_cost_vs_reference"]["value"] == pytest.approx(1.0)
     assert gates["host_cpu_cost_vs_reference"]["modeled"] and not gates["p99_vs_reference"]["modeled"]
     assert figures["thresholds"] == {"quality_max_drop_points": 2.0, "reference_p99_max_ratio": 1.2,
                                      "latency_p99_max_ms": 50.0, "latency_within_control_period": True,
-                                     "cost_max_ratio": 1.2}
+                                     "cost_max_ratio": 1.2, "require_delay_eval": True}
+    assert gates["host_cpu_solves_under_delay"]["value"] == pytest.approx(470.0)
+    assert "recorded by delay_eval" in gates["host_cpu_solves_under_delay"]["detail"]
     assert "FAIL" not in result.stdout and "release: PASS" in result.stdout
 
 
@@ -72,10 +91,11 @@ def test_stricter_thresholds_fail_with_exit_3_and_a_table(smoke_run):
 def test_a_degraded_candidate_fails_the_quality_gate(smoke_run, tmp_path):
     candidate = _negated_candidate(smoke_run, tmp_path)
     result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu",
-                      "--episodes", "10"])
+                      "--episodes", "10", "--json", str(tmp_path / "gates.json")])
     assert result.returncode == 3, result.stdout + result.stderr
     row = _row(result.stdout, "quality_drop_vs_reference")
-    assert "FAIL" in row and "10 seeds" in result.stdout
+    quality = json.loads((tmp_path / "gates.json").read_text())["gates"][0]
+    assert "FAIL" in row and "10 seeds" in quality["detail"]  # the table may fold the text across lines
     assert "PASS" in _row(result.stdout, "host_cpu_cost_vs_reference")  # same network, same modeled cost
 
 
@@ -94,3 +114,47 @@ def test_a_tampered_candidate_is_refused_before_any_gate(smoke_run, tmp_path):
     (candidate / "policy.onnx").write_bytes(bytes(data))
     result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu"])
     assert result.returncode == 2 and "does not match its manifest checksum" in result.stderr
+
+
+def test_a_candidate_that_does_not_solve_under_a_targets_delay_is_refused(smoke_run, tmp_path):
+    candidate = _candidate_with_delay_eval(smoke_run, tmp_path, delayed=[300.0, 310.0, 320.0], zero=[480.0] * 3)
+    result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu",
+                      "--iterations", "1000", "--repeats", "1", "--json", str(tmp_path / "gates.json")])
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "FAIL" in _row(result.stdout, "host_cpu_solves_under_delay") and "promotion refused" in result.stdout
+    gate = {g["name"]: g for g in json.loads((tmp_path / "gates.json").read_text())["gates"]}
+    row = gate["host_cpu_solves_under_delay"]
+    assert row["value"] == pytest.approx(310.0) and row["threshold"] == 450.0 and row["ci95"] == [300.0, 320.0]
+    for text in ("host CPU", "return 310 [300, 320]", "threshold 450", "solves only without delay"):
+        assert text in row["detail"], row["detail"]
+
+
+def test_without_a_recorded_delay_eval_the_gate_evaluates_the_candidate_as_the_pipeline_did(smoke_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run / "bundle", run_dir / "bundle")
+    shutil.copy(smoke_run / "config.yaml", run_dir / "config.yaml")
+    result = run_cli(["gate", str(run_dir / "bundle"), "--reference", str(smoke_run / "bundle"), "--device",
+                      "host_cpu", "--iterations", "1000", "--repeats", "1", "--json", str(tmp_path / "gates.json")])
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    row = {g["name"]: g for g in json.loads((tmp_path / "gates.json").read_text())["gates"]}[
+        "host_cpu_solves_under_delay"]
+    recorded = json.loads((smoke_run / "summary.json").read_text())["delay_eval"]["devices"]["host_cpu"]
+    # A fast board is one step late with or without jitter: the same episodes as the pipeline's delay_eval.
+    assert "evaluated here on 5 seeds" in row["detail"]
+    assert row["value"] == pytest.approx(recorded["mean_return"]) and row["passed"] == recorded["solves_task"]
+
+
+def test_an_unchecked_target_reads_not_run_and_fails_unless_waived(smoke_run, tmp_path):
+    alone = tmp_path / "bundle"
+    shutil.copytree(smoke_run / "bundle", alone)  # no summary, no config beside it: nothing to evaluate with
+    args = ["gate", str(alone), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu"]
+    result = run_cli(args + ["--iterations", "1000", "--repeats", "1", "--json", str(tmp_path / "unchecked.json")])
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "NOT RUN (FAIL)" in _row(result.stdout, "host_cpu_solves_under_delay")
+    row = {g["name"]: g for g in json.loads((tmp_path / "unchecked.json").read_text())["gates"]}[
+        "host_cpu_solves_under_delay"]
+    assert not row["passed"] and "pass --config" in row["detail"]
+    waived = run_cli(args + ["--no-require-delay-eval", "--json", str(tmp_path / "gates.json")])
+    row = {g["name"]: g for g in json.loads((tmp_path / "gates.json").read_text())["gates"]}[
+        "host_cpu_solves_under_delay"]
+    assert row["status"] == "not run" and row["passed"] is True, waived.stdout

@@ -56,6 +56,12 @@ class EnvConfig:
     control_rate_hz: Optional[float] = bounded(None, low=0.0, low_open=True)
     # A physai task's declarative definition (MJCF + terms); see configs/env/cartpole_balance.yaml.
     task: Dict[str, Any] = field(default_factory=dict)
+    # The gymnasium id a physai task re-declares (physai/HalfCheetah-v5 -> HalfCheetah-v5): presets
+    # tuned for that id (algo.tuned_for) apply to the twin too.
+    twin_of: Optional[str] = None
+    # Event terms added to a physai task in the training batch only (e.g. randomize_action_delay), so
+    # evaluation, parity and delay_eval run the nominal task; see configs/preset/ppo_reach2d_delay.yaml.
+    train_events: Dict[str, Any] = field(default_factory=dict)
     # Threads of the batched engine (None: all cores).
     nthread: Optional[int] = bounded(None, low=1)
     # The physics backend of physai tasks: MuJoCo's rollout on CPU threads; a GPU one plugs in here.
@@ -192,6 +198,14 @@ class DeviceConfig:
     overheads_from: str = one_of("config", "config", "microbenchmark")
     # The path that runs a small policy: peak FP32 FLOP/s of one core and bandwidth in SI units.
     cpu_peak_gflops: float = bounded(MISSING, low=0.0, low_open=True)
+    # Measured hosts: read clock, per-core cache and SIMD width from this machine (physai.devices.host);
+    # the figures in the file are then the fallback for what the machine does not expose.
+    read_host: bool = False
+    # The basis of the file's CPU figures: the clock they assume, FP32 lanes per vector and FMA pipes per
+    # core (peak = clock x lanes x 2 x pipes). With read_host the clock and lanes come from the machine.
+    cpu_clock_ghz: Optional[float] = bounded(None, low=0.0, low_open=True)
+    cpu_simd_fp32_lanes: Optional[int] = bounded(None, low=1)
+    cpu_fma_units: Optional[int] = bounded(None, low=1)
     cpu_memory_bandwidth_gbs: float = bounded(MISSING, low=0.0, low_open=True)
     # A policy whose bytes fit in this per-core cache streams at cpu_cache_bandwidth_gbs instead.
     cpu_cache_kb: Optional[float] = bounded(None, low=0.0, low_open=True)
@@ -207,6 +221,9 @@ class DeviceConfig:
     gpu_memory_bandwidth_gbs: Optional[float] = bounded(None, low=0.0, low_open=True)
     gpu_kernel_launch_us: Optional[float] = bounded(None, low=0.0)
     gpu_transfer_overhead_us: Optional[float] = bounded(None, low=0.0)
+    # Where the two GPU figures above were measured (a run, a URL); empty: they are assumptions, and
+    # the device tables mark every figure that rests on them.
+    gpu_overheads_measured: str = ""
     # Board power at the published figures; power_modes (if any) list every mode, and
     # default_power_mode (None: the first) is the one the verdict and the gates use.
     power_w: float = bounded(MISSING, low=0.0, low_open=True)
@@ -281,6 +298,10 @@ class GateConfig:
     # side, and modeled cost per action on the same target, each at most this multiple of the reference's.
     reference_p99_max_ratio: float = bounded(1.2, low=0.0, low_open=True)
     cost_max_ratio: float = bounded(1.2, low=0.0, low_open=True)
+    # Each target's gate also asks delay_eval whether the policy solves its task with that target's delay.
+    # When that was not evaluated (delay_eval switched off), the check reads "not run" and fails the gate;
+    # false keeps the "not run" row but lets the release pass without it.
+    require_delay_eval: bool = True
     # Fail the command (exit code 3) when a gate fails, for CI release jobs.
     strict: bool = False
 

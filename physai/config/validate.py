@@ -27,7 +27,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_stages(list(cfg.pipeline.stages))
     _check_algo_keys(cfg.algo)
     tuned_for = cfg.algo.get("tuned_for")
-    if tuned_for and tuned_for != cfg.env.id:
+    if tuned_for and tuned_for not in (cfg.env.id, cfg.env.get("twin_of")):
         raise ConfigError(
             f"env.id={cfg.env.id} runs with hyperparameters tuned for {tuned_for} (algo.tuned_for); pick the env "
             f"option made for {cfg.env.id} (env=<name>), or env=gym env.id={cfg.env.id} for untuned defaults")

@@ -1,4 +1,5 @@
-"""Release gates: does the exported policy keep its quality and meet the latency budget?"""
+"""Release gates: does the exported policy keep its quality, meet the latency budget, and still solve
+its task with the action delay each target imposes (read from delay_eval)?"""
 
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ def _check_same_policy(summary: dict) -> None:
         stale.append("eval and the bundle's evaluation used different seeds (rerun evaluate and export)")
     if profile.get("policy_sha256") != bundle.get("policy_sha256"):
         stale.append("profile measured another bundle than the current one (rerun profile)")
+    delayed = summary.get("delay_eval")
+    if delayed is not None and delayed.get("policy_sha256") != bundle.get("policy_sha256"):
+        stale.append("delay_eval evaluated another bundle than the current one (rerun delay_eval)")
     if stale:
         raise ConfigError("the gate would compare figures of different policies: " + "; ".join(stale))
 
 
 def run(cfg, ctx) -> dict:
+    from physai.delay_eval import delay_gates, gate_result
+
     summary = ctx.summary()
     _check_same_policy(summary)
     reference, bundle_eval, profile = summary["eval"], summary["bundle"]["eval"], summary["profile"]
@@ -69,10 +75,15 @@ def run(cfg, ctx) -> dict:
                     continue
                 gates.append(_gate(f"{key}_latency_within_control_period", device["latency_ms"], period, "ms",
                                    device["latency_ms"] <= period, modeled=True, source=device["source"]))
+    # Does the release still solve its task with the delay each target imposes? (shared with `physai gate`)
+    devices = {key: device.get("device", key) for key, device in profile.get("devices", {}).items()}
+    gates += delay_gates(summary.get("delay_eval"), devices, required=cfg.gate.require_delay_eval,
+                         missing="delay_eval did not run (put it before gate in pipeline.stages)")
     figures = {"passed": all(g["passed"] for g in gates), "gates": gates}
     ctx.record("gates", figures)
     for gate in gates:
         threshold_text = "unknown" if gate["threshold"] is None else f"{gate['threshold']:.4g}"
-        log.info("gate %-45s %s  %.4g %s (threshold %s)", gate["name"], "PASS" if gate["passed"] else "FAIL",
-                 gate["value"], gate["unit"], threshold_text)
+        value_text = "-" if gate["value"] is None else f"{gate['value']:.4g}"
+        log.info("gate %-45s %s  %s %s (threshold %s)%s", gate["name"], gate_result(gate), value_text, gate["unit"],
+                 threshold_text, f": {gate['detail']}" if gate.get("basis") == "delay_eval" else "")
     return figures

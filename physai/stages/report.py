@@ -151,13 +151,15 @@ def run(cfg, ctx) -> dict:
                   "", "Modeled (roofline + per-kernel overhead from published specs; not measured):", "",
                   "| target | path | latency ms | actions/s | actions/J | $ per 1M actions | meets control rate | source |",
                   "|---|---|---|---|---|---|---|---|"]
+        from physai.devices.report import assumption_footnotes, path_mark, profile_lines
+
         for device in profile["devices"].values():
-            lines.append(f"| {device['device']} | {device['path_used']} | {fmt(device['latency_ms'])} | "
-                         f"{device['actions_per_s']:.0f} | {fmt(device['actions_per_joule'])} | "
-                         f"{fmt(device['usd_per_million_actions'])} | {fmt(device.get('meets_control_rate'))} | "
-                         f"{device['source']} |")
-        lines.append("")
-        from physai.devices.report import profile_lines
+            mark = path_mark(device.get("paths") or {}, device["path_used"])
+            lines.append(f"| {device['device']} | {device['path_used']} | {fmt(device['latency_ms'])}{mark} | "
+                         f"{device['actions_per_s']:.0f}{mark} | {fmt(device['actions_per_joule'])}{mark} | "
+                         f"{fmt(device['usd_per_million_actions'])}{mark} | "
+                         f"{fmt(device.get('meets_control_rate'))}{mark} | {device['source']} |")
+        lines += ["", *assumption_footnotes(profile["devices"]), ""]
 
         lines += profile_lines(profile)
     if summary.get("delay_eval"):
@@ -168,11 +170,14 @@ def run(cfg, ctx) -> dict:
     gates = summary.get("gates")
     if gates:
         lines += [f"## Release gates: {'PASS' if gates['passed'] else 'FAIL'}", "",
-                  "| gate | value | threshold | unit | result |", "|---|---|---|---|---|"]
+                  "| gate | value | threshold | unit | result | why |", "|---|---|---|---|---|---|"]
+        from physai.delay_eval import gate_result
+
         for gate in gates["gates"]:
             tag = " (modeled)" if gate.get("modeled") else ""
+            why = gate.get("detail", "").replace("|", "\\|")  # a literal | would split the Markdown cell
             lines.append(f"| {gate['name']}{tag} | {fmt(gate['value'])} | {fmt(gate['threshold'])} | "
-                         f"{gate['unit']} | {'pass' if gate['passed'] else 'FAIL'} |")
+                         f"{gate['unit']} | {gate_result(gate)} | {why} |")
         lines.append("")
     write_text_atomic(report_dir / "report.md", "\n".join(lines))
     figures = {"path": "report/report.md", "learning_curve": "report/learning_curve.png" if curve_png.exists() else None}
