@@ -214,7 +214,22 @@ def test_bench_synthetic_reports_its_figures(tmp_path):
         assert key in saved, key
     detail = saved["tasks_detail"]["pendulum"]
     assert detail["sac_budget_steps"] == 300 and detail["seeds"] == 2
-    assert "pendulum" in saved["real_steps_ratio"] and saved["generation_ratio"]["pendulum"] > 0
-    assert saved["generation"]["pendulum"]["simulator"]["single_env"] > 0
+    # One env, evaluated at the start and then every 150 (SAC) or 100 (MBPO) real steps.
+    curves = saved["curves_per_seed"]["pendulum"]
+    assert [c["steps"] for c in curves["sac"]] == [[0, 150, 300]] * 2
+    assert [c["steps"] for c in curves["mbpo"]] == [[0, 100, 200]] * 2
+    # Scored from the per-seed curves as saved: the first MBPO checkpoint whose two-seed mean reaches the
+    # two-seed mean of SAC's final returns, over SAC's 300 steps.
+    reference = (curves["sac"][0]["return"][-1] + curves["sac"][1]["return"][-1]) / 2
+    assert detail["reference_return"] == pytest.approx(reference)
+    mbpo_mean = [(a + b) / 2 for a, b in zip(curves["mbpo"][0]["return"], curves["mbpo"][1]["return"])]
+    reach = next((step for step, value in zip((0, 100, 200), mbpo_mean) if value >= reference), None)
+    assert detail["mbpo_steps_to_reach"] == reach
+    assert saved["real_steps_ratio"]["pendulum"] == (None if reach is None else pytest.approx(reach / 300))
+    # Pendulum-v1 is a gymnasium env (no batched engine): the only simulator path is the single env.
+    generation = saved["generation"]["pendulum"]
+    assert generation["fastest_simulator_path"] == "single_env" and "batched_engine" not in generation["simulator"]
+    assert saved["generation_ratio"]["pendulum"] == pytest.approx(
+        generation["generation"]["synthetic_per_s"] / generation["simulator"]["single_env"])
     assert (tmp_path / "synthetic_curves.png").stat().st_size > 0
     assert record["command"] == "pytest"

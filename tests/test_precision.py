@@ -17,6 +17,8 @@ from physai.precision import VARIANT_FILES, VariantPolicy, action_parity, to_fp1
 # share of the action range, on the observations the variant meets driving the task.
 FP16_TOLERANCE = 0.01
 INT8_TOLERANCE = 0.05
+# Two-sided 95% Student t quantiles by degrees of freedom, from a printed table.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,16 @@ def test_each_variant_is_written_with_its_checksum_and_figures(bundle, smoke_run
         assert figures["written"] and figures["file"] == name
         assert figures["tolerance_share_of_action_range"] == tolerance
         assert 0 < figures["parity_vs_fp32"]["max_error_share"] <= tolerance
+        # The paired change, from the two sets of episode returns as each evaluation recorded them: variant
+        # (summary) minus FP32 bundle (manifest), seed by seed, with a t interval over the n differences.
+        differences = np.subtract(summary[variant]["eval"]["episode_returns"],
+                                  manifest["evaluation"]["episode_returns"])
+        n = len(differences)
+        half = T95[n - 1] * np.std(differences, ddof=1) / np.sqrt(n)
         change = figures["return_change"]
-        assert change["n"] == len(summary[variant]["eval"]["seeds"]) and change["ci95_low"] <= change["mean"]
+        assert change["n"] == n
+        assert (change["mean"], change["ci95_low"], change["ci95_high"]) == pytest.approx(
+            (differences.mean(), differences.mean() - half, differences.mean() + half), rel=1e-6, abs=1e-9)
         assert summary[variant]["eval"]["seeds"] == manifest["evaluation"]["seeds"]  # same seeds as FP32
     assert (bundle / VARIANT_FILES["int8"]).stat().st_size < (bundle / "policy.onnx").stat().st_size
     assert run_cli(["verify", str(bundle)]).returncode == 0  # verify covers the variants too

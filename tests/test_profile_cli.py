@@ -28,10 +28,14 @@ def test_profile_reports_every_percentile_per_batch_and_writes_the_histogram(smo
     assert figures["measured"] is True and figures["host"]["cpu"]
     rows = {row["batch"]: row for row in figures["batches"]}
     assert set(rows) == {1, 8, 64}
-    for row in rows.values():
+    for batch, row in rows.items():
         assert row["n"] == 300
-        assert row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
-        assert row["actions_per_s"] == pytest.approx(row["throughput_qps"] * row["batch"])
+        # 300 timed calls of `batch` actions each, over the timed loop's wall time (trtexec's throughput).
+        assert row["actions_per_s"] * row["total_host_wall_s"] == pytest.approx(300 * batch)
+        # The per-call times sum to no more than that wall time, and the timer brackets nearly all of it.
+        busy_s = row["mean_ms"] * 300 / 1e3
+        assert 0.5 * row["total_host_wall_s"] <= busy_s <= row["total_host_wall_s"], (batch, row)
+    # The percentile arithmetic itself is checked on samples with known answers in tests/test_stats.py.
 
 
 def test_profile_runs_for_a_duration_on_a_variant(smoke_run, tmp_path):

@@ -8,6 +8,7 @@ rare terminations and a little process noise, so every part of the model has som
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -172,6 +173,50 @@ def test_calibration_90_percent_interval_covers_sensibly(trained, data):
     assert result["coverage"]["0.5"] < result["coverage"]["0.9"] < result["coverage"]["0.95"]
     assert 0 <= result["expected_calibration_error"] < 0.2
     assert 0.3 < result["mean_z_squared"] < 3
+
+
+class _GaussianStub:
+    """Two elites whose next-state means sit at +-spread around the truth's mean, each with aleatoric variance
+    ``noise``: the predictive variance is noise + spread^2. Column 2 is an exact rule (zero variance)."""
+
+    def __init__(self, spread: float, noise: float) -> None:
+        import torch
+
+        self.spread, self.noise = spread, noise
+        self.exact_mask = torch.tensor([False, False, True, False])
+
+    def predict(self, obs, act, context=None):
+        n = len(obs)
+        offset = np.zeros((2, n, 3))
+        offset[0, :, :2], offset[1, :, :2] = self.spread, -self.spread
+        offset[:, :, 2] = 5.0
+        variance = np.full((2, n, 3), self.noise)
+        variance[:, :, 2] = 0.0
+        return {"next_obs_mean": obs[None] + offset, "next_obs_var": variance,
+                "reward_mean": np.zeros((2, n)), "reward_var": np.ones((2, n))}
+
+
+def test_calibration_on_a_known_gaussian():
+    # The true next-state deltas are N(0, 1) in columns 0 and 1 (column 2 is exactly 5).
+    rng = np.random.default_rng(11)
+    n = 100_000
+    obs, act = rng.normal(size=(n, 3)), np.zeros((n, 1))
+    next_obs = obs + np.column_stack([rng.standard_normal(n), rng.standard_normal(n), np.full(n, 5.0)])
+    # Means at +-0.6 with noise 0.64: predictive variance 0.64 + 0.36 = 1, the truth's. Central intervals cover
+    # their level (binomial sd < 0.0012 over 200,000 z-scores) and E[z^2] = 1.
+    result = calibration(_GaussianStub(0.6, 0.64), obs, act, next_obs)
+    assert result["n"] == n and result["dims"] == 2  # the exact column is left out
+    assert result["coverage"] == pytest.approx({"0.5": 0.5, "0.9": 0.9, "0.95": 0.95}, abs=0.006)
+    assert result["expected_calibration_error"] < 0.005
+    assert result["mean_z_squared"] == pytest.approx(1.0, abs=0.02)
+    # Means at +-0.3 with noise 0.16: variance 0.25, half the true sd. The central level-p interval is
+    # +-z_p / 2 true sds, so it covers erf(z_p / 2 / sqrt(2)) of the truth (z_p from a normal table:
+    # 0.6745, 1.6449, 1.9600 -> 25.9%, 58.9%, 67.5%), and E[z^2] = 4.
+    result = calibration(_GaussianStub(0.3, 0.16), obs, act, next_obs)
+    expected = {level: math.erf(z / 2 / math.sqrt(2)) for level, z in (("0.5", 0.674490), ("0.9", 1.644854),
+                                                                        ("0.95", 1.959964))}
+    assert result["coverage"] == pytest.approx(expected, abs=0.006)
+    assert result["mean_z_squared"] == pytest.approx(4.0, abs=0.08)
 
 
 def test_model_report_is_json_and_complete(trained, data):

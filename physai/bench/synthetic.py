@@ -227,7 +227,7 @@ def analyze_task(name: str, plan: TaskPlan, sac: list[dict], mbpo: list[dict]) -
     per_seed = [first_reach(mbpo_steps, row, reference) for row in mbpo_table]
     reached = [s for s in per_seed if s is not None]
     sac_reach = first_reach(sac_steps, sac_band["mean"], reference)
-    best_index = int(np.argmax(mbpo_band["mean"]))
+    best_index = int(np.argmax(np.where(np.isfinite(mbpo_band["mean"]), mbpo_band["mean"], -np.inf)))  # skip NaN
     budget = int(sac_steps[-1])
     result = {
         "task": name,
@@ -360,8 +360,10 @@ def _plot(results: dict[str, dict], target: Path) -> None:
             ax.axvline(r["mbpo_steps_to_reach"], color="tab:orange", linestyle=":", linewidth=1,
                        label=f"MBPO reaches it at {r['mbpo_steps_to_reach']:,} ({r['real_steps_ratio']:.2f}x)")
         means = np.concatenate([np.asarray(r["curves"][arm]["mean"], float) for arm in ("sac", "mbpo")])
-        pad = 0.08 * (means.max() - means.min() + 1e-9)
-        ax.set_ylim(means.min() - pad, means.max() + pad)  # n=3 t-intervals run far past what a return can be
+        means = means[np.isfinite(means)]  # a diverged (NaN) evaluation must not cost the run its figures
+        if means.size:
+            pad = 0.08 * (means.max() - means.min() + 1e-9)
+            ax.set_ylim(means.min() - pad, means.max() + pad)  # n=3 t-intervals run far past what a return can be
         ax.set_title(name)
         ax.set_xlabel("real env steps")
         ax.set_ylabel(f"return ({r['eval_episodes']} fixed episodes)")
