@@ -5,8 +5,8 @@
     physai verify BUNDLE                                                  check a bundle's checksums
     physai profile BUNDLE [--iterations N | --duration S] [--batch 1,8]  trtexec-style latency of the edge runtime
     physai gate CANDIDATE --reference BUNDLE [--device KEY]              release gates; exit 3 when one fails
-    physai bench edge BUNDLE                                              edge runtime vs onnxruntime vs torch
-    physai bench sim [--task quadruped_velocity]                          batched engine vs SyncVectorEnv vs rollout
+    physai bench edge [BUNDLE] [--out benchmarks/results]                 edge runtime vs onnxruntime (IOBinding) vs torch
+    physai bench sim [--task cartpole_balance]                            batched engine vs EnvPool, gymnasium, rollout
     physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
     physai data info PATH                                                 a dataset's spaces, counts and provenance
     physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
@@ -165,8 +165,10 @@ def _cmd_sweep_report(args: argparse.Namespace) -> int:
 def _cmd_bench_edge(args: argparse.Namespace) -> int:
     from physai.bench.edge import bench_edge
 
-    figures = bench_edge(Path(args.bundle), iterations=args.iterations, rounds=args.rounds)
-    print(json.dumps(figures))
+    figures = bench_edge(Path(args.bundle) if args.bundle else None, iterations=args.iterations, rounds=args.rounds,
+                         warmup=args.warmup, out_dir=Path(args.out) if args.out else None,
+                         command="physai " + " ".join(sys.argv[1:]))
+    print(json.dumps(figures, default=str))
     return 0
 
 
@@ -182,7 +184,8 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from physai.bench.sim import bench_sim
 
     result = bench_sim(args.task, [int(n) for n in args.envs.split(",")], [int(t) for t in args.threads.split(",")],
-                       args.seconds, Path(args.out), args.ppo_timesteps)
+                       args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
+                       use_envpool=args.envpool)
     _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
     print(json.dumps(result))
     return 0
@@ -269,19 +272,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_cmd_sweep_report)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime vs torch eager, side by side")
-    edge.add_argument("bundle", help="a bundle directory inside a run directory (its checkpoint gives the torch net)")
-    edge.add_argument("--iterations", type=int, default=2000, help="timed calls per round and contender")
-    edge.add_argument("--rounds", type=int, default=5, help="interleaved rounds, to spread machine noise evenly")
+    edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime (IOBinding, run) vs torch eager, "
+                                             "calls interleaved one by one")
+    edge.add_argument("bundle", nargs="?", help="a bundle directory, ideally inside a run directory (its checkpoint "
+                                                "gives the torch net); default: train one first (experiment=smoke)")
+    edge.add_argument("--iterations", type=int, default=10000, help="timed calls per round and contender")
+    edge.add_argument("--rounds", type=int, default=10, help="rounds, for the spread (at least 5 recommended)")
+    edge.add_argument("--warmup", type=int, default=1000, help="untimed interleaved calls before each round")
+    edge.add_argument("--out", help="where edge.json and edge.png go, e.g. benchmarks/results (default: print only)")
     edge.set_defaults(func=_cmd_bench_edge)
-    sim = bench_sub.add_parser("sim", help="batched engine vs gymnasium SyncVectorEnv vs bare mujoco.rollout")
-    sim.add_argument("--task", default="quadruped_velocity", help="a physai env option (configs/env/<task>.yaml)")
-    sim.add_argument("--envs", default="1,16,64,256", help="comma-separated numbers of parallel envs")
-    sim.add_argument("--threads", default="1,2", help="comma-separated engine thread counts")
-    sim.add_argument("--seconds", type=float, default=1.0, help="timed seconds per contender and point")
-    sim.add_argument("--out", default="benchmarks/results", help="where the scaling plot goes")
+    sim = bench_sub.add_parser("sim", help="batched engine vs EnvPool, gymnasium Sync/Async and bare mujoco.rollout")
+    sim.add_argument("--task", default="cartpole_balance",
+                     help="a physai env option (configs/env/<task>.yaml), e.g. physai_half_cheetah")
+    sim.add_argument("--envs", default="16,64,256,1024", help="comma-separated numbers of parallel envs")
+    sim.add_argument("--threads", default="1,2", help="comma-separated thread counts (physai, rollout, EnvPool)")
+    sim.add_argument("--seconds", type=float, default=2.0, help="timed seconds per contender and point")
+    sim.add_argument("--rounds", type=int, default=5, help="interleaved rounds the seconds are split into")
+    sim.add_argument("--out", default="benchmarks/results", help="where the JSON and the scaling plot go")
     sim.add_argument("--ppo-timesteps", type=int, default=20000,
-                     help="PPO steps for the training-throughput comparison (0 skips it)")
+                     help="PPO steps per training-throughput run (0: skip)")
+    sim.add_argument("--ppo-repeats", type=int, default=3, help="alternating repeats of the PPO contenders")
+    sim.add_argument("--no-envpool", dest="envpool", action="store_false",
+                     help="measure without EnvPool (it comes with the bench extra)")
     sim.set_defaults(func=_cmd_bench_sim)
     synthetic = bench_sub.add_parser("synthetic", help="real steps MBPO needs to reach SAC's return; generation rate")
     synthetic.add_argument("--tasks", default="pendulum,cartpole_balance", help="comma-separated env options")

@@ -7,24 +7,39 @@ import json
 from conftest import run_cli
 
 
-def test_bench_sim_reports_the_named_figures(tmp_path):
-    result = run_cli(["bench", "sim", "--task", "cartpole_balance", "--envs", "1,4", "--threads", "1,2",
-                      "--seconds", "0.05", "--ppo-timesteps", "0", "--out", str(tmp_path)])
+def test_bench_edge_reports_the_named_figures(smoke_run, tmp_path):
+    result = run_cli(["bench", "edge", str(smoke_run / "bundle"), "--iterations", "200", "--rounds", "2",
+                      "--warmup", "20", "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"steps_per_s", "ratio_vs_gymnasium_sync", "fraction_of_raw_rollout", "memory_per_env_bytes"} <= set(figures)
-    assert len(figures["points"]) == 3 and all(p["physai_steps_per_s"] > 0 for p in figures["points"])
-    # Effective threads: one env runs on one thread, so N=1 is measured once, not once per thread count.
-    assert [(p["num_envs"], p["threads"]) for p in figures["points"]] == [(1, 1), (4, 1), (4, 2)]
-    assert (tmp_path / "sim_scaling_cartpole_balance.png").stat().st_size > 1000
-
-
-def test_bench_edge_reports_the_named_figures(smoke_run):
-    result = run_cli(["bench", "edge", str(smoke_run / "bundle"), "--iterations", "200", "--rounds", "2"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"runtime_p99_over_ort", "runtime_p99_over_torch", "host_model_error"} <= set(figures)
-    # The host prediction is made before timing, from micro-benchmarked overheads, and compared with the runtime.
-    assert figures["host_model"]["predicted_ms"] > 0 and figures["host_model"]["modeled"] is True
+    assert {"runtime_p99_over_ort_iobinding", "runtime_p99_over_ort_run", "runtime_p99_over_torch",
+            "host_model_error", "target"} <= set(figures)
+    # Every contender, bare onnxruntime with IOBinding among them, timed the same number of calls.
+    assert {"physai_runtime", "onnxruntime_iobinding", "onnxruntime_run", "torch_eager"} <= set(figures["latency"])
+    assert {fig["n"] for fig in figures["latency"].values()} == {400}
+    runtime = figures["latency"]["physai_runtime"]
+    assert len(runtime["rounds"]["p99_ms"]) == 2
+    assert runtime["p99_over_rounds_ms"]["min"] <= runtime["p99_over_rounds_ms"]["max"]
+    assert figures["target"]["runtime_p99_over_ort_iobinding_max"] == 1.1
+    # The host prediction is made before timing, from micro-benchmarked overheads and this machine's clock.
+    host = figures["host_model"]
+    assert host["predicted_ms"] > 0 and host["modeled"] is True and host["host_facts"]["from_machine"]
     assert abs(figures["host_model_error"]) < 1.0
-    assert figures["latency"]["physai_runtime"]["n"] == 400
+    saved = json.loads((tmp_path / "edge.json").read_text())
+    assert saved["command"].startswith("physai bench edge") and saved["machine"]["onnxruntime"]
+    assert saved["machine"]["numpy"] and saved["settings"]["n_per_contender"] == 400
+    assert (tmp_path / "edge.png").stat().st_size > 1000
+
+
+def test_interleaving_calls_every_contender_once_per_iteration_in_varied_order():
+    from physai.latency import time_interleaved
+
+    log: list[int] = []
+    calls = [lambda i=i: log.append(i) for i in range(3)]
+    samples = time_interleaved(calls, 300, seed=1)
+    assert samples.shape == (3, 300) and (samples >= 0).all()
+    passes = [tuple(log[i:i + 3]) for i in range(0, len(log), 3)]
+    assert all(sorted(p) == [0, 1, 2] for p in passes)  # one call each per iteration
+    # Every contender runs right after every other one: no fixed neighbour.
+    followers = {(a, b) for p in passes for a, b in zip(p, p[1:])}
+    assert followers == {(a, b) for a in range(3) for b in range(3) if a != b}

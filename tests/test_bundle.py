@@ -143,3 +143,25 @@ def test_edge_runtime_imports_only_numpy_onnxruntime_and_the_standard_library(bu
              "bad = [m for m in bad if not m.startswith('_')]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("width", [5, 40])  # Python's sum for short rows, a dot product for long ones
+def test_the_single_observation_path_refuses_every_non_finite_value(tmp_path, width):
+    from physai.devices.microbench import _write_bundle, chain_model
+
+    _write_bundle(tmp_path / "b", chain_model(2, width), width)
+    policy = EdgePolicy.load(tmp_path / "b")
+    for bad in (np.nan, np.inf, -np.inf):
+        obs = np.zeros(width, dtype=np.float32)
+        obs[width - 1] = bad
+        with pytest.raises(BundleError, match=rf"index \[{width - 1}\]"):
+            policy.act(obs)
+    both = np.zeros(width, dtype=np.float32)
+    both[:2] = (np.inf, -np.inf)  # their sum is NaN, not zero
+    with pytest.raises(BundleError, match=r"index \[0, 1\]"):
+        policy.act(both)
+    with pytest.raises(BundleError, match="non-finite"):
+        policy.act(np.full(width, 1e39))  # finite in float64, inf once cast to float32
+    # The largest float32 in every column is finite: no overflow in the check refuses it.
+    huge = np.full(width, np.finfo(np.float32).max, dtype=np.float32)
+    assert policy.act(huge).shape == (width,)

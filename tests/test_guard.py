@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS
+from conftest import CONFIGS, compose_config
 from physai.edge import EdgePolicy
 from physai.edge.fallback import build_fallback
 from physai.edge.guard import GuardedPolicy
@@ -28,12 +28,10 @@ def bundle(smoke_run, tmp_path):
 
 
 def _task(name: str):
-    from physai.envs.gym_task import GymTask
+    """The task of ``env=<name>`` as the pipeline composes and builds it (env files may inherit others)."""
+    from physai.pipeline import build_task
 
-    definition = OmegaConf.to_container(OmegaConf.load(CONFIGS / "env" / f"{name}.yaml"))
-    definition.pop("defaults")
-    definition.pop("_target_")
-    return GymTask(**definition)
+    return build_task(compose_config([f"env={name}"]).env)
 
 
 def _manifest_of(task) -> dict:
@@ -49,8 +47,8 @@ def _manifest_of(task) -> dict:
 
 
 def _fallback_spec(name: str) -> dict:
-    spec = OmegaConf.to_container(OmegaConf.load(CONFIGS / "guard" / f"{name}.yaml"))
-    return spec["fallback"]
+    """The fallback the pipeline picks for ``env=<name>`` (configs/guard/<name>.yaml, composed by Hydra)."""
+    return OmegaConf.to_container(compose_config([f"env={name}"]).guard.fallback)
 
 
 # ----- monitors ---------------------------------------------------------------------------------------

@@ -1,90 +1,190 @@
-"""Simulation throughput: physai's batched engine against gymnasium's SyncVectorEnv and bare rollout.
+"""Simulation throughput: physai's batched engine against the simulators a user would otherwise pick.
 
-All contenders step the same task with the same controls in one process. "Bare rollout" is the
-engine's own physics backend (``mujoco.rollout``) alone on the same per-env models, controls and
-threads: physics only, no observations, rewards or resets, the ceiling the engine's Python side is
-measured against. Engine and bare rollout alternate in interleaved rounds (medians reported), so
-noise from a shared machine lands on both. The SyncVectorEnv contender steps the task's single-env
-view (the engine at N=1), seeded like the engine: what a gymnasium user gets without batching.
+Contenders, each stepping the same task with the same random actions (automatic resets on):
+
+- ``physai``: the batched engine (``gym.make_vec("physai/<Task>")``), on the threads it is given.
+- ``bare rollout``: the engine's own physics backend (``mujoco.rollout``) alone on the same models,
+  threads, states and controls (replayed from the engine's own steps): physics only, no observations,
+  rewards or resets. The ceiling of the engine.
+- ``EnvPool``: the C++ batched env engine (``envpool``, the ``bench`` extra) in synchronous mode
+  (batch_size = num_envs) on the same number of threads. It ships gymnasium's v5 MuJoCo tasks, the
+  identical work for physai's batched twins of them, and dm_control's cart-pole, a similar but not
+  identical model for physai's cart-pole (compare physics steps/s there: the frame skips differ).
+- ``gymnasium Sync`` / ``gymnasium Async``: gymnasium's own env (the gymnasium twin where the task has
+  one, else physai's single env) in ``SyncVectorEnv`` (one thread) and ``AsyncVectorEnv`` (one worker
+  process per env, as ``gym.make_vec(..., vectorization_mode="async")`` builds it; measured up to
+  ``ASYNC_MAX_ENVS`` envs).
+
+Every contender of a point runs in the same process in interleaved rounds, so noise from a shared
+machine lands on all alike; the median and the spread (min..max over rounds) are reported.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from physai.envs.vector import PhysaiVectorEnv
+from physai.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+ASYNC_MAX_ENVS = 64  # one process per env: beyond this, a 2-core machine measures process thrashing
+ACTION_BANK = 64     # pre-drawn action batches, cycled, so drawing random numbers is not timed
 
-def _rates(contenders: dict[str, Callable[[int], None]], num_envs: int, seconds: float, rounds: int = 3,
-           warmup: int = 5) -> dict[str, float]:
-    """Median env-steps/s of each contender over ``rounds`` interleaved rounds (noise hits all alike)."""
-    for step in contenders.values():
+# EnvPool's model of a physai task that has no gymnasium twin: (EnvPool id, physics steps per env step).
+SIMILAR_ENVPOOL = {"cartpole_balance": ("CartpoleBalance-v1", 1)}
+
+
+@dataclass
+class Contender:
+    """One way of stepping ``num_envs`` envs; ``step(i)`` advances all of them once."""
+
+    name: str
+    step: Callable[[int], Any]
+    close: Callable[[], Any]
+    physics_steps_per_env_step: int
+    threads: int
+
+
+def _timed_rounds(contenders: list[Contender], num_envs: int, seconds: float, rounds: int,
+                  warmup: int = 5) -> dict[str, list[float]]:
+    """Env-steps/s of each contender in each of ``rounds`` interleaved rounds."""
+    for contender in contenders:
         for i in range(warmup):
-            step(i)
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
+            contender.step(i)
+    samples: dict[str, list[float]] = {c.name: [] for c in contenders}
+    slice_s = seconds / rounds
     for _ in range(rounds):
-        for name, step in contenders.items():
+        for contender in contenders:
             calls, start = 0, time.perf_counter()
             while True:
-                step(calls)
+                contender.step(calls)
                 calls += 1
                 elapsed = time.perf_counter() - start
-                if elapsed >= seconds / rounds and calls >= 3:
+                if elapsed >= slice_s and calls >= 3:
                     break
-            samples[name].append(calls * num_envs / elapsed)
-    return {name: float(np.median(values)) for name, values in samples.items()}
+            samples[contender.name].append(calls * num_envs / elapsed)
+    return samples
 
 
-def bench_point(task: dict, spec, num_envs: int, nthread: int, seconds: float, sync_rate: float,
-                seed: int = 0) -> dict:
-    """Engine vs bare backend stepping (same models, controls and threads); SyncVectorEnv measured apart."""
+def _actions(num_envs: int, num_actions: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(ACTION_BANK, num_envs, num_actions)).astype(np.float32)
+
+
+def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Contender]:
+    """The engine and its bare physics backend on the same models, threads, states and controls.
+
+    The bare contender replays the states and controls the engine met in a recorded stretch of
+    ``ACTION_BANK`` steps: the same physics work (a free-running batch without resets would drift into
+    other states, e.g. a fallen pole against the cart's limits, and cost more or less per step).
+    """
     venv = PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread)
     venv.reset(seed=seed)
     engine = venv.engine
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, size=(64, num_envs, engine.num_actions)).astype(np.float32)
-    controls = engine._ctrl_mid + engine._ctrl_half * actions.astype(np.float64)
-    state = engine.state.copy()
-    control = np.zeros_like(engine._control)
+    actions = _actions(num_envs, engine.num_actions, seed)
+    states, controls = [], []
+    for i in range(ACTION_BANK):
+        states.append(engine.state.copy())
+        venv.step(actions[i])
+        controls.append(engine._control.copy())
+    states_bank, controls_bank = np.stack(states), np.stack(controls)
     state_out, sensor_out = np.zeros_like(engine._state_out), np.zeros_like(engine._sensor_out)
 
     def bare(i: int) -> None:
-        # Physics alone through the engine's own backend: no terms, no resets.
-        control[:, :, engine.actuator_ids] = controls[i % 64][:, None, :]
-        engine.backend.step(engine.models, state, control, state_out, sensor_out)
-        state[:] = state_out[:, -1]
-        bad = ~np.isfinite(state).all(axis=1)
-        if bad.any():  # keep a diverged env from slowing the loop, as the engine resets it
-            state[bad] = engine.state[bad]
+        engine.backend.step(engine.models, states_bank[i % ACTION_BANK], controls_bank[i % ACTION_BANK], state_out,
+                            sensor_out)
 
-    rates = _rates({"engine": lambda i: venv.step(actions[i % 64]), "bare": bare}, num_envs, seconds)
-    venv.close()
-    return {"num_envs": num_envs, "threads": engine.nthread, "physai_steps_per_s": rates["engine"],
-            "gymnasium_sync_steps_per_s": sync_rate, "raw_rollout_steps_per_s": rates["bare"],
-            "ratio_vs_gymnasium_sync": rates["engine"] / sync_rate,
-            "fraction_of_raw_rollout": rates["engine"] / rates["bare"]}
+    skip = spec.frame_skip
+    used = getattr(engine.backend, "nthread", engine.nthread)  # the backend keeps one thread where that is faster
+    return [Contender("physai", lambda i: venv.step(actions[i % ACTION_BANK]), venv.close, skip, used),
+            Contender("bare rollout", bare, lambda: None, skip, used)]
 
 
-def sync_rate(task: dict, num_envs: int, seconds: float, seed: int = 0) -> float:
-    """gymnasium's SyncVectorEnv over the task's single env (seeded like the engine's envs)."""
+def envpool_contender(envpool_id: str, num_envs: int, nthread: int, seed: int, frame_skip: int) -> Contender:
+    import envpool
+
+    env = envpool.make_gymnasium(envpool_id, num_envs=num_envs, batch_size=num_envs, num_threads=nthread, seed=seed)
+    env.reset()
+    actions = _actions(num_envs, int(np.prod(env.action_space.shape)), seed).astype(env.action_space.dtype)
+    return Contender("EnvPool", lambda i: env.step(actions[i % ACTION_BANK]), env.close, frame_skip, nthread)
+
+
+def gymnasium_contender(env_id: str, num_envs: int, mode: str, seed: int, frame_skip: int) -> Contender:
     import gymnasium as gym
 
-    from physai.envs.single import PhysaiEnv
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
+                       vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+    env.reset(seed=seed)
+    actions = _actions(num_envs, int(np.prod(env.single_action_space.shape)), seed)
+    name = "gymnasium Sync" if mode == "sync" else "gymnasium Async"
+    return Contender(name, lambda i: env.step(actions[i % ACTION_BANK]), env.close, frame_skip,
+                     1 if mode == "sync" else num_envs)
 
-    sync = gym.vector.SyncVectorEnv([lambda: PhysaiEnv(task) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    sync.reset(seed=seed)
-    actions = np.random.default_rng(seed).uniform(-1, 1, size=(64, *sync.action_space.shape)).astype(np.float32)
-    rate = _rates({"sync": lambda i: sync.step(actions[i % 64])}, num_envs, seconds)["sync"]
-    sync.close()
-    return rate
+
+def _summary(samples: list[float], frame_skip: int) -> dict:
+    return {"median": float(np.median(samples)), "min": float(np.min(samples)), "max": float(np.max(samples)),
+            "rounds": len(samples), "physics_steps_per_s": float(np.median(samples)) * frame_skip}
+
+
+def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, seconds: float, rounds: int,
+                include_single_threaded: bool, seed: int = 0) -> dict:
+    """Every contender at one (num_envs, threads) point, interleaved. Single-threaded peers (Sync) and
+    one-process-per-env peers (Async) are measured at the first thread count only."""
+    contenders = physai_contenders(spec, num_envs, nthread, seed)
+    if peers.get("envpool"):
+        contenders.append(envpool_contender(peers["envpool"], num_envs, nthread, seed, peers["envpool_frame_skip"]))
+    if include_single_threaded:
+        contenders.append(gymnasium_contender(peers["gymnasium"], num_envs, "sync", seed, peers["gymnasium_frame_skip"]))
+        if num_envs <= ASYNC_MAX_ENVS:
+            contenders.append(gymnasium_contender(peers["gymnasium"], num_envs, "async", seed,
+                                                  peers["gymnasium_frame_skip"]))
+    try:
+        samples = _timed_rounds(contenders, num_envs, seconds, rounds)
+    finally:
+        for contender in contenders:
+            contender.close()
+    point = {"num_envs": num_envs, "threads": nthread, "contenders": {}}
+    for contender in contenders:
+        figures = _summary(samples[contender.name], contender.physics_steps_per_env_step)
+        figures["threads"] = contender.threads
+        point["contenders"][contender.name] = figures
+    physai = point["contenders"]["physai"]["median"]
+    point["fraction_of_bare_rollout"] = physai / point["contenders"]["bare rollout"]["median"]
+    if "EnvPool" in point["contenders"]:
+        ours = point["contenders"]["physai"]["physics_steps_per_s"]
+        point["ratio_vs_envpool_physics_steps"] = ours / point["contenders"]["EnvPool"]["physics_steps_per_s"]
+    return point
+
+
+def task_peers(task_name: str, env_cfg: dict, use_envpool: bool) -> dict:
+    """Who physai's task is measured against: gymnasium's own twin where it has one (identical work), else
+    physai's single env in gymnasium's vector wrappers; EnvPool's same id, or its similar model."""
+    twin = env_cfg.get("twin_of")
+    frame_skip = int(env_cfg["task"]["frame_skip"])
+    peers: dict[str, Any] = {"identical": bool(twin)}
+    if twin:
+        peers.update(gymnasium=twin, gymnasium_frame_skip=frame_skip, envpool=twin, envpool_frame_skip=frame_skip)
+    else:
+        peers.update(gymnasium=env_cfg["id"], gymnasium_frame_skip=frame_skip)
+        similar = SIMILAR_ENVPOOL.get(task_name)
+        if similar:
+            peers.update(envpool=similar[0], envpool_frame_skip=similar[1])
+    if peers.get("envpool") and use_envpool:
+        try:
+            import envpool  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("EnvPool is not installed: install the bench extra (pip install -e '.[bench]'), or "
+                              "pass --no-envpool to measure without it") from exc
+    else:
+        peers["envpool"] = None
+        peers.pop("envpool_frame_skip", None)
+    return peers
 
 
 def memory_per_env(spec, num_envs: int = 256) -> float:
@@ -96,94 +196,141 @@ def memory_per_env(spec, num_envs: int = 256) -> float:
     return total / num_envs
 
 
-def ppo_training_rate(task, algo_overrides: list[str], timesteps: int) -> dict:
-    """PPO env-steps/s (collection + updates) on the batched engine vs SB3 on single envs."""
+def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: int) -> dict:
+    """PPO env-steps/s (collection + updates, same hyperparameters) on physai's engine against SB3 on
+    gymnasium's own env (the twin where the task has one) in DummyVecEnv and SubprocVecEnv; the three
+    alternate ``repeats`` times."""
     import torch
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from physai.config import register_configs
+    from physai.pipeline import build_task
     from physai.training.sb3 import build_model
 
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_module("physai.configs", version_base="1.3"):
-        cfg = compose("config", overrides=algo_overrides)
+        cfg = compose("config", overrides=[f"env={task_name}"])
+    task = build_task(cfg.env)
+    peer_id = env_cfg.get("twin_of") or env_cfg["id"]
+    n_envs = int(cfg.algo.n_envs)
     torch.set_num_threads(1)
-    rates = {}
-    for name, make in (("physai_engine", lambda: task.make_sb3_vec_env(cfg.algo.n_envs, 0)),
-                       ("sb3_dummy_vec_env", lambda: make_vec_env(task.env_fn(), n_envs=cfg.algo.n_envs, seed=0))):
-        venv = make()
-        model = build_model(cfg.algo, venv, seed=0)
-        start = time.perf_counter()
-        model.learn(timesteps)
-        rates[name] = model.num_timesteps / (time.perf_counter() - start)
-        venv.close()
-    return {"ppo_steps_per_s": rates, "ppo_speedup": rates["physai_engine"] / rates["sb3_dummy_vec_env"],
-            "ppo_n_envs": int(cfg.algo.n_envs), "ppo_timesteps": timesteps}
+    makers = {
+        "physai engine": lambda: task.make_sb3_vec_env(n_envs, 0),
+        "SB3 DummyVecEnv": lambda: make_vec_env(peer_id, n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv),
+        "SB3 SubprocVecEnv": lambda: make_vec_env(peer_id, n_envs=n_envs, seed=0, vec_env_cls=SubprocVecEnv),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in makers}
+    for _ in range(repeats):
+        for name, make in makers.items():
+            venv = make()
+            model = build_model(cfg.algo, venv, seed=0)
+            start = time.perf_counter()
+            model.learn(timesteps)
+            samples[name].append(model.num_timesteps / (time.perf_counter() - start))
+            venv.close()
+    rates = {name: _summary(values, 1) for name, values in samples.items()}
+    for figures in rates.values():
+        figures.pop("physics_steps_per_s")
+    best_peer = max(rates["SB3 DummyVecEnv"]["median"], rates["SB3 SubprocVecEnv"]["median"])
+    return {"ppo": {"steps_per_s": rates, "speedup_vs_best_sb3": rates["physai engine"]["median"] / best_peer,
+                    "n_envs": n_envs, "timesteps": timesteps, "repeats": repeats, "peer_env_id": peer_id,
+                    "hyperparameters": f"the env's PPO preset (configs/preset/ppo_{task_name}.yaml) or PPO defaults"}}
 
 
-def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: float, out_dir: Path,
-              ppo_timesteps: int) -> dict:
-    from rich.console import Console
+def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: float, rounds: int, out_dir: Path,
+              ppo_timesteps: int, ppo_repeats: int = 3, use_envpool: bool = True) -> dict:
     from rich.progress import Progress
-    from rich.table import Table
 
     from physai.envs.registry import packaged_task_configs
     from physai.envs.spec import build_spec
-    from physai.pipeline import build_task
 
     configs = packaged_task_configs()
     if task_name not in configs:
-        from physai.errors import ConfigError
-
         raise ConfigError(f"--task {task_name!r} is not a physai task; choose one of {sorted(configs)}")
     env_cfg = configs[task_name]
     spec = build_spec(**env_cfg["task"])
+    peers = task_peers(task_name, env_cfg, use_envpool)
+    threads = sorted(set(threads))
     points = []
     with Progress(transient=True) as progress:
-        bar = progress.add_task(f"bench sim {task_name}", total=len(envs) * (len(threads) + 1))
+        bar = progress.add_task(f"bench sim {task_name}", total=len(envs) * len(threads))
         for n in envs:
-            sync = sync_rate(env_cfg["task"], n, seconds)  # single-threaded: measured once per size
-            progress.advance(bar)
-            # The engine never runs more threads than envs, so N=1 is measured once, not once per thread count.
-            for t in sorted({min(t, n) for t in threads}):
-                points.append(bench_point(env_cfg["task"], spec, n, t, seconds, sync))
-            progress.advance(bar, len(threads))
-    mem = memory_per_env(spec)
-    table = Table(title=f"{task_name}: env steps/s (frame_skip {spec.frame_skip}, {seconds:g} s per point)")
-    for column in ("envs", "threads", "physai", "gymnasium Sync", "bare rollout", "vs Sync", "of bare"):
-        table.add_column(column, justify="right")
-    for p in points:
-        table.add_row(str(p["num_envs"]), str(p["threads"]), f"{p['physai_steps_per_s']:,.0f}",
-                      f"{p['gymnasium_sync_steps_per_s']:,.0f}", f"{p['raw_rollout_steps_per_s']:,.0f}",
-                      f"{p['ratio_vs_gymnasium_sync']:.1f}x", f"{p['fraction_of_raw_rollout']:.0%}")
-    console = Console(stderr=True)
-    console.print(table)
-    console.print(f"memory per env: {mem / 1024:.1f} KiB (engine-held bytes at 256 envs / 256)")
+            for t in threads:
+                points.append(bench_point(task_name, spec, peers, n, t, seconds, rounds,
+                                          include_single_threaded=(t == threads[0])))
+                progress.advance(bar)
+    _print_table(task_name, spec.frame_skip, points)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / f"sim_scaling_{task_name}.png"
-    _plot(points, plot, task_name)
-    ppo = ppo_training_rate(build_task(_env_node(env_cfg)), [f"env={task_name}"], ppo_timesteps) \
-        if ppo_timesteps else {}
-    headline = next((p for p in points if p["num_envs"] == 64 and p["threads"] == 2), points[-1])
-    result = {"task": task_name, "num_envs": headline["num_envs"], "threads": headline["threads"],
-              "steps_per_s": headline["physai_steps_per_s"],
-              "ratio_vs_gymnasium_sync": headline["ratio_vs_gymnasium_sync"],
-              "fraction_of_raw_rollout": headline["fraction_of_raw_rollout"],
-              "memory_per_env_bytes": mem, "points": points, "plot": str(plot), **ppo}
+    _plot(points, plot, task_name, peers)
+    result = {"task": task_name, "frame_skip": spec.frame_skip, "peers": peers, "seconds_per_point": seconds,
+              "rounds": rounds, "memory_per_env_bytes": memory_per_env(spec), "points": points, "plot": str(plot),
+              "targets": target_checks(task_name, points, peers)}
+    if ppo_timesteps:
+        result.update(ppo_training_rate(task_name, env_cfg, ppo_timesteps, ppo_repeats))
     return result
 
 
-def _env_node(env_cfg: dict):
-    from omegaconf import OmegaConf
-
-    node = {k: v for k, v in env_cfg.items() if k != "defaults"}
-    return OmegaConf.create(node)
+def _point(points: list[dict], num_envs: int, threads: int) -> Optional[dict]:
+    return next((p for p in points if p["num_envs"] == num_envs and p["threads"] == threads), None)
 
 
-def _plot(points: list[dict], target: Path, task_name: str) -> None:
+def target_checks(task_name: str, points: list[dict], peers: dict) -> list[dict]:
+    """The issue's targets for this task, each with the measured figure and whether it is met."""
+    checks = []
+    if peers.get("envpool") and peers["identical"]:
+        for n in (64, 256):
+            for t in (1, 2):
+                p = _point(points, n, t)
+                if p and "EnvPool" in p["contenders"]:
+                    ratio = p["contenders"]["physai"]["median"] / p["contenders"]["EnvPool"]["median"]
+                    checks.append({"target": f"physai >= EnvPool at {n} envs, {t} thread(s)", "value": ratio,
+                                   "threshold": 1.0, "met": ratio >= 1.0})
+    bare_targets = {"cartpole_balance": (256, 0.85)}
+    n, threshold = bare_targets.get(task_name, (64, 0.95))
+    for t in (1, 2):
+        p = _point(points, n, t)
+        if p:
+            checks.append({"target": f"physai >= {threshold:.0%} of bare rollout at {n} envs, {t} thread(s)",
+                           "value": p["fraction_of_bare_rollout"], "threshold": threshold,
+                           "met": p["fraction_of_bare_rollout"] >= threshold})
+    for n in sorted({p["num_envs"] for p in points}):
+        one, two = _point(points, n, 1), _point(points, n, 2)
+        if one and two and two["contenders"]["physai"]["threads"] == 2:
+            ratio = two["contenders"]["physai"]["median"] / one["contenders"]["physai"]["median"]
+            checks.append({"target": f"a second thread is never slower than one, {n} envs", "value": ratio,
+                           "threshold": 1.0, "met": ratio >= 1.0})
+    return checks
+
+
+def _print_table(task_name: str, frame_skip: int, points: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = []
+    for p in points:
+        names += [name for name in p["contenders"] if name not in names]
+    table = Table(title=f"{task_name}: env steps/s, median (min-max over rounds); physai frame_skip {frame_skip}")
+    for column in ("envs", "threads", *names, "of bare"):
+        table.add_column(column, justify="right")
+    for p in points:
+        cells = []
+        for name in names:
+            c = p["contenders"].get(name)
+            cells.append("-" if c is None else f"{_k(c['median'])} ({_k(c['min'])}-{_k(c['max'])})")
+        table.add_row(str(p["num_envs"]), str(p["threads"]), *cells, f"{p['fraction_of_bare_rollout']:.0%}")
+    Console(stderr=True).print(table)
+
+
+def _k(rate: float) -> str:
+    return f"{rate / 1000:.1f}k"
+
+
+def _plot(points: list[dict], target: Path, task_name: str, peers: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,23 +338,31 @@ def _plot(points: list[dict], target: Path, task_name: str) -> None:
 
     from physai.reporting import save_png
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for threads in sorted({p["threads"] for p in points}):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
+    styles = {"physai": "o-", "bare rollout": "s--", "EnvPool": "D-.", "gymnasium Sync": "^:",
+              "gymnasium Async": "v:"}
+    unit = "physics_steps_per_s" if peers.get("envpool") and not peers["identical"] else "median"
+    for ax, threads in zip(axes, sorted({p["threads"] for p in points})[:2]):
         rows = [p for p in points if p["threads"] == threads]
-        xs = [p["num_envs"] for p in rows]
-        ax.plot(xs, [p["physai_steps_per_s"] for p in rows], "o-", label=f"physai engine, {threads} thr")
-        ax.plot(xs, [p["raw_rollout_steps_per_s"] for p in rows], "s--", label=f"bare rollout, {threads} thr")
-    sync = [p for p in points if p["threads"] == min(p["threads"] for p in points)]
-    ax.plot([p["num_envs"] for p in sync], [p["gymnasium_sync_steps_per_s"] for p in sync], "^:",
-            label="gymnasium SyncVectorEnv")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel envs")
-    ax.set_ylabel("env steps / s")
-    ax.set_title(f"{task_name}: simulation throughput")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+        for name, style in styles.items():
+            have = [p for p in rows if name in p["contenders"]]
+            if not have:
+                continue
+            ys = [p["contenders"][name][unit] for p in have]
+            low = [p["contenders"][name]["min"] * (p["contenders"][name][unit] / p["contenders"][name]["median"])
+                   for p in have]
+            high = [p["contenders"][name]["max"] * (p["contenders"][name][unit] / p["contenders"][name]["median"])
+                    for p in have]
+            xs = [p["num_envs"] for p in have]
+            ax.plot(xs, ys, style, label=name)
+            ax.fill_between(xs, low, high, alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("parallel envs")
+        ax.set_title(f"{threads} thread(s)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("physics steps / s" if unit != "median" else "env steps / s")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{task_name}: simulation throughput (median, band = min..max over rounds)")
     fig.tight_layout()
     save_png(fig, target)
-
-

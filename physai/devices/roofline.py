@@ -53,6 +53,9 @@ def check_device(key: str, device: Any) -> None:
     if device.overheads_from == "microbenchmark" and not device.measured_host:
         raise ConfigError(f"{prefix}.overheads_from=microbenchmark needs {prefix}.measured_host=true: the "
                           f"micro-benchmark runs on this machine, so it can only stand for this machine")
+    if getattr(device, "read_host", False) and not device.measured_host:
+        raise ConfigError(f"{prefix}.read_host=true needs {prefix}.measured_host=true: the clock and caches are "
+                          f"read from this machine, so they can only stand for this machine")
 
 
 def gpu_peak_gflops(device: Any) -> tuple[Optional[float], str]:
@@ -139,6 +142,21 @@ def _hourly_usd(device: Any, power_w: float) -> float:
     return hourly
 
 
+def assumed_constants(device: Any, host_overheads: Optional[Mapping[str, Any]] = None) -> dict[str, list[str]]:
+    """Per path, the fixed-overhead constants of the device file its latency rests on that nobody measured.
+
+    The GPU path: kernel launch and host-device transfer (and the runtime call around them) unless
+    ``gpu_overheads_measured`` names where they were measured. The CPU path: the per-kernel and per-call
+    overheads unless the micro-benchmark measured them on this machine.
+    """
+    measured_cpu = device.overheads_from == "microbenchmark" and bool(host_overheads)
+    cpu = [] if measured_cpu else ["cpu_op_overhead_us", "runtime_call_overhead_us"]
+    gpu: list[str] = []
+    if device.gpu_kernel_launch_us is not None and not getattr(device, "gpu_overheads_measured", ""):
+        gpu = ["gpu_kernel_launch_us", "gpu_transfer_overhead_us", "runtime_call_overhead_us"]
+    return {"cpu": cpu, "gpu": gpu}
+
+
 def verdict_path(device: Any, paths: Mapping[str, Any]) -> str:
     """A GPU target is judged on its GPU; a board runs the policy wherever it is faster (often its CPU)."""
     if device.kind == "gpu" and "gpu" in paths:
@@ -153,7 +171,11 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
     The top-level figures are those of the default power mode (the first, unless
     ``default_power_mode`` names another): the gates and the delay-aware evaluation use them.
     """
+    from physai.devices.host import host_device
+
+    device, host_facts = host_device(device)  # a measured host with read_host: this machine's clock and caches
     op_us, call_us, overhead_source = _cpu_overheads(device, host_overheads)
+    assumed = assumed_constants(device, host_overheads)
     cpu_groups = kernel_groups(costs, CPU_FUSION)
     gpu_groups = kernel_groups(costs, GPU_FUSION)
     gpu_peak, gpu_peak_basis = gpu_peak_gflops(device)
@@ -166,11 +188,13 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
         cpu_scale = mode["cpu_clock_scale"]
         paths = {"cpu": path_latency(costs, cpu_groups, device.cpu_peak_gflops * cpu_scale,
                                      cpu_bandwidth * mode[cpu_bandwidth_scale], op_us / cpu_scale, call_us / cpu_scale)}
+        paths["cpu"]["assumed"] = assumed["cpu"]
         if has_gpu:
             fixed = (device.runtime_call_overhead_us + (device.gpu_transfer_overhead_us or 0.0)) / cpu_scale
             paths["gpu"] = path_latency(costs, gpu_groups, gpu_peak * mode["gpu_peak_scale"],
                                         device.gpu_memory_bandwidth_gbs * mode["memory_scale"],
                                         device.gpu_kernel_launch_us / cpu_scale, fixed, gpu_byte_scale)
+            paths["gpu"]["assumed"] = assumed["gpu"]
         chosen = verdict_path(device, paths)
         latency_ms = paths[chosen]["latency_ms"]
         actions_per_s = 1e3 / latency_ms
@@ -204,6 +228,11 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
         "service_life_years": device.service_life_years, "energy_usd_per_kwh": device.energy_usd_per_kwh,
         "cost_basis": device.cost_basis, "notes": device.notes,
         "total_mflops": sum(c.flops for c in costs) / 1e6, "nodes": len(costs),
+        "cpu_peak_gflops": float(device.cpu_peak_gflops), "cpu_cache_kb": device.cpu_cache_kb,
+        "assumed_constants": assumed, "host_facts": host_facts,
+        "gpu_overheads": {"kernel_launch_us": device.gpu_kernel_launch_us,
+                          "transfer_us": device.gpu_transfer_overhead_us,
+                          "measured": getattr(device, "gpu_overheads_measured", "") or None} if has_gpu else None,
     }
     if period_ms:
         result["control_period_ms"] = period_ms
@@ -225,6 +254,9 @@ def verdict_text(mode_figures: Mapping[str, Any], control_rate_hz: float) -> str
 
 def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = None) -> list[dict[str, Any]]:
     """Per node: op type, FLOPs, bytes, intensity, kernel and roofline bound on each path of ``device``."""
+    from physai.devices.host import host_device
+
+    device, _ = host_device(device)
     chosen = next((m for m in power_modes(device) if m["name"] == (mode or device.default_power_mode)),
                   power_modes(device)[0])
     cpu_groups = kernel_groups(costs, CPU_FUSION)

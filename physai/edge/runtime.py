@@ -5,16 +5,20 @@ because a robot that feeds NaN into a policy should get an error, not a motor co
 
 A single observation takes the hot path: it is copied into a preallocated input buffer that
 is bound to the session once (onnxruntime IOBinding), the output lands in a preallocated
-buffer, and finiteness is one dot product with a zero vector (NaN * 0 and inf * 0 are NaN,
-any finite value * 0 is 0). No dict, list or OrtValue is built per call, which makes the
-checked call cheaper than a bare ``session.run``. Because of those buffers one EdgePolicy
-serves one thread; load one per thread.
+buffer, and finiteness is one sum: Python's float sum of the row for short rows (a float32
+cannot overflow a double sum, and NaN or inf anywhere makes the sum non-finite), a dot
+product with a zero vector for long ones (NaN * 0 and inf * 0 are NaN, finite * 0 is 0).
+Short rows keep BLAS out of the hot path: a BLAS call right after other vectorized work in the
+same process (torch, say) can cost several times the whole inference. No dict or OrtValue is
+built per call. Because of those buffers one EdgePolicy serves one thread; load one per thread.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from math import isfinite
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +27,8 @@ from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, onnx_opsets
 from physai.errors import BundleError
 
 DEFAULT_THREADS = 1
+# Up to this many columns a Python sum over ``tolist()`` is the cheapest finiteness check; beyond, a dot product.
+PYTHON_SUM_MAX_DIM = 32
 
 
 def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THREADS,
@@ -79,6 +85,7 @@ class EdgePolicy:
         self._obs_row = self._obs_buffer[0]
         self._zeros = np.zeros(self.obs_dim, dtype=np.float32)
         self._act_buffer = np.zeros((1, *self.action_shape), dtype=self.action_dtype)
+        self._act_row = self._act_buffer[0]
         self._outputs = [OUTPUT_NAME]
         self._bind()
 
@@ -88,7 +95,10 @@ class EdgePolicy:
         binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._obs_buffer))
         binding.bind_ortvalue_output(OUTPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._act_buffer))
         self._binding = binding
+        # A RunOptions object (with None onnxruntime builds a default one per call); gpu_graph_id=-1 (no
+        # graph capture, as on any CPU session) spares the public wrapper a raised-and-caught lookup.
         self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("gpu_graph_id", "-1")
         # The C++ session and binding behind the Python wrappers: the wrappers add a Python frame
         # per call. Public API when a future onnxruntime renames them.
         native_session, native_binding = getattr(self.session, "_sess", None), getattr(binding, "_iobinding", None)
@@ -106,6 +116,12 @@ class EdgePolicy:
         if not np.array_equal(expected, self._act_buffer):
             raise BundleError("onnxruntime's IOBinding did not write into the bound output buffer; "
                               "this onnxruntime build is not supported by the edge runtime")
+        session, outputs = self.session, self._outputs
+        general = partial(_act_checked, obs_dim=self.obs_dim, run_batch=lambda batch: session.run(
+            outputs, {INPUT_NAME: batch})[0], action_shape=self.action_shape, action_dtype=self.action_dtype)
+        self._act = _single_path(self._obs_row, self._act_row, self._zeros, run, args, general)
+        if type(self).act is EdgePolicy.act:  # a subclass that overrides act keeps its own
+            self.act = self._act  # answered by the closure itself: no method frame, no attribute lookups
 
     @classmethod
     def load(cls, bundle_dir: str | Path, **kwargs: Any) -> "EdgePolicy":
@@ -126,41 +142,72 @@ class EdgePolicy:
         return self._act_buffer
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """One observation ``(obs_dim,)`` gives one action; a batch ``(n, obs_dim)`` gives n actions."""
-        if type(obs) is np.ndarray and obs.shape == self._obs_shape and obs.dtype.kind in "fiu":
-            row = self._obs_row
-            row[...] = obs  # casts to float32; a float64 beyond float32's range becomes inf and is refused below
-            if np.dot(row, self._zeros) != 0.0:  # NaN or inf anywhere
-                raise BundleError(f"observation contains NaN or inf at index "
-                                  f"{np.flatnonzero(~np.isfinite(row)).tolist()}; the policy refuses non-finite input")
-            self._infer_fn(*self._infer_args)
-            return self._act_buffer[0].copy()
-        return self._act_general(obs)
+        """One observation ``(obs_dim,)`` gives one action; a batch ``(n, obs_dim)`` gives n actions.
+
+        Each instance answers through the closure ``_bind`` builds over its buffers and session (an
+        instance attribute of the same name); this method reaches the same closure.
+        """
+        return self._act(obs)
 
     def check_observation(self, obs: Any) -> tuple[np.ndarray, bool]:
         """``(float32 batch, single)`` for a valid observation or batch; shape and dtype are checked, not values."""
-        array = np.asarray(obs)
-        if array.dtype.kind not in "fiu":
-            raise BundleError(f"observation dtype {array.dtype} is not numeric; pass float32 values")
-        if array.ndim == 1 and array.shape[0] == self.obs_dim:
-            return np.asarray(array[None, :], dtype=np.float32), True
-        if array.ndim == 2 and array.shape[1] == self.obs_dim:
-            return np.ascontiguousarray(array, dtype=np.float32), False
-        raise BundleError(f"observation shape {array.shape} does not match the bundle's "
-                          f"({self.obs_dim},) or (batch, {self.obs_dim})")
+        return _check_observation(obs, self.obs_dim)
 
     def _act_general(self, obs: Any) -> np.ndarray:
-        batch, single = self.check_observation(obs)
-        finite = np.isfinite(batch)
-        if not finite.all():
-            rows = np.flatnonzero(~finite.all(axis=1)).tolist()
-            raise BundleError(f"observation contains NaN or inf (rows {rows[:10]}); the policy refuses "
-                              f"non-finite input")
-        if batch.shape[0] == 0:
-            return np.zeros((0, *self.action_shape), dtype=self.action_dtype)
-        action = self.run_batch(batch)
-        return action[0] if single else action
+        return _act_checked(obs, self.obs_dim, self.run_batch, self.action_shape, self.action_dtype)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """The policy on an already checked float32 ``(n, obs_dim)`` batch."""
         return self.session.run(self._outputs, {INPUT_NAME: batch})[0]
+
+
+def _check_observation(obs: Any, obs_dim: int) -> tuple[np.ndarray, bool]:
+    array = np.asarray(obs)
+    if array.dtype.kind not in "fiu":
+        raise BundleError(f"observation dtype {array.dtype} is not numeric; pass float32 values")
+    if array.ndim == 1 and array.shape[0] == obs_dim:
+        return np.asarray(array[None, :], dtype=np.float32), True
+    if array.ndim == 2 and array.shape[1] == obs_dim:
+        return np.ascontiguousarray(array, dtype=np.float32), False
+    raise BundleError(f"observation shape {array.shape} does not match the bundle's "
+                      f"({obs_dim},) or (batch, {obs_dim})")
+
+
+def _act_checked(obs: Any, obs_dim: int, run_batch: Callable[[np.ndarray], np.ndarray],
+                 action_shape: tuple[int, ...], action_dtype: np.dtype) -> np.ndarray:
+    """Any observation or batch: shape, dtype and finiteness checked, then one ``session.run``."""
+    batch, single = _check_observation(obs, obs_dim)
+    finite = np.isfinite(batch)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+        raise BundleError(f"observation contains NaN or inf (rows {rows[:10]}); the policy refuses "
+                          f"non-finite input")
+    if batch.shape[0] == 0:
+        return np.zeros((0, *action_shape), dtype=action_dtype)
+    action = run_batch(batch)
+    return action[0] if single else action
+
+
+def _single_path(row: np.ndarray, out: np.ndarray, zeros: np.ndarray, run: Callable[..., Any], args: tuple,
+                 general: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
+    """``act`` as a closure: the hot path reads locals, not attributes, and holds no reference to the policy
+    (so dropping a policy frees its session at once). A single observation is checked for shape and
+    numeric dtype, copied into the bound input (cast to float32), checked for finiteness, run, and its
+    action returned as a fresh array; anything else takes ``general``."""
+    shape, ndarray = row.shape, np.ndarray
+    python_sum = row.size <= PYTHON_SUM_MAX_DIM
+    binding, options = args
+
+    def act(obs: Any) -> np.ndarray:
+        if type(obs) is ndarray and obs.shape == shape and obs.dtype.kind in "fiu":
+            row[...] = obs  # casts to float32; a float64 beyond float32's range becomes inf and is refused below
+            if not (isfinite(sum(row.tolist())) if python_sum else row.dot(zeros) == 0.0):
+                raise BundleError(f"observation contains NaN or inf at index "
+                                  f"{np.flatnonzero(~np.isfinite(row)).tolist()}; the policy refuses "
+                                  f"non-finite input")
+            run(binding, options)
+            return out.copy()
+        return general(obs)
+
+    act.__doc__ = EdgePolicy.act.__doc__
+    return act
