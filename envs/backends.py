@@ -7,6 +7,7 @@ same call. Select one with ``env.backend=<dotted.path.Class>``.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import mujoco
@@ -26,19 +27,54 @@ class RolloutBackend:
     drift from gymnasium's after some tens of steps (same dynamics, different solver start).
     """
 
+    # Calls spent timing one thread against all of them before settling on the faster.
+    CALIBRATION_CALLS = 48
+
     def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int) -> None:
         self.nthread = nthread
+        self.nthread_given = nthread
         self._datas = [mujoco.MjData(model) for _ in range(nthread)]
         self._pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)  # 0: run inline
+        # A few chunks per thread: fewer hand-offs than rollout's default, still balanced across threads.
+        self._chunk_size = max(1, -(-num_envs // (2 * nthread))) if nthread > 1 else None
         self.warmstart = np.zeros((1, model.nv)) if num_envs == 1 else None
+        # On a model this small a thread hand-off can cost more than the physics it moves: the first calls
+        # time one thread against all given ones (results do not depend on it) and keep the faster.
+        self._inline = rollout.Rollout(nthread=0) if nthread > 1 else None
+        self._timings: dict[bool, list[float]] = {True: [], False: []}
 
     def step(self, models: Sequence[mujoco.MjModel], state: np.ndarray, control: np.ndarray,
              state_out: np.ndarray, sensor_out: np.ndarray) -> None:
         """Advance every row of ``state`` by ``control.shape[1]`` physics steps; fill the outputs."""
-        self._pool.rollout(models, self._datas, state, control, nstep=control.shape[1], state=state_out,
-                           sensordata=sensor_out, skip_checks=True, initial_warmstart=self.warmstart)
+        if self._inline is None:
+            self._run(self._pool, self._chunk_size, models, state, control, state_out, sensor_out)
+            return
+        inline = len(self._timings[True]) <= len(self._timings[False])
+        start = time.perf_counter()
+        if inline:
+            self._run(self._inline, None, models, state, control, state_out, sensor_out)
+        else:
+            self._run(self._pool, self._chunk_size, models, state, control, state_out, sensor_out)
+        self._timings[inline].append(time.perf_counter() - start)
+        if len(self._timings[False]) * 2 >= self.CALIBRATION_CALLS:
+            self._settle()
+
+    def _run(self, pool, chunk_size, models, state, control, state_out, sensor_out) -> None:
+        datas = self._datas if chunk_size is not None else self._datas[:1]  # inline: one MjData
+        pool.rollout(models, datas, state, control, nstep=control.shape[1], state=state_out,
+                     sensordata=sensor_out, skip_checks=True, initial_warmstart=self.warmstart, chunk_size=chunk_size)
         if self.warmstart is not None:  # one env, stepped inline on _datas[0]: its warm start is there
             self.warmstart[0] = self._datas[0].qacc_warmstart
+
+    def _settle(self) -> None:
+        """Keep the faster of one thread and all given ones, by the median of each's timed calls (thread
+        wake-ups make single calls of the pool vary by a factor of two)."""
+        if np.median(self._timings[True][1:]) < np.median(self._timings[False][1:]):
+            self._pool.close()
+            self._pool, self._chunk_size, self.nthread = self._inline, None, 1
+        else:
+            self._inline.close()
+        self._inline = None
 
     def reset_envs(self, env_ids: np.ndarray) -> None:
         """Start these envs' solver cold, as ``mj_resetData`` does."""
@@ -49,6 +85,7 @@ class RolloutBackend:
         return int(sum(d.nbuffer + d.narena for d in self._datas))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._inline):
+            if pool is not None:
+                pool.close()
+        self._pool = self._inline = None

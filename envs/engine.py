@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import os
 from typing import Any, Optional
 
@@ -93,7 +94,11 @@ class BatchedEngine:
         self._control = np.zeros((num_envs, spec.frame_skip, self.model.nu))
         self._state_out = np.zeros((num_envs, spec.frame_skip, nstate))
         self._sensor_out = np.zeros((num_envs, spec.frame_skip, self.model.nsensordata))
-        self.sensordata = np.zeros((num_envs, self.model.nsensordata))
+        self._sensordata = np.zeros((num_envs, self.model.nsensordata))
+        # Rows whose state was set by hand (resets, events): their sensors are recomputed when first read,
+        # so a task whose terms read no sensor never pays mj_forward on a reset.
+        self._sensors_stale = np.zeros(num_envs, dtype=bool)
+        self._any_sensors_stale = False
         self.action = np.zeros((num_envs, self.num_actions))
         self.last_action = np.zeros_like(self.action)
         # Action latency, set by randomize_action_delay: None until an event asks, so undelayed tasks pay nothing.
@@ -253,7 +258,7 @@ class BatchedEngine:
 
     def memory_bytes(self) -> int:
         """Bytes this engine holds for its envs: per-env models, batch arrays and per-thread MjData."""
-        arrays = [self.state, self._control, self._state_out, self._sensor_out, self.sensordata, self.action,
+        arrays = [self.state, self._control, self._state_out, self._sensor_out, self._sensordata, self.action,
                   self.last_action, self.episode_step, self.episode_return, *self.reward_sums.values(),
                   *self.commands.values()]
         if self._action_fifo is not None:
@@ -284,7 +289,10 @@ class BatchedEngine:
             value = np.asarray(self._call(term, "observations"), dtype=np.float64)
             parts.append(value.reshape(self.num_envs, -1))
         obs = np.concatenate(parts, axis=1)
-        std = np.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
+        if self.noise_burst_until.any():  # a sensor-noise burst event ran in some episode
+            std = np.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
+        else:
+            std = self.noise_std
         if std.any():
             obs = obs + self.rng.normal(0.0, 1.0, size=obs.shape) * std[:, None]
         return obs.astype(np.float32)
@@ -332,12 +340,23 @@ class BatchedEngine:
         self.commands[term.name][env_ids] = value
 
     def _forward(self, env_ids: np.ndarray) -> None:
-        """Recompute sensors of envs whose state was set by hand (after reset or events)."""
-        data = self._scratch
-        for i in env_ids:
-            mujoco.mj_setState(self.models[i], data, self.state[i], FULL)
-            mujoco.mj_forward(self.models[i], data)
-            self.sensordata[i] = data.sensordata
+        """Mark envs whose state was set by hand: their sensors are recomputed on the next read."""
+        if self._sensordata.shape[1]:
+            self._sensors_stale[env_ids] = True
+            self._any_sensors_stale = True
+
+    @property
+    def sensordata(self) -> np.ndarray:
+        """(num_envs, nsensordata) sensor readings; rows set by hand are brought up to date first."""
+        if self._any_sensors_stale:
+            data = self._scratch
+            for i in np.flatnonzero(self._sensors_stale):
+                mujoco.mj_setState(self.models[i], data, self.state[i], FULL)
+                mujoco.mj_forward(self.models[i], data)
+                self._sensordata[i] = data.sensordata
+            self._sensors_stale[:] = False
+            self._any_sensors_stale = False
+        return self._sensordata
 
     # ----- step ------------------------------------------------------------------------------
     def step(self, action: np.ndarray, autoreset: bool = True) -> dict[str, Any]:
@@ -369,7 +388,7 @@ class BatchedEngine:
             # Zero the broken rows so no NaN reaches rewards or observations; the env resets below.
             self.state[exploded] = 0.0
             self.qpos[exploded] = self.model.qpos0
-            self.sensordata[exploded] = 0.0
+            self._sensordata[exploded] = 0.0
         # Isaac Lab's order: rewards and terminations judge the step the policy acted on; commands
         # and interval events then change the world for the next observation.
         reward = np.zeros(self.num_envs)
@@ -418,8 +437,9 @@ class BatchedEngine:
         """
         clock_error = np.abs(self.state[:, 0] - expected_time)
         tolerance = 0.5 * self.model.opt.timestep
-        if (clock_error.max() <= tolerance and np.isfinite(self.state).all()
-                and np.abs(self.qvel).max(initial=0.0) <= EXPLODED_QVEL):
+        # The batch's sum is finite exactly when every entry is (short of an overflow, itself a blow-up).
+        if (clock_error.max() <= tolerance and math.isfinite(float(self.state.sum()))
+                and -EXPLODED_QVEL <= self.qvel.min() and self.qvel.max() <= EXPLODED_QVEL):
             return self._none_exploded
         return ((clock_error > tolerance) | ~np.isfinite(self.state).all(axis=1)
                 | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
@@ -443,7 +463,10 @@ class BatchedEngine:
     def _simulate(self) -> None:
         self.backend.step(self.models, self.state, self._control, self._state_out, self._sensor_out)
         self.state[:] = self._state_out[:, -1]
-        self.sensordata[:] = self._sensor_out[:, -1]
+        self._sensordata[:] = self._sensor_out[:, -1]
+        if self._any_sensors_stale:  # every row was just computed by the step itself
+            self._sensors_stale[:] = False
+            self._any_sensors_stale = False
 
     def close(self) -> None:
         self.backend.close()

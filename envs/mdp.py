@@ -188,9 +188,10 @@ def reset_joints_uniform(env, env_ids: np.ndarray, joints: Optional[Sequence[str
     """Offsets around the model's default pose and velocity, per joint, per env."""
     qpos_ids, dof_ids = _qpos_ids(env, joints), _dof_ids(env, joints)
     low, high = _range("pos_range", pos_range)
-    env.qpos[np.ix_(env_ids, qpos_ids)] += env.rng.uniform(low, high, size=(env_ids.size, qpos_ids.size))
+    rows = env_ids[:, None]
+    env.qpos[rows, qpos_ids] += env.rng.uniform(low, high, size=(env_ids.size, qpos_ids.size))
     low, high = _range("vel_range", vel_range)
-    env.qvel[np.ix_(env_ids, dof_ids)] = env.rng.uniform(low, high, size=(env_ids.size, dof_ids.size))
+    env.qvel[rows, dof_ids] = env.rng.uniform(low, high, size=(env_ids.size, dof_ids.size))
 
 
 def reset_joint_choice(env, env_ids: np.ndarray, joint: str, values: Sequence[float], noise: float = 0.0) -> None:

@@ -297,3 +297,35 @@ def test_train_events_reach_the_training_batch_only():
     clash = {"start_pose": events["action_delay"]}
     with pytest.raises(ConfigError, match="env.train_events.start_pose"):
         GymTask("physai/Reach2D-v0", task=_task("physai/Reach2D-v0"), train_events=clash)
+
+
+def test_sensors_of_reset_envs_match_a_fresh_forward_pass():
+    import mujoco
+
+    spec = build_spec(**packaged_tasks()["physai/Reach2D-v0"])
+    engine = BatchedEngine(spec, num_envs=6, seed=3)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(40, 6, engine.num_actions))
+    for action in actions[:20]:
+        engine.step(action)
+    engine.reset_envs(np.array([1, 4]))  # new start poses: their sensors are recomputed when read
+    data = mujoco.MjData(engine.model)
+    for i in range(6):
+        mujoco.mj_setState(engine.models[i], data, engine.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(engine.models[i], data)
+        if i in (1, 4):
+            np.testing.assert_allclose(engine.sensordata[i], data.sensordata, rtol=0, atol=1e-12)
+    assert engine.sensordata.shape == (6, engine.model.nsensordata)
+
+
+def test_the_backend_keeps_the_faster_thread_count_and_the_same_results():
+    spec = build_spec(**packaged_tasks()["physai/CartpoleBalance-v0"])
+    runs = {}
+    for nthread in (1, 2):
+        engine = BatchedEngine(spec, num_envs=32, seed=5, nthread=nthread)
+        actions = np.random.default_rng(1).uniform(-1, 1, size=(RolloutBackend.CALIBRATION_CALLS + 10, 32, 1))
+        runs[nthread] = np.stack([engine.step(action)["obs"] for action in actions])
+        if nthread == 2:
+            assert engine.backend.nthread in (1, 2) and engine.backend._inline is None  # settled
+            assert len(engine.backend._timings[True]) == len(engine.backend._timings[False]) >= 2
+        engine.close()
+    np.testing.assert_array_equal(runs[1], runs[2])  # threads never change the physics
