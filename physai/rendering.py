@@ -20,6 +20,8 @@ import sys
 from typing import Optional
 
 log = logging.getLogger(__name__)
+# PyOpenGL announces at INFO that its optional C accelerator is missing, in every run that renders.
+logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 DECISION_VARIABLE = "PHYSAI_GL_DECISION"
 OFF_VALUES = ("disable", "disabled", "off", "false", "0")

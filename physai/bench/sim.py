@@ -21,7 +21,9 @@ machine lands on all alike; the median and the spread (min..max over rounds) are
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +108,39 @@ def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Cont
             Contender("bare rollout", bare, lambda: None, skip, used)]
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _available_bytes() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# Bytes per env a peer took when it was first built, by peer name: a larger batch that would not fit in
+# half of the free memory is skipped and said so (EnvPool's dm_control cart-pole holds ~12 MB per env).
+_BYTES_PER_ENV: dict[str, float] = {}
+
+
+def fits_in_memory(name: str, num_envs: int) -> Optional[str]:
+    """None when ``num_envs`` of this peer fit in half of the free memory, else why not."""
+    per_env = _BYTES_PER_ENV.get(name)
+    if per_env is None:
+        return None
+    needed, free = per_env * num_envs, _available_bytes()
+    if needed <= free / 2:
+        return None
+    return (f"{name} at {num_envs} envs would need about {needed / 2**30:.1f} GiB "
+            f"({per_env / 2**20:.1f} MiB per env measured at a smaller batch); {free / 2**30:.1f} GiB free")
+
+
 def envpool_contender(envpool_id: str, num_envs: int, nthread: int, seed: int, frame_skip: int) -> Contender:
     import envpool
 
+    before = _rss_bytes()
     env = envpool.make_gymnasium(envpool_id, num_envs=num_envs, batch_size=num_envs, num_threads=nthread, seed=seed)
     env.reset()
+    _BYTES_PER_ENV.setdefault("EnvPool", max(0, _rss_bytes() - before) / num_envs)
     actions = _actions(num_envs, int(np.prod(env.action_space.shape)), seed).astype(env.action_space.dtype)
     return Contender("EnvPool", lambda i: env.step(actions[i % ACTION_BANK]), env.close, frame_skip, nthread)
 
@@ -137,8 +167,14 @@ def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, 
     """Every contender at one (num_envs, threads) point, interleaved. Single-threaded peers (Sync) and
     one-process-per-env peers (Async) are measured at the first thread count only."""
     contenders = physai_contenders(spec, num_envs, nthread, seed)
+    skipped = {}
     if peers.get("envpool"):
-        contenders.append(envpool_contender(peers["envpool"], num_envs, nthread, seed, peers["envpool_frame_skip"]))
+        reason = fits_in_memory("EnvPool", num_envs)
+        if reason:
+            skipped["EnvPool"] = reason
+            log.warning("skipped: %s", reason)
+        else:
+            contenders.append(envpool_contender(peers["envpool"], num_envs, nthread, seed, peers["envpool_frame_skip"]))
     if include_single_threaded:
         contenders.append(gymnasium_contender(peers["gymnasium"], num_envs, "sync", seed, peers["gymnasium_frame_skip"]))
         if num_envs <= ASYNC_MAX_ENVS:
@@ -149,7 +185,7 @@ def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, 
     finally:
         for contender in contenders:
             contender.close()
-    point = {"num_envs": num_envs, "threads": nthread, "contenders": {}}
+    point = {"num_envs": num_envs, "threads": nthread, "contenders": {}, "skipped": skipped}
     for contender in contenders:
         figures = _summary(samples[contender.name], contender.physics_steps_per_env_step)
         figures["threads"] = contender.threads
@@ -196,6 +232,45 @@ def memory_per_env(spec, num_envs: int = 256) -> float:
     return total / num_envs
 
 
+def _make_registered(env_id: str):
+    """``gym.make(env_id)`` in any process: physai's ids are registered by importing physai.envs."""
+    import gymnasium as gym
+
+    import physai.envs  # noqa: F401
+
+    return gym.make(env_id)
+
+
+def single_env_rates(env_id: str, peer_id: str, seconds: float, rounds: int, seed: int = 0) -> dict:
+    """``gym.make(env_id)`` against ``gym.make(peer_id)`` stepped one env at a time, as RL Baselines3 Zoo and
+    most scripts do; interleaved rounds, episodes reset when they end."""
+    import gymnasium as gym
+
+    contenders = []
+    for name, make_id in (("physai gym.make", env_id), ("gymnasium gym.make", peer_id)):
+        env = gym.make(make_id)
+        env.reset(seed=seed)
+        actions = np.random.default_rng(seed).uniform(-1, 1, size=(ACTION_BANK, *env.action_space.shape))
+        actions = actions.astype(env.action_space.dtype)
+
+        def step(i: int, env=env, actions=actions) -> None:
+            _, _, terminated, truncated, _ = env.step(actions[i % ACTION_BANK])
+            if terminated or truncated:
+                env.reset()
+
+        contenders.append(Contender(name, step, env.close, 1, 1))
+    try:
+        samples = _timed_rounds(contenders, 1, seconds, rounds)
+    finally:
+        for contender in contenders:
+            contender.close()
+    rates = {name: _summary(values, 1) for name, values in samples.items()}
+    for figures in rates.values():
+        figures.pop("physics_steps_per_s")
+    return {"single_env": {"steps_per_s": rates, "env_id": env_id, "peer_env_id": peer_id,
+                           "ratio": rates["physai gym.make"]["median"] / rates["gymnasium gym.make"]["median"]}}
+
+
 def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: int) -> dict:
     """PPO env-steps/s (collection + updates, same hyperparameters) on physai's engine against SB3 on
     gymnasium's own env (the twin where the task has one) in DummyVecEnv and SubprocVecEnv; the three
@@ -218,10 +293,11 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
     peer_id = env_cfg.get("twin_of") or env_cfg["id"]
     n_envs = int(cfg.algo.n_envs)
     torch.set_num_threads(1)
+    make_peer = functools.partial(_make_registered, peer_id)  # picklable for SubprocVecEnv's workers
     makers = {
         "physai engine": lambda: task.make_sb3_vec_env(n_envs, 0),
-        "SB3 DummyVecEnv": lambda: make_vec_env(peer_id, n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv),
-        "SB3 SubprocVecEnv": lambda: make_vec_env(peer_id, n_envs=n_envs, seed=0, vec_env_cls=SubprocVecEnv),
+        "SB3 DummyVecEnv": lambda: make_vec_env(make_peer, n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv),
+        "SB3 SubprocVecEnv": lambda: make_vec_env(make_peer, n_envs=n_envs, seed=0, vec_env_cls=SubprocVecEnv),
     }
     samples: dict[str, list[float]] = {name: [] for name in makers}
     for _ in range(repeats):
@@ -238,7 +314,8 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
     best_peer = max(rates["SB3 DummyVecEnv"]["median"], rates["SB3 SubprocVecEnv"]["median"])
     return {"ppo": {"steps_per_s": rates, "speedup_vs_best_sb3": rates["physai engine"]["median"] / best_peer,
                     "n_envs": n_envs, "timesteps": timesteps, "repeats": repeats, "peer_env_id": peer_id,
-                    "hyperparameters": f"the env's PPO preset (configs/preset/ppo_{task_name}.yaml) or PPO defaults"}}
+                    "hyperparameters": f"what `python train.py env={task_name}` composes: its PPO preset (a twin "
+                                       f"uses its gymnasium option's), else SB3's PPO defaults"}}
 
 
 def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: float, rounds: int, out_dir: Path,
@@ -270,6 +347,11 @@ def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: floa
     result = {"task": task_name, "frame_skip": spec.frame_skip, "peers": peers, "seconds_per_point": seconds,
               "rounds": rounds, "memory_per_env_bytes": memory_per_env(spec), "points": points, "plot": str(plot),
               "targets": target_checks(task_name, points, peers)}
+    if peers["identical"]:
+        result.update(single_env_rates(env_cfg["id"], peers["gymnasium"], seconds, rounds))
+        ratio = result["single_env"]["ratio"]
+        result["targets"].append({"target": "gym.make of physai's task steps at least as fast as gymnasium's own",
+                                  "value": ratio, "threshold": 1.0, "met": ratio >= 1.0})
     if ppo_timesteps:
         result.update(ppo_training_rate(task_name, env_cfg, ppo_timesteps, ppo_repeats))
     return result
