@@ -39,7 +39,9 @@ ALGO_FRAMEWORK_KEYS = frozenset({
 # a run directory exists (reruns and resumes may change only these).
 NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "guard", "profile", "delay_eval", "gate",
                      "device", "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps",
-                     "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend")
+                     "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend",
+                     # the dream video is drawn after the synthetic dataset is written: a report, not data
+                     "synthetic.synthesize.dream_video", "synthetic.synthesize.dream_steps")
 
 
 @dataclass
