@@ -38,6 +38,9 @@ class RolloutBackend:
         # A few chunks per thread: fewer hand-offs than rollout's default, still balanced across threads.
         self._chunk_size = max(1, -(-num_envs // (2 * nthread))) if nthread > 1 else None
         self.warmstart = np.zeros((1, model.nv)) if num_envs == 1 else None
+        # Looked up once: the inline call's one MjData, and a view of its warm start (MjData arrays never move).
+        self._inline_datas = self._datas[:1]
+        self._last_warmstart = self._datas[0].qacc_warmstart
         # On a model this small a thread hand-off can cost more than the physics it moves: the first calls
         # time one thread against all given ones (results do not depend on it) and keep the faster.
         self._inline = rollout.Rollout(nthread=0) if nthread > 1 else None
@@ -60,11 +63,11 @@ class RolloutBackend:
             self._settle()
 
     def _run(self, pool, chunk_size, models, state, control, state_out, sensor_out) -> None:
-        datas = self._datas if chunk_size is not None else self._datas[:1]  # inline: one MjData
+        datas = self._datas if chunk_size is not None else self._inline_datas  # inline: one MjData
         pool.rollout(models, datas, state, control, nstep=control.shape[1], state=state_out,
                      sensordata=sensor_out, skip_checks=True, initial_warmstart=self.warmstart, chunk_size=chunk_size)
         if self.warmstart is not None:  # one env, stepped inline on _datas[0]: its warm start is there
-            self.warmstart[0] = self._datas[0].qacc_warmstart
+            self.warmstart[0] = self._last_warmstart
 
     def _settle(self) -> None:
         """Keep the faster of one thread and all given ones, by the median of each's timed calls (thread

@@ -13,6 +13,7 @@ of masses, friction, gains...). Term functions read and write views of the batch
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import math
 import os
@@ -27,6 +28,15 @@ FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 # An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
 EXPLODED_QVEL = 1e4
+# A batch whose squared state norm is below this has every coordinate, velocities included, finite and
+# well inside EXPLODED_QVEL: one dot product clears it (the margin absorbs the dot's rounding).
+_QUIET_STATE_NORM = (EXPLODED_QVEL / 2) ** 2
+
+# What a term's failure may raise: turned into a TaskError that names the term.
+_TERM_ERRORS = (TaskError, TypeError, KeyError, ValueError, IndexError)
+
+# ``array.any()`` of a 1-D array without the Python wrapper of the method.
+_any = np.logical_or.reduce
 
 
 def _state_offsets(model: mujoco.MjModel) -> dict[str, int]:
@@ -60,10 +70,14 @@ class BatchedEngine:
         self.num_envs = num_envs
         self.model = load_model(spec)
         self.dt = self.model.opt.timestep * spec.frame_skip
+        self._step_time = spec.frame_skip * self.model.opt.timestep  # what a step adds to each env's clock
+        self._clock_tolerance = 0.5 * self.model.opt.timestep
+        self._clock_tolerance_sq = (self._clock_tolerance / 2) ** 2  # halved: a margin for the dot's rounding
         self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
         self._ids: dict[tuple[str, str], int] = {}
         self._indices: dict[tuple[str, Any], Any] = {}
+        self._joint_columns_of: dict[tuple[str, str], int] = {}
         self.actuator_ids = self._actuator_ids()
         self.num_actions = len(self.actuator_ids)
         self._all_actuators = np.array_equal(self.actuator_ids, np.arange(self.model.nu))
@@ -87,6 +101,7 @@ class BatchedEngine:
         nstate = mujoco.mj_stateSize(self.model, FULL)
         offsets = _state_offsets(self.model)
         self.state = np.zeros((num_envs, nstate))
+        self._state_flat = self.state.reshape(-1)  # a view: the whole batch as one vector
         self.qpos = self.state[:, offsets["qpos"]:offsets["qpos"] + self.model.nq]
         self.qvel = self.state[:, offsets["qvel"]:offsets["qvel"] + self.model.nv]
         # qpos at the start of the current control step, for rewards on displacement (x after - x before).
@@ -94,6 +109,7 @@ class BatchedEngine:
         self._control = np.zeros((num_envs, spec.frame_skip, self.model.nu))
         self._state_out = np.zeros((num_envs, spec.frame_skip, nstate))
         self._sensor_out = np.zeros((num_envs, spec.frame_skip, self.model.nsensordata))
+        self._final_state_out, self._final_sensor_out = self._state_out[:, -1], self._sensor_out[:, -1]
         self._sensordata = np.zeros((num_envs, self.model.nsensordata))
         # Rows whose state was set by hand (resets, events): their sensors are recomputed when first read,
         # so a task whose terms read no sensor never pays mj_forward on a reset.
@@ -122,6 +138,7 @@ class BatchedEngine:
         self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
         self.noise_burst_std = np.zeros(num_envs)
         self._last_obs: Optional[np.ndarray] = None
+        self._bind_terms()
         if spec.camera is not None:
             self.id_of("camera", spec.camera, "camera")
         self._apply_startup_events()
@@ -220,10 +237,18 @@ class BatchedEngine:
         return index
 
     def joint_qpos(self, name: str, where: str = "a term") -> int:
-        return int(self.model.jnt_qposadr[self.id_of("joint", name, where)])
+        """Column of ``qpos`` where this joint starts; cached, since terms ask every step."""
+        key = ("qpos", name)
+        if key not in self._joint_columns_of:
+            self._joint_columns_of[key] = int(self.model.jnt_qposadr[self.id_of("joint", name, where)])
+        return self._joint_columns_of[key]
 
     def joint_dof(self, name: str, where: str = "a term") -> int:
-        return int(self.model.jnt_dofadr[self.id_of("joint", name, where)])
+        """Column of ``qvel`` where this joint starts; cached."""
+        key = ("dof", name)
+        if key not in self._joint_columns_of:
+            self._joint_columns_of[key] = int(self.model.jnt_dofadr[self.id_of("joint", name, where)])
+        return self._joint_columns_of[key]
 
     def _single_dof(self, joints: tuple[str, ...]) -> None:
         for joint in joints:
@@ -234,11 +259,13 @@ class BatchedEngine:
 
     def qpos_indices(self, joints: tuple[str, ...]) -> np.ndarray:
         """Columns of ``qpos`` for these hinge/slide joints; cached, since terms ask every step."""
-        return self._joint_columns("qpos", joints, self.model.jnt_qposadr)
+        columns = self._indices.get(("qpos", joints))
+        return self._joint_columns("qpos", joints, self.model.jnt_qposadr) if columns is None else columns
 
     def dof_indices(self, joints: tuple[str, ...]) -> np.ndarray:
         """Columns of ``qvel`` for these hinge/slide joints; cached."""
-        return self._joint_columns("dof", joints, self.model.jnt_dofadr)
+        columns = self._indices.get(("dof", joints))
+        return self._joint_columns("dof", joints, self.model.jnt_dofadr) if columns is None else columns
 
     def _joint_columns(self, kind: str, joints: tuple[str, ...], address: np.ndarray) -> np.ndarray:
         key = (kind, joints)
@@ -272,11 +299,42 @@ class BatchedEngine:
             if env_ids is None:
                 return term.fn(self, **term.params)
             return term.fn(self, env_ids, **term.params)
-        except TaskError as exc:
-            raise TaskError(f"{section}.{term.name}: {exc}") from exc
-        except (TypeError, KeyError, ValueError, IndexError) as exc:
-            raise TaskError(f"task {self.spec.name}: {section}.{term.name} ({term.fn.__name__}) failed with "
-                            f"params {term.params}: {exc}") from exc
+        except _TERM_ERRORS as exc:
+            raise self._term_error(term, section, exc) from exc
+
+    def _term_error(self, term: Term, section: str, exc: Exception) -> TaskError:
+        """The error a failing term raises, naming the task, the term and its params."""
+        if isinstance(exc, TaskError):
+            return TaskError(f"{section}.{term.name}: {exc}")
+        return TaskError(f"task {self.spec.name}: {section}.{term.name} ({term.fn.__name__}) failed with "
+                         f"params {term.params}: {exc}")
+
+    def _bind_terms(self) -> None:
+        """Bind each per-step term to this engine and its params once, so a step calls them directly
+        (the loops that call them catch a failure and name the term, as ``_call`` does).
+
+        A term function may offer ``fn.bind(engine, **params)``, the same term with its lookups done
+        once (see mdp.py). One that cannot bind is called plainly, and the build's checks, which call
+        every term through ``_call``, then report what is wrong with it.
+        """
+        def bound(term: Term) -> Any:
+            binder = getattr(term.fn, "bind", None)
+            if binder is not None:
+                try:
+                    return binder(self, **term.params)
+                except _TERM_ERRORS:
+                    pass
+            return functools.partial(term.fn, self, **term.params)
+
+        self._observation_fns = [(term, bound(term)) for term in self.spec.observations]
+        self._reward_fns = [(term, bound(term), self.reward_sums[term.name]) for term in self.spec.rewards]
+        self._termination_fns = [(term, bound(term)) for term in self.spec.terminations]
+        # Commands and interval events counted down every step: (timer, term, what firing does).
+        self._tickers = [(self._command_timer[term.name], term, functools.partial(self._resample_command, term))
+                         for term in self.spec.commands]
+        self._tickers += [(self._event_timer[term.name], term, functools.partial(self._fire_event, term))
+                          for term in self.spec.events if term.mode == "interval"]
+        self._reset_and_interval_events = [term for term in self.spec.events if term.mode in ("reset", "interval")]
 
     def _check_output(self, term: Term, value: np.ndarray) -> None:
         if np.shape(value)[:1] != (self.num_envs,):
@@ -284,18 +342,26 @@ class BatchedEngine:
                             f"expected ({self.num_envs}, ...)")
 
     def observe(self) -> np.ndarray:
-        parts = []
-        for term in self.spec.observations:
-            value = np.asarray(self._call(term, "observations"), dtype=np.float64)
-            parts.append(value.reshape(self.num_envs, -1))
-        obs = np.concatenate(parts, axis=1)
-        if self.noise_burst_until.any():  # a sensor-noise burst event ran in some episode
+        n = self.num_envs
+        if self.noise_burst_until[0] if n == 1 else _any(self.noise_burst_until):  # a burst event ran
             std = np.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
         else:
             std = self.noise_std
-        if std.any():
+        parts = []
+        term = None
+        try:
+            for term, fn in self._observation_fns:
+                parts.append(np.asarray(fn(), dtype=np.float64).reshape(n, -1))
+        except _TERM_ERRORS as exc:
+            if term is None:
+                raise
+            raise self._term_error(term, "observations", exc) from exc
+        if bool(std[0]) if n == 1 else _any(std):
+            obs = np.concatenate(parts, axis=1)
             obs = obs + self.rng.normal(0.0, 1.0, size=obs.shape) * std[:, None]
-        return obs.astype(np.float32)
+            return obs.astype(np.float32)
+        # Cast while concatenating: the same rounding as concatenating in float64, then casting.
+        return np.concatenate(parts, axis=1, dtype=np.float32)
 
     def _observation_names(self) -> list[str]:
         """One name per observation column: the term's name, indexed when the term is wider than 1."""
@@ -320,10 +386,10 @@ class BatchedEngine:
         self.noise_burst_until[env_ids] = 0
         for sums in self.reward_sums.values():
             sums[env_ids] = 0.0
-        for term in self.spec.events:
+        for term in self._reset_and_interval_events:  # in the task's order: they share the random stream
             if term.mode == "reset":
                 self._call(term, "events", env_ids)
-            elif term.mode == "interval":
+            else:
                 self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         for term in self.spec.commands:
             self._resample_command(term, env_ids)
@@ -361,10 +427,11 @@ class BatchedEngine:
     # ----- step ------------------------------------------------------------------------------
     def step(self, action: np.ndarray, autoreset: bool = True) -> dict[str, Any]:
         action = np.asarray(action, dtype=np.float64)
-        if action.shape != (self.num_envs, self.num_actions):
+        if action.shape != self.action.shape:
             raise TaskError(f"task {self.spec.name}: actions of shape {action.shape}; expected "
                             f"({self.num_envs}, {self.num_actions}) (num_envs, actuators)")
-        self.last_action[:] = self.action
+        n = self.num_envs
+        np.copyto(self.last_action, self.action)
         if self._action_fifo is None:
             # np.clip's semantics (NaN passes through) without its Python-level wrapper
             np.minimum(np.maximum(action, -1.0, out=self.action), 1.0, out=self.action)
@@ -378,10 +445,18 @@ class BatchedEngine:
                 self._control[:] = ctrl
             else:
                 self._control[:, :, self.actuator_ids] = ctrl
-        expected = self.state[:, 0] + self.spec.frame_skip * self.model.opt.timestep
-        self.qpos_before_step[:] = self.qpos
+        # One env is counted with element operations on Python scalars (the same IEEE and integer
+        # arithmetic as the array operations, which cost several times more on a single row).
+        if n == 1:
+            expected = float(self.state[0, 0]) + self._step_time
+        else:
+            expected = self.state[:, 0] + self._step_time
+        np.copyto(self.qpos_before_step, self.qpos)
         self._simulate()
-        self.episode_step += 1
+        if n == 1:
+            self.episode_step[0] += 1
+        else:
+            self.episode_step += 1
         exploded = self._exploded(expected)
         any_exploded = exploded is not self._none_exploded and bool(exploded.any())
         if any_exploded:
@@ -391,63 +466,103 @@ class BatchedEngine:
             self._sensordata[exploded] = 0.0
         # Isaac Lab's order: rewards and terminations judge the step the policy acted on; commands
         # and interval events then change the world for the next observation.
-        reward = np.zeros(self.num_envs)
-        for term in self.spec.rewards:
-            value = term.weight * np.asarray(self._call(term, "rewards"), dtype=np.float64)
-            if any_exploded:
-                value[exploded] = 0.0
-            self.reward_sums[term.name] += value
-            reward += value
-        self.episode_return += reward
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        for term in self.spec.terminations:
-            terminated |= np.asarray(self._call(term, "terminations"), dtype=bool)
-        terminated &= ~exploded
+        term = None
+        try:
+            if n == 1 and not any_exploded:
+                # One env: the weighted terms are summed as Python floats, the same IEEE arithmetic
+                # in the same order as the batch path, without an array operation per sum.
+                total = 0.0
+                for term, fn, sums in self._reward_fns:
+                    value = term.weight * float(np.asarray(fn(), dtype=np.float64)[0])
+                    sums[0] += value
+                    total += value
+                reward = np.array([total])
+                self.episode_return[0] += total
+            else:
+                reward = np.zeros(n)
+                for term, fn, sums in self._reward_fns:
+                    value = term.weight * np.asarray(fn(), dtype=np.float64)
+                    if any_exploded:
+                        value[exploded] = 0.0
+                    sums += value
+                    reward += value
+                self.episode_return += reward
+        except _TERM_ERRORS as exc:
+            if term is None:
+                raise
+            raise self._term_error(term, "rewards", exc) from exc
+        terminated = np.zeros(n, dtype=bool)
+        term = None
+        try:
+            for term, fn in self._termination_fns:
+                terminated |= np.asarray(fn(), dtype=bool)
+        except _TERM_ERRORS as exc:
+            if term is None:
+                raise
+            raise self._term_error(term, "terminations", exc) from exc
         # A blow-up is the simulator's failure, not the policy's: truncate (bootstrap), never terminate.
-        truncated = ((self.episode_step >= self.spec.episode_steps) | exploded) & ~terminated
-        for term in self.spec.commands:
-            self._tick(self._command_timer[term.name], term, lambda due, t=term: self._resample_command(t, due))
-        for term in self.spec.events:
-            if term.mode == "interval":
-                self._tick(self._event_timer[term.name], term, lambda due, t=term: self._fire_event(t, due))
-        done = terminated | truncated
+        truncated = self.episode_step >= self.spec.episode_steps
+        if any_exploded:
+            terminated &= ~exploded
+            truncated |= exploded
+        if self._termination_fns:
+            truncated &= ~terminated
+        for timer, term, fire in self._tickers:
+            self._tick(timer, term, fire)
         obs = self.observe()
         if any_exploded and self._last_obs is not None:
             obs[exploded] = self._last_obs[exploded]  # the last observation that was real
         info: dict[str, Any] = {"exploded": exploded}
-        done_ids = np.flatnonzero(done)
-        if done_ids.size:
-            info["episode_return"] = self.episode_return[done_ids].copy()
-            info["episode_length"] = self.episode_step[done_ids].copy()
-            info["episode_terms"] = {name: sums[done_ids].copy() for name, sums in self.reward_sums.items()}
+        if n == 1:
+            done_ids = np.zeros(1, dtype=np.int64) if terminated[0] or truncated[0] else None
+        else:
+            done_ids = (terminated | truncated).nonzero()[0]
+            if not done_ids.size:
+                done_ids = None
+        if done_ids is not None:
+            info["episode_return"] = self.episode_return[done_ids]
+            info["episode_length"] = self.episode_step[done_ids]
+            info["episode_terms"] = {name: sums[done_ids] for name, sums in self.reward_sums.items()}
             info["done_ids"] = done_ids
             if autoreset:
-                info["final_obs"] = obs[done_ids].copy()
+                info["final_obs"] = obs[done_ids]
                 self.reset_envs(done_ids)
                 obs[done_ids] = self.observe()[done_ids]
         self._last_obs = obs
         return {"obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info}
 
-    def _exploded(self, expected_time: np.ndarray) -> np.ndarray:
+    def _exploded(self, expected_time: Any) -> np.ndarray:
         """Envs that blew up this step; ``self._none_exploded`` itself when none did (the usual case,
         decided with a few whole-batch reductions instead of per-env masks).
 
         MuJoCo resets an env's data by itself when it meets NaN/huge values; its clock then disagrees
         with the time this step should have taken.
         """
+        tolerance = self._clock_tolerance
+        if self.num_envs == 1:  # one clock: ``expected_time`` is a Python float
+            clock_ok = abs(float(self.state[0, 0]) - expected_time) <= tolerance
+        else:  # the squared clock errors sum below tolerance**2 only if each error is within tolerance
+            clock_error = self.state[:, 0] - expected_time
+            clock_ok = np.dot(clock_error, clock_error) <= self._clock_tolerance_sq
+            if not clock_ok:  # decided exactly, error by error
+                clock_ok = np.maximum.reduce(np.abs(clock_error)) <= tolerance
+        # A NaN anywhere fails every comparison here, so it takes the per-env path below.
+        if clock_ok:
+            flat = self._state_flat
+            if np.dot(flat, flat) <= _QUIET_STATE_NORM:
+                return self._none_exploded
+            # The batch's sum is finite exactly when every entry is (short of an overflow, itself a blow-up).
+            if (math.isfinite(np.add.reduce(flat)) and np.maximum.reduce(np.abs(self.qvel), axis=None)
+                    <= EXPLODED_QVEL):
+                return self._none_exploded
         clock_error = np.abs(self.state[:, 0] - expected_time)
-        tolerance = 0.5 * self.model.opt.timestep
-        # The batch's sum is finite exactly when every entry is (short of an overflow, itself a blow-up).
-        if (clock_error.max() <= tolerance and math.isfinite(float(self.state.sum()))
-                and -EXPLODED_QVEL <= self.qvel.min() and self.qvel.max() <= EXPLODED_QVEL):
-            return self._none_exploded
         return ((clock_error > tolerance) | ~np.isfinite(self.state).all(axis=1)
                 | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
 
     def _tick(self, timer: np.ndarray, term: Term, fire) -> None:
         """Count an interval down by one control step; fire and redraw it for the envs that are due."""
         timer -= 1
-        due = np.flatnonzero(timer <= 0)
+        due = (timer <= 0).nonzero()[0]
         if due.size:
             fire(due)
             timer[due] = self._draw_interval(term, due.size)
@@ -462,8 +577,9 @@ class BatchedEngine:
 
     def _simulate(self) -> None:
         self.backend.step(self.models, self.state, self._control, self._state_out, self._sensor_out)
-        self.state[:] = self._state_out[:, -1]
-        self._sensordata[:] = self._sensor_out[:, -1]
+        np.copyto(self.state, self._final_state_out)
+        if self._sensordata.shape[1]:
+            np.copyto(self._sensordata, self._final_sensor_out)
         if self._any_sensors_stale:  # every row was just computed by the step itself
             self._sensors_stale[:] = False
             self._any_sensors_stale = False

@@ -44,10 +44,12 @@ class PhysaiEnv(gym.Env):
 
     def step(self, action):
         out = self.engine.step(np.asarray(action, dtype=np.float64).reshape(1, -1), autoreset=False)
-        info: dict[str, Any] = {"exploded": bool(out["info"]["exploded"][0])}
-        if "episode_terms" in out["info"]:
-            info["episode_terms"] = {k: float(v[0]) for k, v in out["info"]["episode_terms"].items()}
-        return (out["obs"][0], float(out["reward"][0]), bool(out["terminated"][0]), bool(out["truncated"][0]), info)
+        raw = out["info"]
+        info: dict[str, Any] = {"exploded": bool(raw["exploded"][0])}
+        if "episode_terms" in raw:
+            info["episode_terms"] = {k: float(v[0]) for k, v in raw["episode_terms"].items()}
+        # ``item()`` gives the Python float/bool of a one-element array, as float(x[0])/bool(x[0]) would.
+        return out["obs"][0], out["reward"].item(), out["terminated"].item(), out["truncated"].item(), info
 
     def render(self):
         if self.render_mode != "rgb_array":

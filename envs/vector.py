@@ -63,9 +63,10 @@ def _vector_info(raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
     if "done_ids" in raw:
         mask = np.zeros(num_envs, dtype=bool)
         mask[raw["done_ids"]] = True
-        final_obs = np.empty(num_envs, dtype=object)
-        for row, env_id in enumerate(raw["done_ids"]):
-            final_obs[env_id] = raw["final_obs"][row] if "final_obs" in raw else None
+        final_obs = np.empty(num_envs, dtype=object)  # None where no episode ended
+        if "final_obs" in raw:
+            for env_id, row in zip(raw["done_ids"].tolist(), raw["final_obs"]):
+                final_obs[env_id] = row
         info.update({"final_obs": final_obs, "_final_obs": mask})
         episode_return = np.zeros(num_envs)
         episode_return[raw["done_ids"]] = raw["episode_return"]

@@ -15,7 +15,7 @@ import physai.envs  # noqa: F401  registers physai/<Task>-v0
 from physai.envs.backends import RolloutBackend
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_tasks
-from physai.envs.spec import TaskError, build_spec
+from physai.envs.spec import TaskError, Term, build_spec
 from physai.envs.vector import PhysaiSB3VecEnv, PhysaiVectorEnv
 
 TASK_IDS = sorted(packaged_tasks())
@@ -329,3 +329,39 @@ def test_the_backend_keeps_the_faster_thread_count_and_the_same_results():
             assert len(engine.backend._timings[True]) == len(engine.backend._timings[False]) >= 2
         engine.close()
     np.testing.assert_array_equal(runs[1], runs[2])  # threads never change the physics
+
+
+def _fails_after_two_steps(env) -> np.ndarray:
+    if env.episode_step.max() > 2:
+        raise ValueError("boom")
+    return np.zeros(env.num_envs)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+@pytest.mark.parametrize("section", ["observations", "rewards", "terminations"])
+def test_a_term_that_fails_mid_episode_is_named_by_the_step(section, num_envs):
+    spec = build_spec(**_task("physai/CartpoleBalance-v0"))
+    getattr(spec, section).append(Term("flaky", _fails_after_two_steps))
+    engine = BatchedEngine(spec, num_envs=num_envs, seed=0)
+    actions = np.zeros((num_envs, engine.num_actions))
+    engine.step(actions)
+    engine.step(actions)
+    with pytest.raises(TaskError, match=f"cartpole_balance: {section}.flaky \\(_fails_after_two_steps\\) failed "
+                                        f"with params {{}}: boom"):
+        engine.step(actions)
+
+
+@pytest.mark.parametrize("env_id", ["physai/CartpoleBalance-v0", "physai/CartpoleSwingup-v0", "physai/Reach2D-v0",
+                                    "physai/QuadrupedVelocity-v0"])
+def test_the_terms_a_step_calls_compute_what_the_plain_terms_do(env_id):
+    """The engine binds terms once (``fn.bind`` where a term offers one); the values must be the plain term's."""
+    engine = BatchedEngine(build_spec(**_task(env_id)), num_envs=3, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        engine.step(rng.uniform(-1, 1, size=(3, engine.num_actions)))
+    bound = [("observations", term, fn) for term, fn in engine._observation_fns]
+    bound += [("rewards", term, fn) for term, fn, _ in engine._reward_fns]
+    bound += [("terminations", term, fn) for term, fn in engine._termination_fns]
+    for section, term, fn in bound:
+        fast, plain = np.asarray(fn()), np.asarray(engine._call(term, section))
+        assert fast.dtype == plain.dtype and fast.tobytes() == plain.tobytes(), f"{section}.{term.name}"
