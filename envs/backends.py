@@ -29,6 +29,8 @@ class RolloutBackend:
 
     # Calls spent timing one thread against all of them before settling on the faster.
     CALIBRATION_CALLS = 48
+    # How much faster one thread must be before the given threads are declined.
+    DECLINE_MARGIN = 0.05
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int) -> None:
         self.nthread = nthread
@@ -70,9 +72,11 @@ class RolloutBackend:
             self.warmstart[0] = self._last_warmstart
 
     def _settle(self) -> None:
-        """Keep the faster of one thread and all given ones, by the median of each's timed calls (thread
-        wake-ups make single calls of the pool vary by a factor of two)."""
-        if np.median(self._timings[True][1:]) < np.median(self._timings[False][1:]):
+        """Decline the given threads only when one thread is clearly faster: by ``DECLINE_MARGIN`` in the
+        median of the timed calls (thread wake-ups make single calls of the pool vary by a factor of two),
+        so noise on the other core does not talk a batch out of threads that pay for themselves."""
+        inline, pool = np.median(self._timings[True][1:]), np.median(self._timings[False][1:])
+        if inline * (1 + self.DECLINE_MARGIN) < pool:
             self._pool.close()
             self._pool, self._chunk_size, self.nthread = self._inline, None, 1
         else:

@@ -28,9 +28,6 @@ FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 # An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
 EXPLODED_QVEL = 1e4
-# A batch whose squared state norm is below this has every coordinate, velocities included, finite and
-# well inside EXPLODED_QVEL: one dot product clears it (the margin absorbs the dot's rounding).
-_QUIET_STATE_NORM = (EXPLODED_QVEL / 2) ** 2
 
 # What a term's failure may raise: turned into a TaskError that names the term.
 _TERM_ERRORS = (TaskError, TypeError, KeyError, ValueError, IndexError)
@@ -72,7 +69,6 @@ class BatchedEngine:
         self.dt = self.model.opt.timestep * spec.frame_skip
         self._step_time = spec.frame_skip * self.model.opt.timestep  # what a step adds to each env's clock
         self._clock_tolerance = 0.5 * self.model.opt.timestep
-        self._clock_tolerance_sq = (self._clock_tolerance / 2) ** 2  # halved: a margin for the dot's rounding
         self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
         self._ids: dict[tuple[str, str], int] = {}
@@ -541,20 +537,15 @@ class BatchedEngine:
         tolerance = self._clock_tolerance
         if self.num_envs == 1:  # one clock: ``expected_time`` is a Python float
             clock_ok = abs(float(self.state[0, 0]) - expected_time) <= tolerance
-        else:  # the squared clock errors sum below tolerance**2 only if each error is within tolerance
-            clock_error = self.state[:, 0] - expected_time
-            clock_ok = np.dot(clock_error, clock_error) <= self._clock_tolerance_sq
-            if not clock_ok:  # decided exactly, error by error
-                clock_ok = np.maximum.reduce(np.abs(clock_error)) <= tolerance
-        # A NaN anywhere fails every comparison here, so it takes the per-env path below.
-        if clock_ok:
-            flat = self._state_flat
-            if np.dot(flat, flat) <= _QUIET_STATE_NORM:
-                return self._none_exploded
-            # The batch's sum is finite exactly when every entry is (short of an overflow, itself a blow-up).
-            if (math.isfinite(np.add.reduce(flat)) and np.maximum.reduce(np.abs(self.qvel), axis=None)
-                    <= EXPLODED_QVEL):
-                return self._none_exploded
+        else:
+            clock_ok = np.maximum.reduce(np.abs(self.state[:, 0] - expected_time)) <= tolerance
+        # A NaN anywhere fails every comparison here, so it takes the per-env path below. Plain ufunc
+        # reductions, not np.dot: a BLAS call on a large batch wakes BLAS threads that spin against the
+        # rollout threads.
+        # The batch's sum is finite exactly when every entry is (short of an overflow, itself a blow-up).
+        if (clock_ok and math.isfinite(np.add.reduce(self._state_flat))
+                and np.maximum.reduce(np.abs(self.qvel), axis=None) <= EXPLODED_QVEL):
+            return self._none_exploded
         clock_error = np.abs(self.state[:, 0] - expected_time)
         return ((clock_error > tolerance) | ~np.isfinite(self.state).all(axis=1)
                 | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
