@@ -34,7 +34,6 @@ class RolloutBackend:
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int) -> None:
         self.nthread = nthread
-        self.nthread_given = nthread
         self._datas = [mujoco.MjData(model) for _ in range(nthread)]
         self._pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)  # 0: run inline
         # A few chunks per thread: fewer hand-offs than rollout's default, still balanced across threads.
@@ -43,8 +42,8 @@ class RolloutBackend:
         # Looked up once: the inline call's one MjData, and a view of its warm start (MjData arrays never move).
         self._inline_datas = self._datas[:1]
         self._last_warmstart = self._datas[0].qacc_warmstart
-        # On a model this small a thread hand-off can cost more than the physics it moves: the first calls
-        # time one thread against all given ones (results do not depend on it) and keep the faster.
+        # On a small model a thread hand-off can cost more than the physics it moves: the first calls time
+        # one thread against all given ones (results do not depend on it); see _settle.
         self._inline = rollout.Rollout(nthread=0) if nthread > 1 else None
         self._timings: dict[bool, list[float]] = {True: [], False: []}
 

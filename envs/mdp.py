@@ -35,17 +35,16 @@ def _dof_ids(env, joints: Optional[Sequence[str]]) -> np.ndarray:
 
 # ----- observations ------------------------------------------------------------------------
 def joint_pos(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
-    return env.qpos[:, _qpos_ids(env, joints)]
+    return _bind_joint_pos(env, joints)()
 
 
 def joint_pos_sincos(env, joints: Sequence[str]) -> np.ndarray:
     """Angles as (sin, cos) pairs: continuous across the +-pi wrap of a free-spinning hinge."""
-    angles = env.qpos[:, _qpos_ids(env, joints)]
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    return _bind_joint_pos_sincos(env, joints)()
 
 
 def joint_vel(env, joints: Optional[Sequence[str]] = None, scale: float = 1.0) -> np.ndarray:
-    return env.qvel[:, _dof_ids(env, joints)] * scale
+    return _bind_joint_vel(env, joints, scale)()
 
 
 def sensor(env, name: str, scale: float = 1.0) -> np.ndarray:
@@ -72,7 +71,7 @@ def alive(env) -> np.ndarray:
 
 def joint_cos(env, joint: str) -> np.ndarray:
     """cos of a hinge angle: 1 upright, -1 hanging; the swing-up shaping term."""
-    return np.cos(env.qpos[:, env.joint_qpos(joint, "joint")])
+    return _bind_joint_cos(env, joint)()
 
 
 def balance_product(env, pole: str, cart: str, cart_margin: float = 1.0, spin_margin: float = 5.0) -> np.ndarray:
@@ -90,7 +89,7 @@ def balance_product(env, pole: str, cart: str, cart_margin: float = 1.0, spin_ma
 
 # Per-step sums use ``ndarray.sum``: the same reduction as ``np.sum`` with less Python around it.
 def joint_pos_l2(env, joints: Sequence[str], target: float = 0.0) -> np.ndarray:
-    return np.square(env.qpos[:, _qpos_ids(env, joints)] - target).sum(axis=1)
+    return _bind_joint_pos_l2(env, joints, target)()
 
 
 def joint_vel_l2(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -149,9 +148,7 @@ def sensor_l2(env, name: str) -> np.ndarray:
 
 # ----- terminations ------------------------------------------------------------------------
 def joint_out_of_bounds(env, joint: str, low: float, high: float) -> np.ndarray:
-    low, high = _range("low/high", (low, high))
-    q = env.qpos[:, env.joint_qpos(joint, "joint")]
-    return (q < low) | (q > high)
+    return _bind_joint_out_of_bounds(env, joint, low, high)()
 
 
 def sensor_out_of_bounds(env, name: str, low: float, high: float, index: int = 0) -> np.ndarray:
@@ -162,7 +159,8 @@ def sensor_out_of_bounds(env, name: str, low: float, high: float, index: int = 0
 
 # ----- bound forms --------------------------------------------------------------------------
 # ``fn.bind(env, **params)`` returns a no-argument function that computes what ``fn(env, **params)``
-# does, with the joint columns resolved once: the engine calls it every step. Consecutive columns
+# does, with the joint columns resolved once: the engine calls it every step, and the plain term is
+# its one-off call, so each term's arithmetic is written once. Consecutive columns
 # become a slice, so a step reads a view of the state where the plain term copies it by index.
 def _columns(ids: np.ndarray):
     if ids.size and np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
