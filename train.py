@@ -16,7 +16,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from physai.cli import route_env_id
+from physai.run.cli import route_env_id
 from physai.config import register_configs
 
 register_configs()
@@ -24,8 +24,8 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    from physai.cli import run_composed
-    from physai.sweeps import objective
+    from physai.run.cli import run_composed
+    from physai.run.sweeps import objective
 
     # The evaluation mean return: what Hydra sweepers (optuna) maximize; None when the run has none.
     return objective(run_composed(cfg))

@@ -3,7 +3,7 @@
 Importing this package registers every physai task with gymnasium as ``physai/<Task>-v0``.
 """
 
-from physai.rendering import choose_gl_backend
+from physai.envs.rendering import choose_gl_backend
 
 # MuJoCo binds its GL backend at import: choose one that works (or none) before anything imports it.
 choose_gl_backend()

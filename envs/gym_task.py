@@ -1,8 +1,8 @@
 """A task: any registered gymnasium id (``HalfCheetah-v5``) or a physai task (``physai/Cartpole-v0``).
 
-The pipeline only talks to a task through this small surface: make one env, make a batch
-of envs for training, and say its control rate and solved threshold. physai tasks train on
-the batched MuJoCo engine; other ids on SB3's ``DummyVecEnv`` of single envs.
+The pipeline only talks to a task through this small surface: make one env, make a gymnasium
+vector env, and say its control rate and solved threshold. The training batch is built from a
+task by ``physai.train.vec_env`` (physai tasks train on the batched MuJoCo engine).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import gymnasium as gym
 import numpy as np
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 
 
 class GymTask:
@@ -78,16 +78,6 @@ class GymTask:
     @property
     def batched(self) -> bool:
         return self.task is not None
-
-    def make_sb3_vec_env(self, num_envs: int, seed: int):
-        """The training batch: the batched engine for physai tasks, else single envs in a DummyVecEnv."""
-        if self.task is not None:
-            from physai.envs.vector import PhysaiSB3VecEnv
-
-            return PhysaiSB3VecEnv(self.train_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
-        from stable_baselines3.common.env_util import make_vec_env
-
-        return make_vec_env(self.env_fn(), n_envs=num_envs, seed=seed)
 
     def make_vector_env(self, num_envs: int, seed: Optional[int] = None) -> gym.vector.VectorEnv:
         """A gymnasium 1.x ``VectorEnv``: batched engine for physai tasks, ``SyncVectorEnv`` otherwise."""

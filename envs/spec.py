@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"

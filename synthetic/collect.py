@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 from physai.synthetic.dataset import Episode
 
 ActionFn = Callable[[np.ndarray], np.ndarray]

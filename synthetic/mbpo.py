@@ -33,7 +33,6 @@ at its first training step, and samples only real rows until then.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from typing import Any, Optional, Sequence
 
@@ -45,7 +44,8 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
+from physai.core.io import finite_or_null
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ class MBPO(SAC):
     EXTRA_MODEL_BUFFER = "model_buffer.npz"  # the synthetic rows, round by round, as plain arrays
 
     def save_extras(self, directory, task_id: str) -> None:
-        """Checkpoint hook (physai.training.checkpoints): write what ``model.zip`` leaves out into ``directory``."""
+        """Checkpoint hook (physai.train.checkpoints): write what ``model.zip`` leaves out into ``directory``."""
         from pathlib import Path
 
         directory = Path(directory)
@@ -585,16 +585,11 @@ def _context_source(venv) -> Optional[_ContextSource]:
     return None
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def training_figures(model: MBPO) -> dict[str, Any]:
     """The figures a run records for MBPO: refits, last validation MSE, synthetic rows and their rate."""
     stats = model.mbpo_stats
-    return {"model_refits": int(stats["model_refits"]), "last_val_mse": _finite(stats["last_val_mse"]),
-            "synthetic_generated": int(stats["synthetic_generated"]),
-            "generation_rate_per_s": _finite(stats["generation_rate"]), "real_steps": int(model.num_timesteps),
-            "model_fit_seconds": float(stats["model_fit_seconds"]),
-            "model_buffer_rows": int(stats["model_buffer_rows"]),
-            "warm_start": dict(model.warm_start_counts)}
+    return finite_or_null({
+        "model_refits": int(stats["model_refits"]), "last_val_mse": stats["last_val_mse"],
+        "synthetic_generated": int(stats["synthetic_generated"]), "generation_rate_per_s": stats["generation_rate"],
+        "real_steps": int(model.num_timesteps), "model_fit_seconds": float(stats["model_fit_seconds"]),
+        "model_buffer_rows": int(stats["model_buffer_rows"]), "warm_start": dict(model.warm_start_counts)})

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from physai.errors import PhysaiError
+from physai.core.errors import PhysaiError
 from physai.synthetic.world_model import EnsembleDynamicsModel, WorldModelError
 
 DEFAULT_HORIZONS = (1, 5, 10, 25, 50)

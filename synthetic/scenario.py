@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 
 # Physics context values are scales of nominal quantities: 1.0 is nominal, 0 or below is not physical.
 CONTEXT_MIN_SCALE = 1e-3

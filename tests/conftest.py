@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from physai.config import register_configs
-from physai.rendering import choose_gl_backend
+from physai.envs.rendering import choose_gl_backend
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -47,7 +47,7 @@ def run_train(args: list[str], timeout: float = 300, video: bool = False, env_ov
 
 def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "-m", "physai.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "physai.run.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -62,7 +62,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def require_rendering() -> None:
     """Fail (never skip) a test about video when this machine cannot render, naming why."""
-    from physai.rendering import unavailable_reason
+    from physai.envs.rendering import unavailable_reason
 
     reason = unavailable_reason()
     if reason:

@@ -1,6 +1,6 @@
 """Bad input across every config group is refused at composition or preflight, naming the key.
 
-Each case is composed through Hydra for real (``compose``, then ``physai.pipeline.prepare``: the checks
+Each case is composed through Hydra for real (``compose``, then ``physai.run.pipeline.prepare``: the checks
 ``train.py`` runs before it creates the run directory); the ones that concern Hydra's own settings go
 through the real ``train.py``. Every case must fail with a message that names the offending key (or
 config group and option), and must leave no run directory behind. The count is printed at the end.
@@ -17,8 +17,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from conftest import REPO, compose_config, run_train
-from physai.errors import PhysaiError
-from physai.pipeline import prepare
+from physai.core.errors import PhysaiError
+from physai.run.pipeline import prepare
 
 # (overrides, text the error must contain: the key, or group/option, it is about)
 CASES = [
@@ -60,7 +60,9 @@ CASES = [
     (["preset=ppo_hopper"], "algo.tuned_for"),
     # pipeline: unknown stage, wrong order, and stages whose inputs no earlier stage produces
     (["pipeline.stages=[train,deploy]"], "pipeline.stages names an unknown stage 'deploy'"),
-    (["pipeline.stages=[export,train]"], "pipeline.stages must keep the pipeline order"),
+    (["pipeline.stages=[export,train]"], "runs 'export' before 'train', but 'train' produces "
+                                         "['checkpoints/final/model.zip'], which 'export' reads"),
+    (["pipeline.stages=[report,evaluate]"], "runs 'report' before 'evaluate'"),
     (["pipeline.stages=[evaluate]"], "pipeline.stages runs 'evaluate', which needs checkpoints/final/model.zip"),
     (["pipeline.stages=[world_model,train]"], "pipeline.stages runs 'world_model', which needs datasets/real"),
     (["pipeline.stages=[synthesize,train]"], "pipeline.stages runs 'synthesize' but no scenario is chosen"),

@@ -32,7 +32,7 @@ def test_bench_edge_reports_the_named_figures(smoke_run, tmp_path):
 
 
 def test_interleaving_calls_every_contender_once_per_iteration_in_varied_order():
-    from physai.latency import time_interleaved
+    from physai.deploy.latency import time_interleaved
 
     log: list[int] = []
     calls = [lambda i=i: log.append(i) for i in range(3)]

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from physai.edge import EdgePolicy, verify_bundle
-from physai.errors import BundleError
+from physai.core.errors import BundleError
 
 
 @pytest.fixture()
@@ -43,7 +43,7 @@ def test_a_manifest_of_another_format_version_is_refused(bundle):
 
 def test_a_missing_policy_file_is_named(bundle):
     (bundle / "policy.onnx").unlink()
-    with pytest.raises(BundleError, match="policy.onnx is listed in the manifest but missing"):
+    with pytest.raises(BundleError, match="policy.onnx is listed in the manifest manifest.json but missing"):
         verify_bundle(bundle)
 
 
@@ -147,7 +147,7 @@ def test_edge_runtime_imports_only_numpy_onnxruntime_and_the_standard_library(bu
 
 @pytest.mark.parametrize("width", [5, 40])  # Python's sum for short rows, a dot product for long ones
 def test_the_single_observation_path_refuses_every_non_finite_value(tmp_path, width):
-    from physai.devices.microbench import _write_bundle, chain_model
+    from physai.deploy.devices.microbench import _write_bundle, chain_model
 
     _write_bundle(tmp_path / "b", chain_model(2, width), width)
     policy = EdgePolicy.load(tmp_path / "b")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from physai.pipeline import build_task
+from physai.config.compose import build_task
 from omegaconf.errors import OmegaConfBaseException
 
 from conftest import CONFIGS, compose_config
 from physai.config import validate_config
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 
 
 def _options(group: str) -> list[str]:
@@ -51,7 +51,7 @@ def test_a_preset_never_applies_to_another_env_id():
 
 
 def test_env_id_alone_routes_to_its_own_option_or_the_generic_one():
-    from physai.cli import route_env_id
+    from physai.run.cli import route_env_id
 
     assert route_env_id(["train.py", "env.id=Hopper-v5"]) == ["train.py", "env=hopper", "env.id=Hopper-v5"]
     assert route_env_id(["train.py", "env.id=Walker2d-v5"])[1] == "env=gym"
@@ -98,9 +98,6 @@ def test_composition_refuses_unknown_keys_and_wrong_types(override, needle):
     (["profile.iterations=10"], "profile.iterations"),
     (["tracking.mode=sometimes"], "tracking.mode"),
     (["algo.activation=swish"], "algo.activation"),
-    (["pipeline.stages=[train,deploy]"], "pipeline.stages"),
-    (["pipeline.stages=[export,train]"], "pipeline.stages"),
-    (["pipeline.stages=[]"], "pipeline.stages"),
     (["algo.batch_size=100000"], "algo.batch_size"),
     (["algo=sac", "algo.tau=0"], "algo.tau"),
     (["device.jetson_orin_nano.power_w=0"], "device.jetson_orin_nano.power_w"),
@@ -112,6 +109,15 @@ def test_validation_refuses_out_of_range_values_naming_the_key(override, key):
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
     assert key in str(info.value)
+
+
+@pytest.mark.parametrize("stages", ["[train,deploy]", "[export,train]", "[]", "[report,train]"])
+def test_a_stage_list_that_cannot_run_is_refused_naming_the_key(stages):
+    from physai.run.pipeline import check_stages
+
+    cfg = compose_config([f"pipeline.stages={stages}"])
+    with pytest.raises(ConfigError, match="pipeline.stages"):
+        check_stages(list(cfg.pipeline.stages))
 
 
 def test_unknown_env_id_is_refused_with_a_suggestion():

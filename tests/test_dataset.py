@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-import physai.synthetic.dataset as dataset_module
+import physai.synthetic.dataset.storage as dataset_module
 from physai.synthetic.dataset import (PROVENANCE_COLUMNS, SOURCE_REAL, SOURCE_SYNTHETIC, DatasetError, Episode,
                                       ProvenanceTables, TransitionBatch, dataset_info, format_dataset_info,
                                       read_dataset, write_dataset)

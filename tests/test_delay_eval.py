@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_train
-from physai.delay_eval import delay_steps, delayed_episode, evaluate_delays, jitter_ratios
+from physai.deploy.delayed_evaluation import delay_steps, delayed_episode, evaluate_delays, jitter_ratios
 
 
 def test_latency_becomes_control_steps_by_the_configured_convention():
@@ -129,8 +129,8 @@ def trained_run(tmp_path_factory):
 
 def test_a_large_delay_costs_a_trained_policy_its_task(trained_run):
     from physai.edge.runtime import EdgePolicy
-    from physai.evaluation import evaluation_seeds
-    from physai.pipeline import build_task
+    from physai.train.evaluation import evaluation_seeds
+    from physai.config.compose import build_task
 
     cfg = OmegaConf.load(trained_run / "config.yaml")
     task = build_task(cfg.env)

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from conftest import compose_config
-from physai.pipeline import build_task, run_pipeline
-from physai.training.checkpoints import LATEST_POINTER
-from physai.training.sb3 import load_checkpoint
+from physai.config.compose import build_task
+from physai.run.pipeline import run_pipeline
+from physai.train.checkpoints import LATEST_POINTER
+from physai.train.sb3 import load_checkpoint
 
 BASE = ["experiment=smoke", "tracking=none", "pipeline.stages=[train,evaluate]", "evaluate.video=false",
         "algo.checkpoint_every_steps=512"]

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import CONFIGS, compose_config
 from physai.config import validate_config
 from physai.config.schema import DeviceConfig
-from physai.devices.onnx_cost import graph_costs, kernel_groups, node_costs, runtime_kernel_count
-from physai.devices.roofline import check_device, gpu_peak_gflops, model_device, node_table
-from physai.errors import ConfigError
+from physai.deploy.devices.onnx_cost import graph_costs, kernel_groups, node_costs, runtime_kernel_count
+from physai.deploy.devices.roofline import check_device, gpu_peak_gflops, model_device, node_table
+from physai.core.errors import ConfigError
 
 DEVICES = sorted(p.stem for p in (CONFIGS / "device").glob("*.yaml"))
 
@@ -85,6 +85,14 @@ def test_every_device_file_composes_validates_and_cites_a_source():
             assert device.gpu_peak_tflops and gpu_peak_gflops(device)[0], key
     hosts = [key for key in DEVICES if compose_config([f"device=[{key}]"]).device[key].measured_host]
     assert hosts == ["host_cpu"]
+
+
+def test_the_default_profiles_every_device_file_with_no_list_to_edit(devices):
+    # A new target is one YAML file in configs/device/: the default composition picks it up by itself.
+    files = sorted(p.stem for p in (CONFIGS / "device").glob("*.yaml"))
+    assert sorted(devices) == files
+    assert list(devices)[0] == "host_cpu"  # the measured host first: the other rows are modeled beside it
+    assert list(compose_config(["device=[rubin,host_cpu]"]).device) == ["rubin", "host_cpu"]  # a chosen few
 
 
 def test_a_device_without_source_is_refused():
@@ -260,3 +268,10 @@ def test_profile_models_every_device_and_checks_the_host_out_of_sample(smoke_run
         assert relative[q] == pytest.approx(measured[key] / measured["p50_ms"], rel=1e-9), q
     assert profile["kernels"]["cpu_modeled"] == profile["kernels"]["cpu_onnxruntime"]
     assert profile["node_table"]["rows"] and profile["node_table"]["device"] in profile["devices"]
+
+
+def test_a_rerun_may_ask_for_every_device_again():
+    from physai.run.pipeline import _split_overrides
+
+    replacements, dotted = _split_overrides(["device=all"])
+    assert list(replacements["device"]) == list(compose_config([]).device) and dotted == []

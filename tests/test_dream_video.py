@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from conftest import require_rendering
-from physai import rendering
-from physai.dream_video import open_loop_dream, record_dream_vs_real
+from physai.envs import rendering
+from physai.report.dream_video import open_loop_dream, record_dream_vs_real
 from physai.envs.gym_task import GymTask
 from physai.envs.registry import packaged_task_configs
 from physai.synthetic.collect import collect_episodes, make_action_fn
 from physai.synthetic.dataset import ProvenanceTables, read_dataset, write_dataset
 from physai.synthetic.world_model import EnsembleDynamicsModel
-from physai.video import NoVideo
+from physai.report.video import NoVideo
 
 ENV_ID = "physai/CartpoleBalance-v0"
 
@@ -56,7 +56,7 @@ def test_dream_video_shows_the_replayed_episode_beside_the_dream(cartpole_case, 
     expected_frames = min(steps, chosen + 1)
     target = tmp_path / "report" / "dream.mp4"
 
-    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
+    with caplog.at_level(logging.WARNING, logger="physai.report.dream_video"):
         assert record_dream_vs_real(task, model, data, target, steps=steps) == str(target)
     # The seeded replay reproduces the recorded observations, so nothing is warned about.
     assert not [r for r in caplog.records if "departs" in r.getMessage()], caplog.text
@@ -97,7 +97,7 @@ def test_a_replay_that_departs_from_the_record_is_warned_about(cartpole_case, tm
     require_rendering()
     task, model, data = cartpole_case
     wrong_seeds = dataclasses.replace(data, episode_seeds=[seed + 1000 for seed in data.episode_seeds])
-    with caplog.at_level(logging.WARNING, logger="physai.dream_video"):
+    with caplog.at_level(logging.WARNING, logger="physai.report.dream_video"):
         record_dream_vs_real(task, model, wrong_seeds, tmp_path / "dream.mp4", steps=5)
     assert "departs from the recorded observations" in caplog.text
 

@@ -16,7 +16,8 @@ from physai.envs.backends import RolloutBackend
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_tasks
 from physai.envs.spec import TaskError, Term, build_spec
-from physai.envs.vector import PhysaiSB3VecEnv, PhysaiVectorEnv
+from physai.envs.vector import PhysaiVectorEnv
+from physai.train.vec_env import PhysaiSB3VecEnv, make_training_vec_env
 
 TASK_IDS = sorted(packaged_tasks())
 
@@ -282,14 +283,14 @@ def test_a_bad_delay_range_is_refused_naming_the_event_and_the_fix(steps, messag
 
 def test_train_events_reach_the_training_batch_only():
     from physai.envs.gym_task import GymTask
-    from physai.errors import ConfigError
+    from physai.core.errors import ConfigError
 
     events = {"action_delay": {"fn": "randomize_action_delay", "mode": "reset", "params": {"steps": [1, 1]}}}
     task = GymTask("physai/Reach2D-v0", task=_task("physai/Reach2D-v0"), train_events=events)
     env = task.make()
     assert env.unwrapped.engine.action_delay is None  # evaluation, parity and delay_eval: the nominal loop
     env.close()
-    venv = task.make_sb3_vec_env(2, seed=0)
+    venv = make_training_vec_env(task, 2, seed=0)
     assert venv.engine.action_delay.tolist() == [1, 1]
     venv.close()
     with pytest.raises(ConfigError, match="env.train_events applies to physai tasks"):

@@ -10,10 +10,10 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from physai.edge import EdgePolicy
-from physai.export import write_bundle
-from physai.parity import random_observations
-from physai.training.normalization import NORMALIZATION_FILE, load_obs_normalization, save_vecnormalize
-from physai.training.sb3 import build_model, build_vec_env
+from physai.deploy.onnx_export import write_bundle
+from physai.deploy.parity import random_observations
+from physai.train.normalization import NORMALIZATION_FILE, load_obs_normalization, save_vecnormalize
+from physai.train.sb3 import build_model, build_vec_env
 from hydra.utils import instantiate
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
-from physai.evaluation import score_points
-from physai.io import read_summary, update_summary
-from physai.pipeline import RunContext
+from physai.deploy.gates import latency_gates, score_points
+from physai.core.io import read_summary, update_summary
+from physai.run.pipeline import RunContext
 from physai.stages import gate
-from physai.tracking import NullTracker
+from physai.run.tracking import NullTracker
 
 
 def _delay_section(threshold, zero, delayed, sha="ab") -> dict:
@@ -58,7 +58,7 @@ def test_all_gates_pass_for_a_faithful_fast_bundle(tmp_path):
     passed, gates = _run_gates(tmp_path, reference=1000.0, bundle=995.0, p99_ms=0.02)
     assert passed
     assert gates["quality_drop"]["value"] == pytest.approx(100 * 5 / 950)
-    assert gates["jetson_orin_nano_latency_within_control_period"]["modeled"] is True
+    assert gates["jetson_orin_nano_latency"]["modeled"] is True
 
 
 def test_quality_gate_fails_beyond_two_points(tmp_path):
@@ -85,6 +85,25 @@ def test_latency_gates_use_the_control_period_and_the_absolute_cap(tmp_path):
     assert not gates["host_latency_p99"]["passed"] and gates["host_latency_p99_within_control_period"]["passed"]
 
 
+def test_a_modeled_target_meets_both_the_cap_and_the_control_period():
+    board = {"latency_ms": 30.0, "source": "url"}
+    # 50 ms cap, 25 Hz (40 ms period): 30 ms is within both.
+    gates = {g["name"]: g for g in latency_gates(1.0, 50.0, 40.0, True, {"board": board}, "fix")}
+    assert gates["board_latency"]["passed"] and gates["board_latency"]["threshold"] == 40.0
+    # 20 ms cap, 10 Hz (100 ms period): the cap is the tighter limit and 30 ms breaks it.
+    gates = {g["name"]: g for g in latency_gates(1.0, 20.0, 100.0, True, {"board": board}, "fix")}
+    assert not gates["board_latency"]["passed"] and gates["board_latency"]["threshold"] == 20.0
+    # 50 ms cap, 50 Hz (20 ms period), but the period is not a gate: only the cap holds, and the host
+    # gets no period gate either.
+    gates = {g["name"]: g for g in latency_gates(1.0, 50.0, 20.0, False, {"board": board}, "fix")}
+    assert gates["board_latency"]["passed"] and gates["board_latency"]["threshold"] == 50.0
+    assert "host_latency_p99_within_control_period" not in gates
+    # An unknown control rate fails the host's period gate and says how to give one.
+    gates = {g["name"]: g for g in latency_gates(1.0, 50.0, None, True, {}, "set env.control_rate_hz")}
+    row = gates["host_latency_p99_within_control_period"]
+    assert not row["passed"] and row["threshold"] is None and "set env.control_rate_hz" in row["detail"]
+
+
 def test_points_grow_with_return_for_negative_thresholds():
     assert score_points(-150.0, -200.0, -150.0) > score_points(-250.0, -200.0, -150.0)
     assert score_points(950.0, 950.0, 1.0) == pytest.approx(100.0)
@@ -98,7 +117,7 @@ def test_a_release_that_does_not_solve_under_a_devices_delay_fails_that_devices_
     passed, gates = _run_gates(tmp_path, reference=-6.5, bundle=-6.5, p99_ms=0.02, threshold=-12.0, delay=delay)
     row = gates[DELAY_GATE]
     assert not passed and not row["passed"] and row["status"] == "fail"
-    assert gates["quality_drop"]["passed"] and gates["jetson_orin_nano_latency_within_control_period"]["passed"]
+    assert gates["quality_drop"]["passed"] and gates["jetson_orin_nano_latency"]["passed"]
     assert row["device"] == "Jetson Orin Nano 8GB" and row["value"] == pytest.approx(-14.1666, abs=1e-3)
     assert row["ci95"] == [-15.5, -13.0] and row["threshold"] == -12.0 and row["n"] == 3
     for text in ("Jetson Orin Nano 8GB", "-14.17 [-15.5, -13]", "threshold -12", "solves only without delay"):
@@ -133,7 +152,7 @@ def test_when_delay_eval_did_not_run_the_check_reads_not_run_and_fails_unless_wa
 
 
 def test_a_delay_eval_of_another_bundle_is_refused(tmp_path):
-    from physai.errors import ConfigError
+    from physai.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="delay_eval evaluated another bundle"):
         _run_gates(tmp_path, reference=1000.0, bundle=1000.0, p99_ms=0.02,

@@ -16,8 +16,8 @@ from conftest import CONFIGS, compose_config
 from physai.edge import EdgePolicy
 from physai.edge.fallback import build_fallback
 from physai.edge.guard import GuardedPolicy
-from physai.errors import BundleError
-from physai.evaluation import episode_returns
+from physai.core.errors import BundleError
+from physai.train.evaluation import episode_returns
 
 
 @pytest.fixture()
@@ -29,7 +29,7 @@ def bundle(smoke_run, tmp_path):
 
 def _task(name: str):
     """The task of ``env=<name>`` as the pipeline composes and builds it (env files may inherit others)."""
-    from physai.pipeline import build_task
+    from physai.config.compose import build_task
 
     return build_task(compose_config([f"env={name}"]).env)
 
@@ -168,7 +168,7 @@ def test_world_model_disagreement_is_monitored_when_an_ensemble_is_bundled(bundl
     import torch
 
     from physai.edge.bundle import WORLD_MODEL_FILE
-    from physai.export import export_world_model, update_manifest
+    from physai.deploy.onnx_export import export_world_model, update_manifest
     from physai.synthetic.world_model import EnsembleDynamicsModel
 
     policy = EdgePolicy.load(bundle)

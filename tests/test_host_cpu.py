@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
-from physai.devices.host import CpuFacts, cpu_facts, host_device, parse_cpuinfo, simd_from_flags
-from physai.devices.onnx_cost import node_costs
-from physai.devices.report import CPU_MARK, GPU_MARK, profile_lines
-from physai.devices.roofline import check_device, model_device
-from physai.errors import ConfigError
+from physai.deploy.devices.host import CpuFacts, cpu_facts, host_device, parse_cpuinfo, simd_from_flags
+from physai.deploy.devices.onnx_cost import node_costs
+from physai.deploy.devices.report import CPU_MARK, GPU_MARK, profile_lines
+from physai.deploy.devices.roofline import check_device, model_device
+from physai.core.errors import ConfigError
 
 X86_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -116,10 +116,10 @@ def test_the_host_device_uses_the_machines_figures(devices):
 
 
 def test_what_the_machine_hides_falls_back_to_the_file_with_a_note(devices, caplog, monkeypatch):
-    import physai.devices.host as host_module
+    import physai.deploy.devices.host as host_module
 
     monkeypatch.setattr(host_module, "_noted", set())  # each note is logged once per process
-    with caplog.at_level(logging.INFO, logger="physai.devices.host"):
+    with caplog.at_level(logging.INFO, logger="physai.deploy.devices.host"):
         host, used = host_device(devices.host_cpu, CpuFacts())
     assert "cpu_clock_ghz=2.6" in caplog.text and "cpu_cache_kb=2048" in caplog.text
     assert host.cpu_peak_gflops == pytest.approx(2.6 * 16 * 2 * 2)  # the file's clock and lanes
@@ -165,9 +165,9 @@ def test_device_tables_mark_figures_that_rest_on_assumed_constants(devices, smok
 @pytest.mark.slow
 def test_the_host_model_predicts_a_real_policy_within_25_percent(smoke_run, devices):
     """The profile stage's promise, asserted: predicted before timing, within +-25% of the measured p50."""
-    from physai.devices.microbench import measure_host_overheads
+    from physai.deploy.devices.microbench import measure_host_overheads
     from physai.edge.runtime import EdgePolicy
-    from physai.latency import latency_figures, time_calls
+    from physai.deploy.latency import latency_figures, time_calls
 
     bundle = smoke_run / "bundle"
     overheads = measure_host_overheads(intra_op_threads=1, seed=0)

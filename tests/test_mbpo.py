@@ -17,6 +17,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
 from physai.synthetic.mbpo import MBPO, MixedReplayBuffer, rollout_length_at, training_figures
+from physai.train.vec_env import make_training_vec_env
 
 TINY = dict(learning_starts=100, batch_size=64, gradient_steps=1, learning_rate=1e-3, model_train_every=100,
             rollout_batch=300, rollout_length=[0, 1, 1, 1], model_members=3, model_elites=2, model_hidden=32,
@@ -164,7 +165,7 @@ def test_physai_task_records_its_physics_context_for_the_model():
 
     config = packaged_task_configs()["cartpole_balance"]
     task = GymTask(id=config["id"], task=config["task"], nthread=1)
-    venv = task.make_sb3_vec_env(2, seed=0)
+    venv = make_training_vec_env(task, 2, seed=0)
     model = MBPO("MlpPolicy", venv, seed=0, device="cpu", **TINY)
     engine = venv.engine
     assert model.context_names == list(engine.context_names) and len(model.context_names) == 2
@@ -178,7 +179,7 @@ def test_physai_task_records_its_physics_context_for_the_model():
 
 
 def test_bad_settings_are_refused_with_the_key():
-    from physai.errors import ConfigError
+    from physai.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="algo.rollout_length"):
         pendulum_mbpo(rollout_length=[1, 2, 3])
@@ -188,7 +189,7 @@ def test_bad_settings_are_refused_with_the_key():
 
 def test_algo_mbpo_composes_validates_and_builds():
     from physai.config.validate import validate_config
-    from physai.training.sb3 import build_model
+    from physai.train.sb3 import build_model
     from conftest import compose_config
 
     cfg = compose_config(["env=pendulum", "algo=mbpo"])
@@ -203,33 +204,41 @@ def test_algo_mbpo_composes_validates_and_builds():
 def test_bench_synthetic_reports_its_figures(tmp_path):
     from physai.bench.synthetic import bench_synthetic
 
-    toy = dict(sac_steps=300, mbpo_steps=200, sac_eval_every=150, mbpo_eval_every=100, eval_episodes=2,
-               mbpo={"learning_starts": 100, "gradient_steps": 1, "model_train_every": 100, "rollout_batch": 300,
+    toy = dict(budget=200, eval_every=100, eval_episodes=2, reference_factor=2, sac={"learning_starts": 100},
+               mbpo={"gradient_steps": 2, "model_train_every": 100, "rollout_batch": 300,
                      "model_members": 3, "model_elites": 2, "model_hidden": 32, "model_layers": 2,
                      "model_max_epochs": 3, "rollout_length": [0, 1, 1, 2]})
-    record = bench_synthetic(["pendulum"], 2, tmp_path, plans={"pendulum": toy}, generation_branches=500,
-                             generation_horizon=2, sim_seconds=0.2, command="pytest")
+    # Two worker processes: the path the real benchmark takes on this machine.
+    record = bench_synthetic(["pendulum"], [5, 6], tmp_path, plans={"pendulum": toy}, workers=2,
+                             generation_branches=500, generation_horizon=2, sim_seconds=0.05, sim_rounds=2,
+                             batch_sizes=(8,), command="pytest")
     saved = json.loads((tmp_path / "synthetic.json").read_text())
     for key in ("real_steps_ratio", "generation_ratio", "command", "machine", "wall_clock_s", "tasks_detail"):
         assert key in saved, key
     detail = saved["tasks_detail"]["pendulum"]
-    assert detail["sac_budget_steps"] == 300 and detail["seeds"] == 2
-    # One env, evaluated at the start and then every 150 (SAC) or 100 (MBPO) real steps.
+    assert detail["budget_steps"] == 200 and detail["reference_budget_steps"] == 400 and detail["seeds"] == 2
+    # One env, every arm evaluated at the start and then every 100 real steps: SAC for twice the budget.
     curves = saved["curves_per_seed"]["pendulum"]
-    assert [c["steps"] for c in curves["sac"]] == [[0, 150, 300]] * 2
-    assert [c["steps"] for c in curves["mbpo"]] == [[0, 100, 200]] * 2
-    # Scored from the per-seed curves as saved: the first MBPO checkpoint whose two-seed mean reaches the
-    # two-seed mean of SAC's final returns, over SAC's 300 steps.
-    reference = (curves["sac"][0]["return"][-1] + curves["sac"][1]["return"][-1]) / 2
+    assert [c["steps"] for c in curves["sac"]] == [[0, 100, 200, 300, 400]] * 2
+    assert [c["steps"] for c in curves["sac_utd"]] == [c["steps"] for c in curves["mbpo"]] == [[0, 100, 200]] * 2
+    runs = saved["runs"]["pendulum"]
+    # Gradient steps after the 100 warm-up steps: SAC one per real step, the other two arms two.
+    assert [r["gradient_steps"] for r in runs["sac"]] == [300, 300]
+    assert [r["gradient_steps"] for r in runs["sac_utd"]] == [r["gradient_steps"] for r in runs["mbpo"]] == [200, 200]
+    # Scored from the per-seed curves as saved: SAC's final seed mean less 5% of its span to the random
+    # policy, then the first checkpoint whose seed mean reaches it, for every arm.
+    sac_final = (curves["sac"][0]["return"][-1] + curves["sac"][1]["return"][-1]) / 2
+    reference = sac_final - 0.05 * (sac_final - detail["random_policy_return"])
     assert detail["reference_return"] == pytest.approx(reference)
-    mbpo_mean = [(a + b) / 2 for a, b in zip(curves["mbpo"][0]["return"], curves["mbpo"][1]["return"])]
-    reach = next((step for step, value in zip((0, 100, 200), mbpo_mean) if value >= reference), None)
-    assert detail["mbpo_steps_to_reach"] == reach
-    assert saved["real_steps_ratio"]["pendulum"] == (None if reach is None else pytest.approx(reach / 300))
-    # Pendulum-v1 is a gymnasium env (no batched engine): the only simulator path is the single env.
+    for arm in ("sac", "sac_utd", "mbpo"):
+        mean = [(a + b) / 2 for a, b in zip(curves[arm][0]["return"], curves[arm][1]["return"])]
+        reach = next((step for step, value in zip(curves[arm][0]["steps"], mean) if value >= reference), None)
+        assert detail["arms"][arm]["steps_to_reach"] == reach, arm
+    # Pendulum-v1 is a gymnasium env: its batched path is gymnasium's vector env (and EnvPool when installed).
     generation = saved["generation"]["pendulum"]
-    assert generation["fastest_simulator_path"] == "single_env" and "batched_engine" not in generation["simulator"]
-    assert saved["generation_ratio"]["pendulum"] == pytest.approx(
-        generation["generation"]["synthetic_per_s"] / generation["simulator"]["single_env"])
+    assert {"single env", "gymnasium sync vector 8"} <= set(generation["simulator"])
+    fastest = max(generation["simulator"].values(), key=lambda rate: rate["median"])
+    assert generation["simulator"][generation["fastest_simulator_path"]] == fastest
+    assert saved["generation_ratio"]["pendulum"] == pytest.approx(generation["synthetic_per_s"] / fastest["median"])
     assert (tmp_path / "synthetic_curves.png").stat().st_size > 0
     assert record["command"] == "pytest"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_config, run_train
-from physai.pipeline import run_pipeline
-from physai.training.checkpoints import latest_checkpoint, list_checkpoints, verify_checkpoint
-from physai.training.guards import NonFiniteError
+from physai.run.pipeline import run_pipeline
+from physai.train.checkpoints import latest_checkpoint, list_checkpoints, verify_checkpoint
+from physai.train.guards import NonFiniteError
 
 NAN_ENV = ["env=gym", "env.id=physai_test/NonFinite-v0", "experiment=smoke", "tracking=none",
            "pipeline.stages=[train,evaluate]", "evaluate.video=false",

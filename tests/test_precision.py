@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from physai.precision import VARIANT_FILES, VariantPolicy, action_parity, to_fp16, to_int8
+from physai.deploy.precision import VARIANT_FILES, VariantPolicy, action_parity, to_fp16, to_int8
 
 # The documented tolerances (export.fp16_tolerance / export.int8_tolerance): max |variant - FP32| action as a
 # share of the action range, on the observations the variant meets driving the task.
@@ -76,7 +76,7 @@ def test_variants_act_like_fp32_in_the_runtime_and_from_a_bare_session(bundle, v
 def test_a_tampered_variant_is_refused(smoke_run, tmp_path):
     import shutil
 
-    from physai.errors import BundleError
+    from physai.core.errors import BundleError
 
     target = tmp_path / "bundle"
     shutil.copytree(smoke_run / "bundle", target)
@@ -135,7 +135,7 @@ def test_fp16_keeps_a_discrete_policy_int64_and_its_normalization_float32():
 
 
 def test_loading_a_variant_imports_only_numpy_and_onnxruntime(bundle):
-    probe = ("import sys, numpy as np; from physai.precision import VariantPolicy; "
+    probe = ("import sys, numpy as np; from physai.deploy.precision import VariantPolicy; "
              f"p = VariantPolicy({str(bundle)!r}, 'int8'); p.act(np.zeros(p.obs_dim, np.float32)); "
              "allowed = set(sys.stdlib_module_names) | {'numpy', 'onnxruntime', 'physai', 'packaging', "
              "'coloredlogs', 'humanfriendly', 'flatbuffers', 'sympy', 'mpmath', 'google', 'ml_dtypes', "

@@ -63,10 +63,11 @@ def test_a_bundle_passes_against_itself(smoke_run, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((tmp_path / "gates.json").read_text())
     names = [g["name"] for g in figures["gates"]]
-    assert names == ["quality_drop_vs_reference", "p99_vs_reference", "host_p99_latency",
-                     "host_p99_within_control_period", "host_cpu_cost_vs_reference", "host_cpu_solves_under_delay"]
+    # The same names as the pipeline's gate for the same checks (physai.deploy.gates builds both).
+    assert names == ["quality_drop", "p99_vs_reference", "host_latency_p99", "host_latency_p99_within_control_period",
+                     "host_cpu_cost_vs_reference", "host_cpu_solves_under_delay"]
     gates = {g["name"]: g for g in figures["gates"]}
-    assert gates["quality_drop_vs_reference"]["value"] == 0.0
+    assert gates["quality_drop"]["value"] == 0.0
     assert gates["host_cpu_cost_vs_reference"]["value"] == pytest.approx(1.0)
     assert gates["host_cpu_cost_vs_reference"]["modeled"] and not gates["p99_vs_reference"]["modeled"]
     assert figures["thresholds"] == {"quality_max_drop_points": 2.0, "reference_p99_max_ratio": 1.2,
@@ -82,9 +83,9 @@ def test_stricter_thresholds_fail_with_exit_3_and_a_table(smoke_run):
     result = run_cli(["gate", bundle, "--reference", bundle, "--device", "host_cpu", "--max-latency-ms", "1e-6",
                       "--max-cost-ratio", "0.5", "--control-rate", "1e9"])
     assert result.returncode == 3, result.stdout + result.stderr
-    for gate in ("host_p99_latency", "host_p99_within_control_period", "host_cpu_cost_vs_reference"):
+    for gate in ("host_latency_p99", "host_latency_p99_within_control_period", "host_cpu_cost_vs_reference"):
         assert "FAIL" in _row(result.stdout, gate), result.stdout
-    assert "PASS" in _row(result.stdout, "quality_drop_vs_reference")
+    assert "PASS" in _row(result.stdout, "quality_drop")
     assert "promotion refused" in result.stdout
 
 
@@ -93,7 +94,7 @@ def test_a_degraded_candidate_fails_the_quality_gate(smoke_run, tmp_path):
     result = run_cli(["gate", str(candidate), "--reference", str(smoke_run / "bundle"), "--device", "host_cpu",
                       "--episodes", "10", "--json", str(tmp_path / "gates.json")])
     assert result.returncode == 3, result.stdout + result.stderr
-    row = _row(result.stdout, "quality_drop_vs_reference")
+    row = _row(result.stdout, "quality_drop")
     quality = json.loads((tmp_path / "gates.json").read_text())["gates"][0]
     assert "FAIL" in row and "10 seeds" in quality["detail"]  # the table may fold the text across lines
     assert "PASS" in _row(result.stdout, "host_cpu_cost_vs_reference")  # same network, same modeled cost

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 from conftest import REPO, require_rendering
-from physai.rendering import probe
+from physai.envs.rendering import probe
 
 # What a process that imports physai reports about its renderer.
 REPORT_DECISION = ("import json, logging, os; logging.basicConfig(level=logging.WARNING); import physai.envs; "
-                   "from physai.rendering import unavailable_reason; "
+                   "from physai.envs.rendering import unavailable_reason; "
                    "print(json.dumps({'reason': unavailable_reason(), 'MUJOCO_GL': os.environ.get('MUJOCO_GL')}))")
 
 
@@ -58,7 +58,7 @@ def test_osmesa_is_used_when_installed_and_named_when_missing():
 
 
 def test_a_child_process_inherits_the_decision_without_probing_again():
-    code = ("import os, physai.rendering as r; r.probe = lambda backend: 'probed again'; "
+    code = ("import os, physai.envs.rendering as r; r.probe = lambda backend: 'probed again'; "
             "print(r.choose_gl_backend(), os.environ['MUJOCO_GL'])")
     import os
 

@@ -130,7 +130,7 @@ def _draws(model) -> list[float]:
     import numpy as np
     import torch
 
-    from physai.training.checkpoints import _generators
+    from physai.train.checkpoints import _generators
 
     generators = _generators(model)
     return [random.random(), float(np.random.rand()), float(torch.rand(1)), float(generators["engine"].random()),
@@ -143,10 +143,10 @@ def test_an_mbpo_checkpoint_holds_ensemble_buffers_counters_and_rng_states(tmp_p
 
     from conftest import compose_config
     from physai.config import validate_config
-    from physai.pipeline import build_task
+    from physai.config.compose import build_task
     from physai.synthetic.mbpo import ModelBuffer
-    from physai.training.checkpoints import read_trainer_state, restore_rng, save_checkpoint
-    from physai.training.sb3 import build_model, build_vec_env, load_checkpoint
+    from physai.train.checkpoints import read_trainer_state, restore_rng, save_checkpoint
+    from physai.train.sb3 import build_model, build_vec_env, load_checkpoint
 
     torch.set_num_threads(1)
     cfg = compose_config(TINY_MBPO)
@@ -197,9 +197,9 @@ def test_a_corrupted_or_foreign_checkpoint_is_refused_before_anything_is_unpickl
     import shutil
 
     from conftest import compose_config
-    from physai.pipeline import build_task
-    from physai.training.checkpoints import CheckpointError
-    from physai.training.sb3 import load_checkpoint, train_policy
+    from physai.config.compose import build_task
+    from physai.train.checkpoints import CheckpointError
+    from physai.train.sb3 import load_checkpoint, train_policy
 
     cfg = compose_config(["experiment=smoke", "tracking=none", "algo.total_timesteps=512",
                           "algo.checkpoint_every_steps=256"])
@@ -232,7 +232,7 @@ def test_a_corrupted_or_foreign_checkpoint_is_refused_before_anything_is_unpickl
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"model.zip failed its checksum.*step_0000000256"):
+    with pytest.raises(CheckpointError, match=r"final/model.zip does not match its manifest checksum.*step_0000000256"):
         load_checkpoint(cfg.algo, final, task=task)
     # Without its manifest a directory is not a checkpoint: resume skips it, loading refuses it.
     (final / "checkpoint.json").unlink()

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from physai.latency import latency_figures
-from physai.stats import latency_percentiles_ms, mean_ci95, t_critical_95
+from physai.deploy.latency import latency_figures
+from physai.core.stats import latency_percentiles_ms, mean_ci95, t_critical_95
 
 
 def test_ci95_of_samples_worked_by_hand():

@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from conftest import REPO, run_cli, run_train
 from test_tracking import runs_by_job_type
 
-from physai import sweeps
+from physai.run import sweeps
 
 def _plugin(name: str):
     """A module of hydra_plugins/physai_plugins, also when the editable install predates it."""
@@ -269,7 +269,7 @@ def test_ray_launcher_records_a_trial_whose_worker_died(tmp_path):
 def test_a_stop_signal_ends_the_sweep_after_recording_the_trial(tmp_path):
     from omegaconf import OmegaConf
 
-    from physai.training.guards import TrainingInterrupted
+    from physai.train.guards import TrainingInterrupted
 
     def stopped(cfg, run_dir):
         raise TrainingInterrupted("SIGTERM during training; checkpoint written", 15)

@@ -10,7 +10,7 @@ import pytest
 
 from wandb_records import _payloads
 
-from physai.tracking import NullTracker, WandbTracker
+from physai.run.tracking import NullTracker, WandbTracker
 
 
 def read_run_records(path: Path) -> dict:

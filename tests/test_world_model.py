@@ -14,17 +14,17 @@ import time
 import numpy as np
 import pytest
 
-from physai.errors import PhysaiError
+from physai.core.errors import PhysaiError
 from physai.synthetic.model_report import (
-    IdentityBaseline,
-    LinearBaseline,
-    baseline_one_step_metrics,
-    calibration,
-    model_report,
-    one_step_metrics,
-    open_loop_error,
-    open_loop_figure,
-)
+                                           IdentityBaseline,
+                                           LinearBaseline,
+                                           baseline_one_step_metrics,
+                                           calibration,
+                                           model_report,
+                                           one_step_metrics,
+                                           open_loop_error,
+                                           open_loop_figure,
+                                           )
 from physai.synthetic.world_model import EnsembleDynamicsModel, WorldModelError, sidecar_path
 
 DT = 0.1

@@ -6,7 +6,7 @@ The configuration has the shape of Hydra's own hydra-ray-launcher (``ray.init``,
 ``ray[client]``) submits to an existing cluster. Each task asks for ``ray.remote.num_cpus`` CPUs and
 ``ray.remote.num_gpus`` GPUs, so a machine runs as many trials at once as its resources allow.
 
-A trial records its own failure (``physai.sweeps.run_trial``); a trial whose worker died (killed,
+A trial records its own failure (``physai.run.sweeps.run_trial``); a trial whose worker died (killed,
 out of memory) is recorded here as failed with Ray's error, and the sweep goes on. Cluster nodes need
 the same environment (physai installed) and the sweep directory on a file system they all share.
 """
@@ -127,7 +127,7 @@ def _failed_return(sweep_config: DictConfig, overrides: List[str], exc: BaseExce
     subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
     run_dir = Path(str(sweep_config.hydra.sweep.dir)) / subdir
     try:
-        from physai import sweeps
+        from physai.run import sweeps
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if sweeps.read_trial(run_dir) is None or sweeps.read_trial(run_dir).get("status") != sweeps.FAILED:

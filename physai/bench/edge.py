@@ -37,8 +37,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from physai.errors import BundleError, PhysaiError
-from physai.latency import latency_figures, time_calls, time_interleaved
+from physai.core.errors import BundleError, PhysaiError
+from physai.deploy.latency import latency_figures, time_calls, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ CONTENDERS = {
 
 def build_bundle(run_dir: Path) -> Path:
     """Train the benchmark's policy in ``run_dir`` (a subprocess, so its threads and memory leave with it)."""
-    command = [sys.executable, "-m", "physai.cli", "train", *BUILD_OVERRIDES, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "physai.run.cli", "train", *BUILD_OVERRIDES, f"hydra.run.dir={run_dir}"]
     log.info("no bundle given: training one with %s", " ".join(BUILD_OVERRIDES))
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -133,7 +133,7 @@ def _onnxruntime_contenders(policy_path: Path, obs: np.ndarray, action_shape: tu
 def _torch_contender(bundle_dir: Path, obs: np.ndarray) -> Optional[Callable[[], Any]]:
     """The trained network in torch eager, from the run's checkpoint; None where torch or the run is missing."""
     run_dir = bundle_dir.resolve().parent
-    from physai.pipeline import CONFIG_FILE
+    from physai.config.compose import CONFIG_FILE
 
     if not (run_dir / CONFIG_FILE).exists() or not (run_dir / "checkpoints" / "final").exists():
         log.info("%s is not in a run directory with a final checkpoint: torch eager left out", bundle_dir)
@@ -143,9 +143,9 @@ def _torch_contender(bundle_dir: Path, obs: np.ndarray) -> Optional[Callable[[],
     except ImportError:
         log.info("torch is not installed: torch eager left out")
         return None
-    from physai.export import DeployablePolicy
-    from physai.pipeline import build_task
-    from physai.training.sb3 import load_trained_policy
+    from physai.deploy.onnx_export import DeployablePolicy
+    from physai.config.compose import build_task
+    from physai.train.sb3 import load_trained_policy
 
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     torch.set_num_threads(1)
@@ -181,7 +181,7 @@ def _host_device(cfg) -> Optional[tuple[str, Any]]:
         if device.get("measured_host"):
             return key, OmegaConf.merge(OmegaConf.structured(DeviceConfig), device)
     try:
-        from physai.release import load_device
+        from physai.deploy.release import load_device
 
         return "host_cpu", load_device("host_cpu")
     except PhysaiError as exc:
@@ -193,9 +193,9 @@ def _predict_host(cfg, bundle_dir: Path) -> Optional[dict]:
     """The host's modeled batch-1 latency: its roofline (clock, caches and SIMD width read from this
     machine) plus per-kernel and per-call costs measured on chains of tiny Add nodes (not the policy),
     as the profile stage does."""
-    from physai.devices.microbench import measure_host_overheads
-    from physai.devices.onnx_cost import node_costs
-    from physai.devices.roofline import model_device
+    from physai.deploy.devices.microbench import measure_host_overheads
+    from physai.deploy.devices.onnx_cost import node_costs
+    from physai.deploy.devices.roofline import model_device
     from physai.edge.bundle import POLICY_FILE
 
     host = _host_device(cfg)
@@ -211,7 +211,7 @@ def _predict_host(cfg, bundle_dir: Path) -> Optional[dict]:
 
 
 def _machine() -> dict[str, Any]:
-    from physai.profiling import host_description
+    from physai.deploy.profiling import host_description
 
     machine = host_description(threads=1)
     machine["numpy"] = np.__version__
@@ -251,7 +251,7 @@ def bench_edge(bundle_dir: Optional[Path] = None, iterations: int = 10_000, roun
               **record, "wall_clock_s": time.perf_counter() - started}
     _print_table(record)
     if out_dir is not None:
-        from physai.io import write_json_atomic
+        from physai.core.io import write_json_atomic
 
         out_dir = Path(out_dir)
         record["plot"] = str(out_dir / PLOT_FILE)
@@ -263,7 +263,7 @@ def bench_edge(bundle_dir: Optional[Path] = None, iterations: int = 10_000, roun
 def _bench(bundle_dir: Path, iterations: int, rounds: int, warmup: int, seed: int) -> dict:
     from physai.edge.bundle import POLICY_FILE
     from physai.edge.runtime import EdgePolicy
-    from physai.pipeline import CONFIG_FILE
+    from physai.config.compose import CONFIG_FILE
 
     run_dir = bundle_dir.resolve().parent
     cfg = OmegaConf.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).exists() else None
@@ -348,7 +348,7 @@ def _bench(bundle_dir: Path, iterations: int, rounds: int, warmup: int, seed: in
 
 
 def _us(ms: float) -> str:
-    from physai.reporting import fmt
+    from physai.report.format import fmt
 
     return fmt(ms * 1e3, 3)
 
@@ -368,7 +368,7 @@ def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from physai.reporting import fmt
+    from physai.report.format import fmt
 
     settings = record["settings"]
     table = Table(title=f"batch-1 latency, same network, one process, calls interleaved one by one, "
@@ -403,7 +403,7 @@ def _plot(record: dict, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.reporting import save_png
+    from physai.report.format import save_png
 
     figures = record["latency"]
     fig, (tail, rounds) = plt.subplots(1, 2, figsize=(12.0, 4.4), dpi=110)

@@ -32,7 +32,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from physai.envs.vector import PhysaiVectorEnv
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
+from physai.train.vec_env import make_training_vec_env
 
 log = logging.getLogger(__name__)
 
@@ -276,26 +277,20 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
     gymnasium's own env (the twin where the task has one) in DummyVecEnv and SubprocVecEnv; the three
     alternate ``repeats`` times."""
     import torch
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from physai.config import register_configs
-    from physai.pipeline import build_task
-    from physai.training.sb3 import build_model
+    from physai.config.compose import build_task, compose_config
+    from physai.train.sb3 import build_model
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_module("physai.configs", version_base="1.3"):
-        cfg = compose("config", overrides=[f"env={task_name}"])
+    cfg = compose_config([f"env={task_name}"])
     task = build_task(cfg.env)
     peer_id = env_cfg.get("twin_of") or env_cfg["id"]
     n_envs = int(cfg.algo.n_envs)
     torch.set_num_threads(1)
     make_peer = functools.partial(_make_registered, peer_id)  # picklable for SubprocVecEnv's workers
     makers = {
-        "physai engine": lambda: task.make_sb3_vec_env(n_envs, 0),
+        "physai engine": lambda: make_training_vec_env(task, n_envs, 0),
         "SB3 DummyVecEnv": lambda: make_vec_env(make_peer, n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv),
         "SB3 SubprocVecEnv": lambda: make_vec_env(make_peer, n_envs=n_envs, seed=0, vec_env_cls=SubprocVecEnv),
     }
@@ -418,7 +413,7 @@ def _plot(points: list[dict], target: Path, task_name: str, peers: dict) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.reporting import save_png
+    from physai.report.format import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
     styles = {"physai": "o-", "bare rollout": "s--", "EnvPool": "D-.", "gymnasium Sync": "^:",

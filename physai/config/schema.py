@@ -165,7 +165,7 @@ class PipelineConfig:
 
 @dataclass
 class TrackingConfig:
-    _target_: str = "physai.tracking.WandbTracker"
+    _target_: str = "physai.run.tracking.WandbTracker"
     mode: str = one_of("offline", "offline", "online", "disabled")
     project: str = "physai"
     entity: Optional[str] = None
@@ -200,7 +200,7 @@ class DeviceConfig:
     overheads_from: str = one_of("config", "config", "microbenchmark")
     # The path that runs a small policy: peak FP32 FLOP/s of one core and bandwidth in SI units.
     cpu_peak_gflops: float = bounded(MISSING, low=0.0, low_open=True)
-    # Measured hosts: read clock, per-core cache and SIMD width from this machine (physai.devices.host);
+    # Measured hosts: read clock, per-core cache and SIMD width from this machine (physai.deploy.devices.host);
     # the figures in the file are then the fallback for what the machine does not expose.
     read_host: bool = False
     # The basis of the file's CPU figures: the clock they assume, FP32 lanes per vector and FMA pipes per
@@ -256,7 +256,7 @@ class ExportConfig:
     opset: int = bounded(18, low=13)
     parity_samples: int = bounded(1000, low=1)
     parity_tolerance: float = bounded(1e-5, low=0.0, low_open=True)
-    # Reduced-precision variants beside policy.onnx (physai.precision): policy_fp16.onnx, policy_int8.onnx.
+    # Reduced-precision variants beside policy.onnx (physai.deploy.precision): policy_fp16.onnx, policy_int8.onnx.
     # Each is kept only if its max action error vs FP32, on the observations it meets driving the task on
     # the evaluation seeds, is within its tolerance (a share of the action range).
     fp16_variant: bool = True
@@ -451,9 +451,26 @@ def algo_schema_for(target: str) -> type:
     raise KeyError(target)
 
 
+ALL_DEVICES = "all"  # the device option that profiles every file of configs/device/ (the default)
+
+
+def packaged_device_keys() -> list[str]:
+    """Every target in ``configs/device/`` (one YAML file each): measured hosts first, then by name."""
+    from importlib.resources import files
+
+    import yaml
+
+    folder = files("physai.configs") / "device"
+    keys = sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    hosts = [k for k in keys if (yaml.safe_load((folder / f"{k}.yaml").read_text()) or {}).get("measured_host")]
+    return hosts + [k for k in keys if k not in hosts]
+
+
 def register_configs() -> None:
-    """Put the schemas where the YAML files of ``configs/`` name them in their defaults."""
+    """Put the schemas where the YAML files of ``configs/`` name them in their defaults, and ``device=all``:
+    every device file, so a new target is one file dropped into ``configs/device/``."""
     store = ConfigStore.instance()
+    store.store(group="device", name=ALL_DEVICES, node={"defaults": packaged_device_keys()})
     store.store(name="physai_schema", node=PhysaiConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="algo", name="ppo_schema", node=PPOConfig)

@@ -17,14 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS, STAGE_NAMES
-from physai.errors import ConfigError
+from physai.config.schema import ALGO_FRAMEWORK_KEYS
+from physai.core.errors import ConfigError
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first out-of-range or inconsistent value in ``cfg``."""
     _check_node(cfg, prefix="")
-    _check_stages(list(cfg.pipeline.stages))
     _check_algo_keys(cfg.algo)
     tuned_for = cfg.algo.get("tuned_for")
     if tuned_for and tuned_for not in (cfg.env.id, cfg.env.get("twin_of")):
@@ -156,20 +155,6 @@ def _check_rule(key: str, value: Any, rule: dict[str, Any]) -> None:
             lower if low is not None else "", f"<= {high}" if high is not None else "") if part)
         advice = f" ({hint})" if hint else ""
         raise ConfigError(f"{key}={value} is out of range: it must be {span}{advice}; override it, e.g. {key}=<value>")
-
-
-def _check_stages(stages: list[str]) -> None:
-    if not stages:
-        raise ConfigError(f"pipeline.stages is empty; list some of {list(STAGE_NAMES)}")
-    for stage in stages:
-        if stage not in STAGE_NAMES:
-            raise ConfigError(
-                f"pipeline.stages names an unknown stage {stage!r}; known stages: {list(STAGE_NAMES)}")
-    if len(set(stages)) != len(stages):
-        raise ConfigError(f"pipeline.stages lists a stage twice: {stages}")
-    order = [s for s in STAGE_NAMES if s in stages]
-    if order != stages:
-        raise ConfigError(f"pipeline.stages must keep the pipeline order {order}, got {stages}")
 
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> Path:

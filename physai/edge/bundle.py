@@ -12,19 +12,19 @@ file ``world_model.onnx`` (the dynamics ensemble, for the guard's disagreement m
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from physai.errors import BundleError
+from physai.core.errors import BundleError
+from physai.core.manifest import listed_path, read_json_object, verify_bytes
 
 FORMAT_NAME = "physai.bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 POLICY_FILE = "policy.onnx"
+BUNDLE_FIX = "re-export the bundle, or copy the whole bundle directory again"
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"
 # Optional: the world-model ensemble, for the guard's disagreement monitor (see physai.edge.guard).
@@ -51,13 +51,9 @@ def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
 def load_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise BundleError(f"{path} does not exist: point at a bundle directory written by the export stage "
-                          f"(it holds {MANIFEST_FILE} and {POLICY_FILE})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc}); re-export the bundle") from exc
+    manifest = read_json_object(path, error=BundleError, fix="re-export the bundle",
+                                missing=f"{path} does not exist: point at a bundle directory written by the export "
+                                        f"stage (it holds {MANIFEST_FILE} and {POLICY_FILE})")
     if manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{path} is not a physai bundle manifest (format={manifest.get('format')!r})")
     version = manifest.get("format_version")
@@ -77,18 +73,9 @@ def read_verified_bundle(bundle_dir: str | Path) -> tuple[dict[str, Any], dict[s
     files = manifest.get("files") or {}
     if POLICY_FILE not in files:
         raise BundleError(f"{bundle_dir / MANIFEST_FILE} lists no checksum for {POLICY_FILE}; re-export the bundle")
-    contents = {}
-    for name, record in files.items():
-        path = bundle_dir / name
-        if not path.is_file():
-            raise BundleError(f"{path} is listed in the manifest but missing; copy the whole bundle directory")
-        data = path.read_bytes()
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != record.get("sha256"):
-            raise BundleError(f"{path} does not match its manifest checksum (sha256 {actual[:12]}... != "
-                              f"{str(record.get('sha256'))[:12]}...): the file was changed or corrupted after "
-                              f"export; re-export or re-copy the bundle")
-        contents[name] = data
+    contents = {name: verify_bytes(listed_path(bundle_dir, name, error=BundleError, manifest=MANIFEST_FILE), record,
+                                   error=BundleError, manifest=MANIFEST_FILE, fix=BUNDLE_FIX)
+                for name, record in files.items()}
     return manifest, contents
 
 

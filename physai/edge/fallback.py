@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from physai.errors import BundleError
+from physai.core.errors import BundleError
 
 FALLBACK_MODULE = __name__
 

@@ -14,7 +14,7 @@ on the edge runtime's terms: numpy and onnxruntime only. On every call the guard
 - ``nonfinite_action`` / ``action_out_of_range``: the policy's action is NaN/inf or outside the
   manifest's action bounds (beyond ``action_tolerance``);
 - ``model_disagreement``: when the bundle holds ``world_model.onnx`` (an ensemble exported by
-  physai.export), the spread of its members' predicted next-observation deltas for
+  physai.deploy.onnx_export), the spread of its members' predicted next-observation deltas for
   (observation, action), in normalized units, above ``max_disagreement``;
 - ``hold``: the fallback stays in charge for ``hold_steps`` calls after a monitor fired.
 
@@ -35,7 +35,7 @@ import onnxruntime as ort
 from physai.edge.bundle import WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS
 from physai.edge.fallback import ActionBounds, build_fallback
 from physai.edge.runtime import EdgePolicy, create_session
-from physai.errors import BundleError
+from physai.core.errors import BundleError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def observation_reference(manifest: dict[str, Any], ood_threshold: float,
 class WorldModelMonitor:
     """Ensemble disagreement for (observation, action) from ``world_model.onnx``, bound to the policy's buffers.
 
-    The graph (see physai.export.export_world_model) takes ``observation`` ``(n, obs_dim)`` and
+    The graph (see physai.deploy.onnx_export.export_world_model) takes ``observation`` ``(n, obs_dim)`` and
     ``action`` ``(n, act_dim)`` and returns the elites' normalized mean deltas ``(members, n, obs_dim)``
     and ``disagreement`` ``(n,)``: the max over columns of their std over members.
     """

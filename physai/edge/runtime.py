@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, onnx_opsets, read_verified_bundle
-from physai.errors import BundleError
+from physai.core.errors import BundleError
 
 DEFAULT_THREADS = 1
 # Up to this many columns a Python sum over ``tolist()`` is the cheapest finiteness check; beyond, a dot product.

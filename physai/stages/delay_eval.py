@@ -2,7 +2,7 @@
 
 Reads the profile's modeled latency of each device (default power mode) and the measured host
 latency distribution, runs the bundle through the edge runtime on the evaluation seeds with
-those delays (see ``physai.delay_eval`` for the convention), and reports per device whether
+those delays (see ``physai.deploy.delayed_evaluation`` for the convention), and reports per device whether
 the policy still solves the task on that board, beside the zero-delay return and a sweep of
 fixed delays (plotted in report/delay_return.png).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 
 REQUIRES = [f"bundle/{MANIFEST_FILE}", "summary:profile"]
 PRODUCES = ["summary:delay_eval"]
@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict:
-    from physai.delay_eval import evaluate_delays, plot_return_vs_delay
+    from physai.deploy.delayed_evaluation import evaluate_delays, plot_return_vs_delay
     from physai.edge.runtime import EdgePolicy
-    from physai.evaluation import evaluation_seeds
+    from physai.train.evaluation import evaluation_seeds
 
     profile = ctx.summary()["profile"]
     policy = EdgePolicy.load(ctx.path("bundle"))
@@ -62,3 +62,13 @@ def run(cfg, ctx) -> dict:
                  device["delay_steps_mean"], device["mean_return"], section["zero_delay"]["mean_return"],
                  "" if device["solves_task"] is None else (" solves" if device["solves_task"] else " does NOT solve"))
     return section
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """Return with each target's action delay beside the zero-delay return, and the return-vs-delay plot."""
+    from physai.deploy.delayed_evaluation import report_lines as delay_lines
+
+    if not summary.get("delay_eval"):
+        return []
+    names = {key: d["device"] for key, d in (summary.get("profile") or {}).get("devices", {}).items()}
+    return delay_lines(summary["delay_eval"], names)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from physai.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.report.format import fmt, video_lines
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = ["summary:eval"]
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict:
-    from physai.training.sb3 import load_trained_policy
+    from physai.train.sb3 import load_trained_policy
 
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
@@ -23,7 +24,7 @@ def run(cfg, ctx) -> dict:
     figures["checkpoint_timesteps"] = trained.timesteps
     figures["video"], figures["video_missing"] = None, "switched off (evaluate.video=false)"
     if cfg.evaluate.video:
-        from physai.video import NoVideo, record_episode
+        from physai.report.video import NoVideo, record_episode
 
         try:
             record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),
@@ -34,3 +35,20 @@ def run(cfg, ctx) -> dict:
             figures["video_missing"] = str(exc)
     ctx.record("eval", figures)
     return figures
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """The evaluation video (or why there is none) and the returns of the trained policy and its bundle."""
+    evaluation = summary.get("eval")
+    lines = video_lines("An evaluation episode", evaluation, "video")
+    if not evaluation:
+        return lines
+    lines += ["## Evaluation (deterministic, fresh seeds)", "",
+              "| policy | mean return | 95% CI | n | solved threshold | solved |", "|---|---|---|---|---|---|"]
+    rows = [("trained (SB3)", evaluation), ("bundle (ONNX)", (summary.get("bundle") or {}).get("eval"))]
+    for label, figures in rows:
+        if figures:
+            lines.append(f"| {label} | {fmt(figures['mean_return'])} | [{fmt(figures['ci95_low'])}, "
+                         f"{fmt(figures['ci95_high'])}] | {figures['n_episodes']} | "
+                         f"{fmt(figures['solved_threshold'])} | {fmt(figures['solved'])} |")
+    return lines + [""]

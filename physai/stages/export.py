@@ -9,8 +9,9 @@ from __future__ import annotations
 import shutil
 
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
-from physai.errors import PhysaiError
-from physai.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.core.errors import PhysaiError
+from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.report.format import fmt
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = [f"bundle/{POLICY_FILE}", f"bundle/{MANIFEST_FILE}", "summary:bundle"]
@@ -25,12 +26,12 @@ def run(cfg, ctx) -> dict:
     from omegaconf import OmegaConf
 
     from physai.edge.runtime import EdgePolicy
-    from physai.export import add_guard, git_provenance, write_bundle
-    from physai.io import fresh_staging_dir, replace_dir_atomically
-    from physai.parity import parity_report
-    from physai.pipeline import identity_hash
+    from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
+    from physai.core.io import fresh_staging_dir, replace_dir_atomically
+    from physai.deploy.parity import parity_report
+    from physai.config.identity import identity_hash
     from physai.synthetic.artifacts import WORLD_MODEL_FILE
-    from physai.training.sb3 import load_trained_policy
+    from physai.train.sb3 import load_trained_policy
 
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     provenance = {**git_provenance(), "config_sha256": identity_hash(cfg), "seed": int(cfg.seed),
@@ -65,8 +66,8 @@ def run(cfg, ctx) -> dict:
                           intra_op_threads=cfg.profile.intra_op_threads,
                           guard_seeds=_guard_seeds(cfg, len(seeds)))
         # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
-        from physai.precision import add_variants
-        from physai.release import record_bundle_evaluation
+        from physai.deploy.precision import add_variants
+        from physai.deploy.release import record_bundle_evaluation
 
         variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
         record_bundle_evaluation(staging, closed_loop)
@@ -89,3 +90,32 @@ def _guard_seeds(cfg, n_eval: int) -> list[int]:
     if guard is not None and not guard.get("enabled", True):
         return []
     return evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset + n_eval, count)
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """The bundle's checksum, size, control rate and parity, and its reduced-precision variants."""
+    bundle = summary.get("bundle")
+    if not bundle:
+        return []
+    lines = ["## Bundle", "", f"`bundle/policy.onnx` sha256 `{bundle['policy_sha256']}`, "
+             f"{bundle['policy_bytes']} bytes, control rate {fmt(bundle['control_rate_hz'])} Hz; parity with "
+             f"SB3 on {bundle['parity']['samples']} random observations: max abs error "
+             f"{bundle['parity']['max_abs_error']:.2e}.", ""]
+    return lines + _variant_lines(bundle.get("variants") or {})
+
+
+def _variant_lines(variants: dict) -> list[str]:
+    """Reduced-precision variants beside the FP32 graph: parity and the change in evaluation return."""
+    if not variants:
+        return []
+    lines = ["Reduced-precision variants (max action error vs FP32 on the observations each met driving the task, "
+             "as a share of the action range; return change paired on the evaluation seeds):", "",
+             "| variant | file | written | max abs error | share of range | tolerance | return change | 95% CI | "
+             "points |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in variants.items():
+        parity, change = v["parity_vs_fp32"], v["return_change"]
+        lines.append(f"| {name} | `{v['file']}` | {fmt(v['written'])} | {fmt(parity.get('max_abs_error'), 3)} | "
+                     f"{fmt(parity['max_error_share'], 3)} | {fmt(v['tolerance_share_of_action_range'])} | "
+                     f"{change['mean']:+.4g} | [{fmt(change['ci95_low'])}, {fmt(change['ci95_high'])}] | "
+                     f"{change['points']:+.3g} |")
+    return lines + [""]

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from physai.errors import ConfigError
-from physai.evaluation import score_points
-from physai.stats import mean_ci95
+from physai.deploy.gates import delay_gates, gate_result, latency_gates, quality_drop_gate
+from physai.core.errors import ConfigError
+from physai.report.format import fmt
 
 REQUIRES = ["summary:eval", "summary:bundle", "summary:profile"]
 PRODUCES = ["summary:gates"]
+OPTIONAL = ["summary:delay_eval"]  # its solves-under-delay gates
 
 log = logging.getLogger(__name__)
-
-
-def _gate(name: str, value, threshold, unit: str, passed: bool, **extra) -> dict:
-    return {"name": name, "value": value, "threshold": threshold, "unit": unit, "passed": bool(passed), **extra}
 
 
 def _check_same_policy(summary: dict) -> None:
@@ -38,44 +35,17 @@ def _check_same_policy(summary: dict) -> None:
 
 
 def run(cfg, ctx) -> dict:
-    from physai.delay_eval import delay_gates, gate_result
-
     summary = ctx.summary()
     _check_same_policy(summary)
     reference, bundle_eval, profile = summary["eval"], summary["bundle"]["eval"], summary["profile"]
-    threshold = reference.get("solved_threshold")
-
-    def points(value: float) -> float:
-        return score_points(value, threshold, reference["mean_return"])
-
-    # Paired over the same seeds. Contact-rich tasks are chaotic: float32 rounding alone moves single
-    # episodes, so the gate fails only when the drop exceeds the limit with 95% confidence.
-    drops = [points(r) - points(b) for r, b in zip(reference["episode_returns"], bundle_eval["episode_returns"])]
-    drop = mean_ci95(drops)
-    limit = cfg.gate.quality_max_drop_points
-    gates = [_gate("quality_drop", drop["mean"], limit, "score points", drop["ci95_low"] <= limit,
-                   ci95=[drop["ci95_low"], drop["ci95_high"]], n=drop["n"],
-                   detail=f"bundle {points(bundle_eval['mean_return']):.2f} vs reference "
-                          f"{points(reference['mean_return']):.2f} points (100 = "
-                          f"{'|solved threshold|' if threshold else '|reference return|'}); paired drop "
-                          f"{drop['mean']:.2f} [{drop['ci95_low']:.2f}, {drop['ci95_high']:.2f}]")]
-    p99 = profile["host"]["p99_ms"]
-    gates.append(_gate("host_latency_p99", p99, cfg.gate.latency_p99_max_ms, "ms",
-                       p99 <= cfg.gate.latency_p99_max_ms, modeled=False))
-    if cfg.gate.latency_within_control_period:
-        period = profile.get("control_period_ms")
-        if not period:
-            gates.append(_gate("host_latency_p99_within_control_period", p99, None, "ms", False, modeled=False,
-                               detail="control rate unknown: set env.control_rate_hz to judge this gate"))
-        else:
-            gates.append(_gate("host_latency_p99_within_control_period", p99, period, "ms", p99 <= period,
-                               modeled=False))
-            for key, device in profile.get("devices", {}).items():
-                if device.get("measured_host"):
-                    continue
-                gates.append(_gate(f"{key}_latency_within_control_period", device["latency_ms"], period, "ms",
-                                   device["latency_ms"] <= period, modeled=True, source=device["source"]))
-    # Does the release still solve its task with the delay each target imposes? (shared with `physai gate`)
+    gates = [quality_drop_gate(reference["episode_returns"], bundle_eval["episode_returns"],
+                               reference.get("solved_threshold"), cfg.gate.quality_max_drop_points, paired=True,
+                               how="the bundle against the checkpoint it came from, on the same seeds")]
+    modeled = {key: device for key, device in profile.get("devices", {}).items() if not device.get("measured_host")}
+    gates += latency_gates(profile["host"]["p99_ms"], cfg.gate.latency_p99_max_ms, profile.get("control_period_ms"),
+                           cfg.gate.latency_within_control_period, modeled,
+                           unknown_rate_fix="set env.control_rate_hz to judge this gate")
+    # Does the release still solve its task with the delay each target imposes?
     devices = {key: device.get("device", key) for key, device in profile.get("devices", {}).items()}
     gates += delay_gates(summary.get("delay_eval"), devices, required=cfg.gate.require_delay_eval,
                          missing="delay_eval did not run (put it before gate in pipeline.stages)")
@@ -87,3 +57,18 @@ def run(cfg, ctx) -> dict:
         log.info("gate %-45s %s  %s %s (threshold %s)%s", gate["name"], gate_result(gate), value_text, gate["unit"],
                  threshold_text, f": {gate['detail']}" if gate.get("basis") == "delay_eval" else "")
     return figures
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """Every gate with its value, threshold, result and why."""
+    gates = summary.get("gates")
+    if not gates:
+        return []
+    lines = [f"## Release gates: {'PASS' if gates['passed'] else 'FAIL'}", "",
+             "| gate | value | threshold | unit | result | why |", "|---|---|---|---|---|---|"]
+    for gate in gates["gates"]:
+        tag = " (modeled)" if gate.get("modeled") else ""
+        why = gate.get("detail", "").replace("|", "\\|")  # a literal | would split the Markdown cell
+        lines.append(f"| {gate['name']}{tag} | {fmt(gate['value'])} | {fmt(gate['threshold'])} | "
+                     f"{gate['unit']} | {gate_result(gate)} | {why} |")
+    return lines + [""]

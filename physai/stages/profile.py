@@ -2,7 +2,7 @@
 
 Order matters, so the host check is a prediction and not a fit:
 1. the host's fixed overheads are measured on tiny Add-chain graphs, never on the policy
-   (``physai.devices.microbench``), for devices with ``overheads_from: microbenchmark``;
+   (``physai.deploy.devices.microbench``), for devices with ``overheads_from: microbenchmark``;
 2. every device, the host included, is modeled from its config and the policy's graph;
 3. only then is the policy timed, and the host's modeled latency is compared with the
    measured median (``host_model_validation``, target within +-25%).
@@ -18,6 +18,7 @@ import platform
 import numpy as np
 
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.report.format import fmt
 
 REQUIRES = [f"bundle/{MANIFEST_FILE}"]
 PRODUCES = ["summary:profile"]
@@ -34,11 +35,11 @@ def _node_table_device(devices) -> str:
 
 
 def run(cfg, ctx) -> dict:
-    from physai.devices.microbench import measure_host_overheads
-    from physai.devices.onnx_cost import kernel_groups, node_costs, runtime_kernel_count
-    from physai.devices.roofline import CPU_FUSION, check_device, model_device, node_table
+    from physai.deploy.devices.microbench import measure_host_overheads
+    from physai.deploy.devices.onnx_cost import kernel_groups, node_costs, runtime_kernel_count
+    from physai.deploy.devices.roofline import CPU_FUSION, check_device, model_device, node_table
     from physai.edge.runtime import EdgePolicy
-    from physai.latency import latency_figures, time_calls
+    from physai.deploy.latency import latency_figures, time_calls
 
     for key, device in cfg.device.items():
         check_device(key, device)
@@ -96,8 +97,8 @@ def run(cfg, ctx) -> dict:
                            "cpu_onnxruntime": runtime_kernel_count(policy_path)},
                "node_table": {"device": table_key, "power_mode": modeled[table_key]["power_mode"],
                               "rows": node_table(costs, cfg.device[table_key], modeled[table_key]["power_mode"])}}
-    # The measured distribution as a picture for the report (physai.profiling draws the same for `physai profile`).
-    from physai.profiling import HISTOGRAM_PNG, plot_latency_histogram
+    # The measured distribution as a picture for the report (`physai profile` draws the same one).
+    from physai.deploy.profiling import HISTOGRAM_PNG, plot_latency_histogram
 
     ctx.path("report").mkdir(parents=True, exist_ok=True)
     plot_latency_histogram(samples, ctx.path("report", HISTOGRAM_PNG),
@@ -109,3 +110,40 @@ def run(cfg, ctx) -> dict:
         logged["profile/host_model_error"] = validation["error"]
     ctx.tracker.log(logged)
     return figures
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """Measured batch-1 latency on this host and the modeled figures on every target."""
+    from physai.deploy.devices.report import assumption_footnotes, path_mark, profile_lines
+
+    profile = summary.get("profile")
+    if not profile:
+        return []
+    host = profile["host"]
+    lines = ["## Latency at batch 1", "", "Measured on this host (edge runtime, "
+             f"{host['n']} timed calls after {host['warmup']} warm-up):", "",
+             "| min | mean | p50 | p90 | p95 | p99 | max (ms) | actions/s |", "|---|---|---|---|---|---|---|---|",
+             "| " + " | ".join(fmt(host[k]) for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
+                                                       "p99_ms", "max_ms")) + f" | {host['actions_per_s']:.0f} |",
+             *_histogram_lines(ctx, profile),
+             "", "Modeled (roofline + per-kernel overhead from published specs; not measured):", "",
+             "| target | path | latency ms | actions/s | actions/J | $ per 1M actions | meets control rate | "
+             "source |", "|---|---|---|---|---|---|---|---|"]
+    for device in profile["devices"].values():
+        mark = path_mark(device.get("paths") or {}, device["path_used"])
+        lines.append(f"| {device['device']} | {device['path_used']} | {fmt(device['latency_ms'])}{mark} | "
+                     f"{device['actions_per_s']:.0f}{mark} | {fmt(device['actions_per_joule'])}{mark} | "
+                     f"{fmt(device['usd_per_million_actions'])}{mark} | "
+                     f"{fmt(device.get('meets_control_rate'))}{mark} | {device['source']} |")
+    return lines + ["", *assumption_footnotes(profile["devices"]), "", *profile_lines(profile)]
+
+
+def _histogram_lines(ctx, profile: dict) -> list[str]:
+    """The batch-1 latency histogram, when the profile stage wrote one (``histogram_png``, run-relative)."""
+    histogram = profile.get("histogram_png")
+    if not histogram or not ctx.path(histogram).exists():
+        return []
+    import os
+
+    link = os.path.relpath(ctx.path(histogram), ctx.path("report"))
+    return ["", f"![batch-1 latency histogram (measured)]({link})"]

@@ -11,14 +11,20 @@ import logging
 
 import numpy as np
 
-from physai.errors import ConfigError
+from physai.core.errors import ConfigError
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE, dataset_id
+from physai.report.format import video_lines
 
 REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
 DREAM_VIDEO = "report/dream_vs_real.mp4"
 
 log = logging.getLogger(__name__)
+
+
+def check(cfg, task) -> None:
+    """Before anything trains: the scenario's columns and ranges must fit the task."""
+    resolved_scenario(cfg, task)
 
 
 def resolved_scenario(cfg, task):
@@ -82,8 +88,8 @@ def run(cfg, ctx) -> dict:
     figures["dream_video"], figures["dream_video_missing"] = None, (
         "switched off (synthetic.synthesize.dream_video=false)")
     if settings.dream_video:
-        from physai.dream_video import record_dream_vs_real
-        from physai.video import NoVideo
+        from physai.report.dream_video import record_dream_vs_real
+        from physai.report.video import NoVideo
 
         try:
             record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps)
@@ -93,3 +99,8 @@ def run(cfg, ctx) -> dict:
             figures["dream_video_missing"] = str(exc)
     ctx.record("synthesize", figures)
     return figures
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """The dream-vs-real video, or why there is none."""
+    return video_lines("The world model's dream beside the simulator", summary.get("synthesize"), "dream_video")

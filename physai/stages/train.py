@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from physai.training.sb3 import CURVE_FILE
+from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
+from physai.train.sb3 import CURVE_FILE
 
 REQUIRES: list[str] = []
 PRODUCES = ["checkpoints/final/model.zip", CURVE_FILE, "summary:train"]
+OPTIONAL = [REAL_DATASET, SYNTHETIC_DATASET]  # a model-based learner warm-starts from them
 
 
 def run(cfg, ctx) -> dict:
-    from physai.training.sb3 import train_policy
+    from physai.train.sb3 import train_policy
 
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume)
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
                     "n_envs": cfg.algo.n_envs})
     ctx.record("train", figures)
     return figures
+
+
+def report_lines(cfg, ctx, summary: dict) -> list[str]:
+    """Steps trained, the learning curve and the reward terms' curves."""
+    from physai.report.curves import plot_learning_curve, plot_reward_terms
+    from physai.train.sb3 import read_curve
+
+    train = summary.get("train")
+    lines = [f"Trained {train['timesteps']} steps with {train['n_envs']} env(s).", ""] if train else []
+    rows = read_curve(ctx.path(CURVE_FILE))
+    curve_png, terms_png = ctx.path("report", "learning_curve.png"), ctx.path("report", "reward_terms.png")
+    if plot_learning_curve(rows, curve_png, (summary.get("eval") or {}).get("solved_threshold")):
+        lines += ["![learning curve](learning_curve.png)", ""]
+        ctx.tracker.log_image("report/learning_curve", curve_png)
+    if plot_reward_terms(rows, terms_png):
+        lines += ["Reward terms (episode sums):", "", "![reward terms](reward_terms.png)", ""]
+        ctx.tracker.log_image("report/reward_terms", terms_png)
+    return lines

@@ -23,7 +23,7 @@ def run(cfg, ctx) -> dict:
     import torch
 
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
-    from physai.reporting import save_png
+    from physai.report.format import save_png
     from physai.synthetic.dataset import read_dataset
     from physai.synthetic.model_report import model_report, open_loop_figure
     from physai.synthetic.world_model import EnsembleDynamicsModel

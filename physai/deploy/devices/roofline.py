@@ -1,0 +1,280 @@
+"""A roofline plus fixed-overhead model of one batch-1 policy call on a compute target.
+
+Per kernel: time = max(FLOPs / peak, bytes / bandwidth) + a per-kernel overhead (dispatch on
+a CPU, launch on a GPU), plus a fixed cost per call (the runtime's binding and input checks;
+on the GPU path also the host<->device copies and the synchronization). Which nodes share a
+kernel follows the runtime's fusion (see ``onnx_cost.kernel_groups``). A small MLP is
+dominated by the overheads, so a board is modeled on its CPU path and (where it has one) its
+GPU path, and the verdict uses the faster one; a discrete GPU (``kind: gpu``) is judged on its
+GPU path, its host core's CPU path is shown beside it.
+
+Power modes scale the published figures: CPU clock (peak, cache bandwidth and every CPU-side
+overhead, GPU launches included, since the driver runs on the CPU), GPU peak (clock x active
+TPC share) and memory bandwidth (EMC clock). Energy per action assumes the board draws the mode's budget.
+
+Every figure produced here is modeled, and says which published spec it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+from physai.deploy.devices.onnx_cost import NodeCost, kernel_groups
+from physai.core.errors import ConfigError
+
+PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
+_PEAK_KEY = re.compile(r"^(fp32|tf32|fp16|bf16|fp8|int8|fp4)_(dense|sparse)$")
+CPU_FUSION = "onnxruntime"   # a board's CPU runs the bundle with the same edge runtime as the host
+GPU_FUSION = "tensorrt"      # a board's GPU would run a TensorRT engine built from the bundle
+
+
+def check_device(key: str, device: Any) -> None:
+    """Refuse a device config whose figures the model cannot use, naming the field and the fix."""
+    prefix = f"device.{key}"
+    for peak_key, value in (device.gpu_peak_tflops or {}).items():
+        if not _PEAK_KEY.match(str(peak_key)):
+            raise ConfigError(f"{prefix}.gpu_peak_tflops has a key {peak_key!r}; keys are <precision>_<dense|sparse> "
+                              f"with precision one of {sorted(PRECISION_BYTES)}, e.g. int8_sparse")
+        if value is None or value <= 0:
+            raise ConfigError(f"{prefix}.gpu_peak_tflops.{peak_key}={value} must be a positive TFLOP/s figure")
+    if device.gpu_memory_bandwidth_gbs and device.gpu_kernel_launch_us is not None:
+        if gpu_peak_gflops(device)[0] is None:
+            raise ConfigError(f"{prefix} has a GPU path but no peak for its precision {device.precision!r}: add "
+                              f"{prefix}.gpu_peak_tflops.{device.precision}_dense (or _sparse), or set "
+                              f"{prefix}.precision to one it publishes ({sorted(device.gpu_peak_tflops)})")
+    names = [mode.name for mode in device.power_modes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{prefix}.power_modes repeats a name ({names}); give every mode its own name")
+    if device.default_power_mode is not None and device.default_power_mode not in names:
+        raise ConfigError(f"{prefix}.default_power_mode={device.default_power_mode!r} is not one of its "
+                          f"power_modes {names}; pick one of those")
+    if device.overheads_from == "microbenchmark" and not device.measured_host:
+        raise ConfigError(f"{prefix}.overheads_from=microbenchmark needs {prefix}.measured_host=true: the "
+                          f"micro-benchmark runs on this machine, so it can only stand for this machine")
+    if getattr(device, "read_host", False) and not device.measured_host:
+        raise ConfigError(f"{prefix}.read_host=true needs {prefix}.measured_host=true: the clock and caches are "
+                          f"read from this machine, so they can only stand for this machine")
+
+
+def gpu_peak_gflops(device: Any) -> tuple[Optional[float], str]:
+    """The GPU peak at the device's precision in GFLOP/s, and how it was read from the published figures."""
+    peaks = device.gpu_peak_tflops or {}
+    dense, sparse = peaks.get(f"{device.precision}_dense"), peaks.get(f"{device.precision}_sparse")
+    if dense:
+        return float(dense) * 1e3, f"{device.precision}_dense as published"
+    if sparse:
+        return float(sparse) * 1e3 / 2, f"{device.precision}_sparse / 2 (2:4 sparsity doubles the dense rate)"
+    return None, f"no {device.precision} figure"
+
+
+def power_modes(device: Any) -> list[dict[str, Any]]:
+    """The device's modes as plain dicts; a device without a list has one mode at its published figures."""
+    if not device.power_modes:
+        return [{"name": "default", "power_w": float(device.power_w), "cpu_clock_scale": 1.0,
+                 "gpu_peak_scale": 1.0, "memory_scale": 1.0}]
+    return [{"name": m.name, "power_w": float(m.power_w), "cpu_clock_scale": float(m.cpu_clock_scale),
+             "gpu_peak_scale": float(m.gpu_peak_scale), "memory_scale": float(m.memory_scale)}
+            for m in device.power_modes]
+
+
+def _bound(cost: NodeCost, peak_gflops: float, bandwidth_gbs: float, byte_scale: float) -> str:
+    compute_us = cost.flops / (peak_gflops * 1e3)
+    memory_us = cost.bytes * byte_scale / (bandwidth_gbs * 1e3)
+    return "compute" if compute_us > memory_us else "memory"
+
+
+def path_latency(costs: Sequence[NodeCost], groups: Sequence[int], peak_gflops: float, bandwidth_gbs: float,
+                 per_kernel_us: float, fixed_us: float, byte_scale: float = 1.0) -> dict[str, Any]:
+    """Latency of one call on one path: per-kernel roofline + per-kernel overhead + fixed cost."""
+    producer = {name: i for i, cost in enumerate(costs) for name in cost.outputs}
+    flops: dict[int, float] = {}
+    moved: dict[int, float] = {}
+    for i, cost in enumerate(costs):
+        kernel = groups[i]
+        flops[kernel] = flops.get(kernel, 0.0) + cost.flops
+        traffic = cost.bytes
+        for name in cost.inputs:  # an intermediate that stays inside a fused kernel is neither written nor read
+            j = producer.get(name)
+            if j is not None and groups[j] == kernel:
+                traffic -= 2 * costs[j].output_bytes
+        moved[kernel] = moved.get(kernel, 0.0) + max(traffic, 0.0)
+    roofline_us = sum(max(flops[k] / (peak_gflops * 1e3), moved[k] * byte_scale / (bandwidth_gbs * 1e3))
+                      for k in flops)
+    bounds = [_bound(cost, peak_gflops, bandwidth_gbs, byte_scale) for cost in costs]
+    kernels = len(flops)
+    total_us = fixed_us + kernels * per_kernel_us + roofline_us
+    return {"latency_ms": total_us / 1e3, "kernels": kernels, "roofline_us": roofline_us,
+            "overhead_us": fixed_us + kernels * per_kernel_us, "fixed_us": fixed_us, "per_kernel_us": per_kernel_us,
+            "peak_gflops": peak_gflops, "bandwidth_gbs": bandwidth_gbs,
+            "compute_bound_nodes": bounds.count("compute"), "memory_bound_nodes": bounds.count("memory")}
+
+
+def cpu_bandwidth_gbs(costs: Sequence[NodeCost], device: Any) -> tuple[float, str, str]:
+    """The CPU path's bandwidth: the cache's when every byte the graph touches fits in it, else memory's.
+
+    Returns (GB/s, why, which scale of a power mode applies: the CPU clock's for a cache, the EMC's for memory).
+    """
+    working_set = sum(cost.bytes for cost in costs)
+    if device.cpu_cache_kb and device.cpu_cache_bandwidth_gbs and working_set <= device.cpu_cache_kb * 1024:
+        return (float(device.cpu_cache_bandwidth_gbs),
+                f"cache ({working_set / 1024:.0f} KB fit in {device.cpu_cache_kb:g} KB)", "cpu_clock_scale")
+    return (float(device.cpu_memory_bandwidth_gbs), f"memory ({working_set / 1024:.0f} KB touched per call)",
+            "memory_scale")
+
+
+def _cpu_overheads(device: Any, host_overheads: Optional[Mapping[str, Any]]) -> tuple[float, float, str]:
+    if device.overheads_from == "microbenchmark" and host_overheads:
+        return (float(host_overheads["op_us"]), float(host_overheads["call_us"]),
+                str(host_overheads.get("source", "micro-benchmark")))
+    source = "device config (assumed)" if device.overheads_from == "config" else \
+        "device config (the micro-benchmark was not run)"
+    return float(device.cpu_op_overhead_us), float(device.runtime_call_overhead_us), source
+
+
+def _hourly_usd(device: Any, power_w: float) -> float:
+    hourly = power_w / 1e3 * device.energy_usd_per_kwh
+    if device.price_usd:
+        hourly += device.price_usd / (device.service_life_years * 365 * 24)
+    if device.cloud_usd_per_hour:
+        hourly += device.cloud_usd_per_hour
+    return hourly
+
+
+def assumed_constants(device: Any, host_overheads: Optional[Mapping[str, Any]] = None) -> dict[str, list[str]]:
+    """Per path, the fixed-overhead constants of the device file its latency rests on that nobody measured.
+
+    The GPU path: kernel launch and host-device transfer (and the runtime call around them) unless
+    ``gpu_overheads_measured`` names where they were measured. The CPU path: the per-kernel and per-call
+    overheads unless the micro-benchmark measured them on this machine.
+    """
+    measured_cpu = device.overheads_from == "microbenchmark" and bool(host_overheads)
+    cpu = [] if measured_cpu else ["cpu_op_overhead_us", "runtime_call_overhead_us"]
+    gpu: list[str] = []
+    if device.gpu_kernel_launch_us is not None and not getattr(device, "gpu_overheads_measured", ""):
+        gpu = ["gpu_kernel_launch_us", "gpu_transfer_overhead_us", "runtime_call_overhead_us"]
+    return {"cpu": cpu, "gpu": gpu}
+
+
+def verdict_path(device: Any, paths: Mapping[str, Any]) -> str:
+    """A GPU target is judged on its GPU; a board runs the policy wherever it is faster (often its CPU)."""
+    if device.kind == "gpu" and "gpu" in paths:
+        return "gpu"
+    return min(paths, key=lambda name: paths[name]["latency_ms"])
+
+
+def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float | None,
+                 host_overheads: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Modeled latency, throughput, energy and cost of one batch-1 action on ``device``, per power mode.
+
+    The top-level figures are those of the default power mode (the first, unless
+    ``default_power_mode`` names another): the gates and the delay-aware evaluation use them.
+    """
+    from physai.deploy.devices.host import host_device
+
+    device, host_facts = host_device(device)  # a measured host with read_host: this machine's clock and caches
+    op_us, call_us, overhead_source = _cpu_overheads(device, host_overheads)
+    assumed = assumed_constants(device, host_overheads)
+    cpu_groups = kernel_groups(costs, CPU_FUSION)
+    gpu_groups = kernel_groups(costs, GPU_FUSION)
+    gpu_peak, gpu_peak_basis = gpu_peak_gflops(device)
+    has_gpu = bool(gpu_peak and device.gpu_memory_bandwidth_gbs and device.gpu_kernel_launch_us is not None)
+    gpu_byte_scale = PRECISION_BYTES[device.precision] / 4.0
+    cpu_bandwidth, cpu_bandwidth_basis, cpu_bandwidth_scale = cpu_bandwidth_gbs(costs, device)
+    period_ms = 1e3 / control_rate_hz if control_rate_hz else None
+    modes = {}
+    for mode in power_modes(device):
+        cpu_scale = mode["cpu_clock_scale"]
+        paths = {"cpu": path_latency(costs, cpu_groups, device.cpu_peak_gflops * cpu_scale,
+                                     cpu_bandwidth * mode[cpu_bandwidth_scale], op_us / cpu_scale, call_us / cpu_scale)}
+        paths["cpu"]["assumed"] = assumed["cpu"]
+        if has_gpu:
+            fixed = (device.runtime_call_overhead_us + (device.gpu_transfer_overhead_us or 0.0)) / cpu_scale
+            paths["gpu"] = path_latency(costs, gpu_groups, gpu_peak * mode["gpu_peak_scale"],
+                                        device.gpu_memory_bandwidth_gbs * mode["memory_scale"],
+                                        device.gpu_kernel_launch_us / cpu_scale, fixed, gpu_byte_scale)
+            paths["gpu"]["assumed"] = assumed["gpu"]
+        chosen = verdict_path(device, paths)
+        latency_ms = paths[chosen]["latency_ms"]
+        actions_per_s = 1e3 / latency_ms
+        figures = {"modeled": True, "power_w": mode["power_w"], "scales": {k: mode[k] for k in (
+                       "cpu_clock_scale", "gpu_peak_scale", "memory_scale")},
+                   "paths": paths, "path_used": chosen, "latency_ms": latency_ms, "actions_per_s": actions_per_s,
+                   "actions_per_joule": actions_per_s / mode["power_w"],
+                   "usd_per_million_actions": _hourly_usd(device, mode["power_w"]) / (actions_per_s * 3600) * 1e6,
+                   "compute_bound_nodes": paths[chosen]["compute_bound_nodes"],
+                   "memory_bound_nodes": paths[chosen]["memory_bound_nodes"]}
+        if period_ms:
+            figures["meets_control_rate"] = bool(latency_ms <= period_ms)
+            figures["headroom"] = period_ms / latency_ms
+        modes[mode["name"]] = figures
+    default = device.default_power_mode or next(iter(modes))
+    head = modes[default]
+    result = {
+        "device": device.name, "kind": device.kind, "modeled": True, "source": device.source,
+        "power_mode": default, "power_modes": modes,
+        "path_used": head["path_used"], "paths": head["paths"], "latency_ms": head["latency_ms"],
+        "actions_per_s": head["actions_per_s"], "actions_per_joule": head["actions_per_joule"],
+        "power_w": head["power_w"], "usd_per_million_actions": head["usd_per_million_actions"],
+        "compute_bound_nodes": head["compute_bound_nodes"], "memory_bound_nodes": head["memory_bound_nodes"],
+        "precision": device.precision, "gpu_peak_gflops": gpu_peak if has_gpu else None,
+        "gpu_peak_basis": gpu_peak_basis if has_gpu else None,
+        "published_gpu_peaks_tflops": dict(device.gpu_peak_tflops or {}),
+        "cpu_overheads": {"op_us": op_us, "call_us": call_us, "source": overhead_source},
+        "cpu_bandwidth": {"gbs": cpu_bandwidth, "basis": cpu_bandwidth_basis},
+        "fusion": {"cpu": CPU_FUSION, "gpu": GPU_FUSION if has_gpu else None},
+        "price_usd": device.price_usd, "cloud_usd_per_hour": device.cloud_usd_per_hour,
+        "service_life_years": device.service_life_years, "energy_usd_per_kwh": device.energy_usd_per_kwh,
+        "cost_basis": device.cost_basis, "notes": device.notes,
+        "total_mflops": sum(c.flops for c in costs) / 1e6, "nodes": len(costs),
+        "cpu_peak_gflops": float(device.cpu_peak_gflops), "cpu_cache_kb": device.cpu_cache_kb,
+        "assumed_constants": assumed, "host_facts": host_facts,
+        "gpu_overheads": {"kernel_launch_us": device.gpu_kernel_launch_us,
+                          "transfer_us": device.gpu_transfer_overhead_us,
+                          "measured": getattr(device, "gpu_overheads_measured", "") or None} if has_gpu else None,
+    }
+    if period_ms:
+        result["control_period_ms"] = period_ms
+        result["meets_control_rate"] = head["meets_control_rate"]
+        result["headroom"] = head["headroom"]
+        result["verdict"] = verdict_text(head, control_rate_hz)
+    return result
+
+
+def verdict_text(mode_figures: Mapping[str, Any], control_rate_hz: float) -> str:
+    latency, headroom = mode_figures["latency_ms"], mode_figures["headroom"]
+    path = mode_figures["path_used"].upper()
+    if mode_figures["meets_control_rate"]:
+        return (f"meets {control_rate_hz:g} Hz on its {path} path ({latency:.3g} ms per action, "
+                f"{headroom:.3g}x headroom)")
+    return (f"misses {control_rate_hz:g} Hz: {latency:.3g} ms per action on its {path} path is "
+            f"{1 / headroom:.3g}x the control period")
+
+
+def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = None) -> list[dict[str, Any]]:
+    """Per node: op type, FLOPs, bytes, intensity, kernel and roofline bound on each path of ``device``."""
+    from physai.deploy.devices.host import host_device
+
+    device, _ = host_device(device)
+    chosen = next((m for m in power_modes(device) if m["name"] == (mode or device.default_power_mode)),
+                  power_modes(device)[0])
+    cpu_groups = kernel_groups(costs, CPU_FUSION)
+    gpu_groups = kernel_groups(costs, GPU_FUSION)
+    gpu_peak, _ = gpu_peak_gflops(device)
+    has_gpu = bool(gpu_peak and device.gpu_memory_bandwidth_gbs and device.gpu_kernel_launch_us is not None)
+    cpu_bandwidth, _, cpu_bandwidth_scale = cpu_bandwidth_gbs(costs, device)
+    rows = []
+    for i, cost in enumerate(costs):
+        row = {"name": cost.name, "op_type": cost.op_type, "flops": cost.flops, "bytes": cost.bytes,
+               "intensity_flop_per_byte": None if math.isinf(cost.intensity) else cost.intensity,
+               "cpu_kernel": cpu_groups[i],
+               "cpu_bound": _bound(cost, device.cpu_peak_gflops * chosen["cpu_clock_scale"],
+                                   cpu_bandwidth * chosen[cpu_bandwidth_scale], 1.0)}
+        if has_gpu:
+            row["gpu_kernel"] = gpu_groups[i]
+            row["gpu_bound"] = _bound(cost, gpu_peak * chosen["gpu_peak_scale"],
+                                      device.gpu_memory_bandwidth_gbs * chosen["memory_scale"],
+                                      PRECISION_BYTES[device.precision] / 4.0)
+        rows.append(row)
+    return rows

@@ -1,0 +1,1 @@
+"""What people read: figure formatting, plots and videos."""

@@ -1,0 +1,83 @@
+"""MP4 of one evaluation episode, for the report: what a person would rather look at than a number.
+
+Rendering is optional equipment (see ``physai.envs.rendering``): when a video cannot be made, ``NoVideo``
+carries the reason, the stage records it in the summary and the report shows it; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from physai.core.io import atomic_path
+from physai.envs.rendering import mark_unavailable, unavailable_reason
+
+log = logging.getLogger(__name__)
+
+
+class NoVideo(Exception):
+    """Why a video could not be made; the run goes on without it."""
+
+
+def open_render_env(task, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """An env of ``task`` reset with ``seed`` that renders RGB frames: (env, first obs, first frame).
+
+    Raises ``NoVideo`` naming why when this process cannot render; a failed render switches rendering
+    off for the rest of the process, since a second attempt after a failed GL start can abort it.
+    """
+    reason = unavailable_reason()
+    if reason:
+        raise NoVideo(reason)
+    task_id = getattr(task, "id", task)
+    try:
+        env = task.make(render_mode="rgb_array")
+    except Exception as exc:  # gymnasium ids without rgb_array support raise various errors
+        raise NoVideo(f"{task_id} cannot render ({type(exc).__name__}: {exc})") from exc
+    try:
+        obs, _ = env.reset(seed=int(seed))
+        frame = np.asarray(env.render())
+    except Exception as exc:  # MuJoCo raises FatalError/AttributeError when GL does not start
+        env.close()
+        raise NoVideo(mark_unavailable(f"off-screen rendering failed ({type(exc).__name__}: {exc})")) from exc
+    if frame.ndim != 3:
+        env.close()
+        raise NoVideo(f"{task_id} renders an array of shape {frame.shape}, not an RGB image")
+    return env, obs, frame
+
+
+def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, target: Path,
+                   max_frames: int = 150) -> str:
+    """Render one deterministic episode to ``target`` and return its path; ``NoVideo`` says why not."""
+    env, obs, first = open_render_env(task, seed)
+    frames = [first]
+    try:
+        # Show the whole episode: render every k-th step so it fits in max_frames, played in real time.
+        steps = getattr(getattr(env.unwrapped, "spec_", None), "episode_steps", None) or \
+            getattr(env.spec, "max_episode_steps", None) or max_frames
+        stride = max(1, -(-int(steps) // max_frames))
+        fps = float(env.metadata.get("render_fps") or 30) / stride
+        done, step = False, 0
+        while not done and len(frames) < max_frames:
+            obs, _, terminated, truncated, _ = env.step(act(obs))
+            step += 1
+            done = terminated or truncated
+            if step % stride == 0 or done:
+                frames.append(env.render())
+    finally:
+        env.close()
+    write_mp4(target, frames, fps)
+    return str(target)
+
+
+def write_mp4(target: Path, frames, fps: float) -> None:
+    """H.264 MP4 of RGB frames, written atomically."""
+    import imageio.v2 as imageio
+
+    with atomic_path(target) as tmp:
+        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=6,
+                                macro_block_size=8) as writer:
+            for frame in frames:
+                writer.append_data(np.asarray(frame))

@@ -1,0 +1,1 @@
+"""Drives a run: the pipeline runner, the CLI, Hydra callbacks, sweeps, tracking."""

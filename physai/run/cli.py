@@ -1,0 +1,357 @@
+"""The ``physai`` command and the glue between Hydra and the pipeline.
+
+    physai train [overrides]                                              python train.py, for an installed physai
+    physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
+    physai verify BUNDLE                                                  check a bundle's checksums
+    physai profile BUNDLE [--iterations N | --duration S] [--batch 1,8]  trtexec-style latency of the edge runtime
+    physai gate CANDIDATE --reference BUNDLE [--device KEY]              release gates; exit 3 when one fails
+    physai bench edge [BUNDLE] [--out benchmarks/results]                 edge runtime vs onnxruntime (IOBinding) vs torch
+    physai bench sim [--task cartpole_balance]                            batched engine vs EnvPool, gymnasium, rollout
+    physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
+    physai data info PATH                                                 a dataset's spaces, counts and provenance
+    physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from physai.core.errors import PhysaiError
+
+log = logging.getLogger("physai")
+
+GATE_FAILED_EXIT = 3
+USER_ERROR_EXIT = 2
+
+
+def route_env_id(argv: list[str]) -> list[str]:
+    """``env.id=X`` without ``env=...`` selects the env option made for X, or the generic ``gym`` one.
+
+    Otherwise the default option's threshold and tuned preset would silently apply to another task.
+    """
+    overrides = argv[1:]
+    ids = [a.split("=", 1)[1] for a in overrides if a.startswith("env.id=")]
+    if not ids or any(a.startswith(("env=", "+env=", "~env")) for a in overrides):
+        return argv
+    from physai.envs.registry import packaged_env_configs
+
+    options = {config.get("id"): name for name, config in packaged_env_configs().items()}
+    return [argv[0], f"env={options.get(ids[-1], 'gym')}", *overrides]
+
+
+def run_composed(cfg: DictConfig) -> dict:
+    """Run the pipeline for a Hydra-composed config in Hydra's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from physai.run.sweeps import run_trial
+
+        return run_trial(cfg, run_dir)  # a failed trial is recorded in trial.json; the sweep goes on
+    return _run_and_report(cfg, run_dir)
+
+
+def _run_and_report(cfg: DictConfig, run_dir: Path) -> dict:
+    from physai.run.pipeline import run_pipeline
+
+    try:
+        summary = run_pipeline(cfg, run_dir)
+    except PhysaiError as exc:
+        log.error("%s", exc)
+        print(f"physai: error: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", USER_ERROR_EXIT))  # 128 + signal for a stopped training run
+    gates = summary.get("gates")
+    log.info("run directory: %s", run_dir)
+    if gates is not None:
+        log.info("release gates: %s", "PASS" if gates["passed"] else "FAIL")
+        if cfg.gate.strict and not gates["passed"]:
+            sys.exit(GATE_FAILED_EXIT)
+    return summary
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from physai.run.pipeline import load_run_config
+
+    run_dir = Path(args.run_dir)
+    overrides = list(args.overrides)
+    if args.stages:
+        overrides.append(f"pipeline.stages=[{args.stages}]")
+    cfg = load_run_config(run_dir, overrides)
+    _run_and_report(cfg, run_dir)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``physai train [overrides]``: ``train.py`` for an installed physai (configs from the package)."""
+    import hydra
+
+    from physai.config import register_configs
+
+    register_configs()
+    sys.argv = route_env_id([f"{sys.argv[0]} train", *args.overrides])
+
+    @hydra.main(version_base="1.3", config_path="pkg://physai.configs", config_name="config")
+    def _main(cfg: DictConfig) -> Optional[float]:
+        from physai.run.sweeps import objective
+
+        return objective(run_composed(cfg))  # what Hydra sweepers (optuna) maximize
+
+    _main()
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from physai.edge.bundle import verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    print(f"ok: {args.bundle} (format {manifest['format_version']}, {len(manifest['files'])} file(s) verified)")
+    return 0
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from physai.synthetic.dataset import dataset_info, format_dataset_info
+
+    info = dataset_info(args.path)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_dataset_info(info))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from physai.deploy.profiling import parse_batches, print_profile, profile_bundle
+
+    result = profile_bundle(Path(args.bundle), iterations=args.iterations, duration_s=args.duration,
+                            warmup=args.warmup, batches=parse_batches(args.batch), threads=args.threads,
+                            variant=args.variant, out_dir=args.out)
+    print_profile(result)
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from physai.deploy.release import Thresholds, format_gate_table, release_gates
+    from physai.core.io import write_json_atomic
+
+    thresholds = Thresholds.defaults()
+    for name in ("quality_max_drop_points", "reference_p99_max_ratio", "latency_p99_max_ms", "cost_max_ratio"):
+        if getattr(args, name) is not None:
+            setattr(thresholds, name, getattr(args, name))
+    thresholds.require_delay_eval = thresholds.require_delay_eval and args.require_delay_eval
+    devices = [d.strip() for item in (args.device or []) for d in item.split(",") if d.strip()]
+    result = release_gates(args.candidate, args.reference, devices=devices or None,
+                           control_rate_hz=args.control_rate, thresholds=thresholds, iterations=args.iterations,
+                           repeats=args.repeats, episodes=args.episodes, run_config=args.config)
+    format_gate_table(result)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0 if result["passed"] else GATE_FAILED_EXIT
+
+
+def _cmd_sweep_report(args: argparse.Namespace) -> int:
+    from physai.run.sweeps import format_report, sweep_report
+
+    report = sweep_report(Path(args.sweep_dir), out_dir=args.out, resamples=args.resamples, seed=args.seed)
+    print("\n".join(format_report(report)))
+    return 0
+
+
+def _cmd_bench_edge(args: argparse.Namespace) -> int:
+    from physai.bench.edge import bench_edge
+
+    figures = bench_edge(Path(args.bundle) if args.bundle else None, iterations=args.iterations, rounds=args.rounds,
+                         warmup=args.warmup, out_dir=Path(args.out) if args.out else None,
+                         command="physai " + " ".join(sys.argv[1:]))
+    print(json.dumps(figures, default=str))
+    return 0
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _int_arg(flag: str, text: str) -> int:
+    from physai.core.errors import ConfigError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a whole number; give comma-separated integers, "
+                          f"e.g. 100,101") from None
+
+
+def _read_json(path: Path, flag: str) -> dict:
+    from physai.core.errors import ConfigError
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path} does not exist; give the synthetic.json a benchmark wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag} {path} is not valid JSON ({exc}); give the synthetic.json a benchmark wrote") \
+            from None
+
+
+def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
+    from physai.bench.synthetic import bench_synthetic, markdown_tables
+
+    if args.markdown:
+        print(markdown_tables(_read_json(Path(args.markdown), "--markdown")))
+        return 0
+    bench_synthetic(_csv(args.tasks), [_int_arg("--seeds", s) for s in _csv(args.seeds)], Path(args.out),
+                    workers=args.workers, command="physai " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from physai.bench.sim import bench_sim
+
+    result = bench_sim(args.task, [int(n) for n in args.envs.split(",")], [int(t) for t in args.threads.split(",")],
+                       args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
+                       use_envpool=args.envpool)
+    _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
+    print(json.dumps(result))
+    return 0
+
+
+def _save_benchmark(path: Path, result: dict) -> None:
+    """Keep a measured run with the command and the machine it came from, next to its plot."""
+    import os
+    import platform
+
+    from physai.core.io import write_json_atomic
+
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    record = {"command": "physai " + " ".join(sys.argv[1:]),
+              "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}", **result}
+    write_json_atomic(path, record)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="physai", description="physai: train, export and profile robot policies")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="rerun stages on an existing run directory with its saved config")
+    run.add_argument("run_dir")
+    run.add_argument("--stages", help="comma-separated stages, e.g. export,profile,gate")
+    run.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    run.set_defaults(func=_cmd_run)
+    train = sub.add_parser("train", help="compose configs and run the pipeline (like python train.py)",
+                           add_help=False)
+    train.add_argument("overrides", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_cmd_train)
+    verify = sub.add_parser("verify", help="check every checksum of a bundle")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=_cmd_verify)
+    data = sub.add_parser("data", help="transition datasets (real and synthetic)")
+    data_sub = data.add_subparsers(dest="data", required=True)
+    info = data_sub.add_parser("info", help="what a dataset holds: spaces, counts, provenance, checksum")
+    info.add_argument("path", help="a dataset directory, e.g. <run_dir>/datasets/synthetic")
+    info.add_argument("--json", action="store_true", help="print the figures as JSON")
+    info.set_defaults(func=_cmd_data_info)
+    profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime (measured)")
+    profile.add_argument("bundle", help="a bundle directory (holds manifest.json and policy.onnx)")
+    amount = profile.add_mutually_exclusive_group()
+    amount.add_argument("--iterations", type=int, help="timed calls per batch size (default 1000)")
+    amount.add_argument("--duration", type=float, help="or: seconds of timed calls per batch size")
+    profile.add_argument("--warmup", type=int, default=200, help="untimed calls before each batch size")
+    profile.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes")
+    profile.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    profile.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"],
+                         help="which of the bundle's graphs to time")
+    profile.add_argument("--out", help="where profile.json and the histogram go (default: the run's "
+                                       "report/profile/, or ./physai-profile)")
+    profile.set_defaults(func=_cmd_profile)
+    gate = sub.add_parser("gate", help="may CANDIDATE replace REFERENCE? quality, p99, latency and cost gates")
+    gate.add_argument("candidate", help="the bundle directory to promote")
+    gate.add_argument("--reference", required=True, help="the bundle directory now deployed")
+    gate.add_argument("--device", action="append", help="target(s) from configs/device for the modeled gates "
+                                                        "(repeat or comma-separate; default: all)")
+    gate.add_argument("--control-rate", type=float, help="control loop rate in Hz (default: the candidate's manifest)")
+    gate.add_argument("--episodes", type=int, help="evaluate both bundles afresh on this many shared seeds")
+    gate.add_argument("--config", help="the run config.yaml that builds the task (default: beside each bundle)")
+    gate.add_argument("--iterations", type=int, default=10000, help="interleaved timed calls per bundle and repeat")
+    gate.add_argument("--repeats", type=int, default=3, help="latency repeats on fresh sessions (median p99 ratio)")
+    gate.add_argument("--max-quality-drop", dest="quality_max_drop_points", type=float,
+                      help="score points (default gate.quality_max_drop_points = 2)")
+    gate.add_argument("--max-p99-ratio", dest="reference_p99_max_ratio", type=float,
+                      help="candidate p99 / reference p99 (default 1.2)")
+    gate.add_argument("--max-latency-ms", dest="latency_p99_max_ms", type=float, help="absolute p99 cap (default 50)")
+    gate.add_argument("--max-cost-ratio", dest="cost_max_ratio", type=float,
+                      help="candidate / reference modeled cost per action (default 1.2)")
+    gate.add_argument("--no-require-delay-eval", dest="require_delay_eval", action="store_false", default=True,
+                      help="let the release pass when the solves-under-delay check could not be run (it still "
+                           "reads NOT RUN); by default an unchecked target fails")
+    gate.add_argument("--json", help="also write every figure to this JSON file")
+    gate.set_defaults(func=_cmd_gate)
+    report = sub.add_parser("sweep-report", help="aggregate a multirun directory: IQM and mean return per "
+                                                 "configuration across seeds, 95%% bootstrap CIs, plot, best bundle")
+    report.add_argument("sweep_dir", help="a multirun directory, e.g. multirun/2026-11-23/16-02-00")
+    report.add_argument("--out", help="where sweep_report.{md,json,png} go (default: the sweep directory)")
+    report.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    report.set_defaults(func=_cmd_sweep_report)
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime (IOBinding, run) vs torch eager, "
+                                             "calls interleaved one by one")
+    edge.add_argument("bundle", nargs="?", help="a bundle directory, ideally inside a run directory (its checkpoint "
+                                                "gives the torch net); default: train one first (experiment=smoke)")
+    edge.add_argument("--iterations", type=int, default=10000, help="timed calls per round and contender")
+    edge.add_argument("--rounds", type=int, default=10, help="rounds, for the spread (at least 5 recommended)")
+    edge.add_argument("--warmup", type=int, default=1000, help="untimed interleaved calls before each round")
+    edge.add_argument("--out", help="where edge.json and edge.png go, e.g. benchmarks/results (default: print only)")
+    edge.set_defaults(func=_cmd_bench_edge)
+    sim = bench_sub.add_parser("sim", help="batched engine vs EnvPool, gymnasium Sync/Async and bare mujoco.rollout")
+    sim.add_argument("--task", default="cartpole_balance",
+                     help="a physai env option (configs/env/<task>.yaml), e.g. physai_half_cheetah")
+    sim.add_argument("--envs", default="16,64,256,1024", help="comma-separated numbers of parallel envs")
+    sim.add_argument("--threads", default="1,2", help="comma-separated thread counts (physai, rollout, EnvPool)")
+    sim.add_argument("--seconds", type=float, default=2.0, help="timed seconds per contender and point")
+    sim.add_argument("--rounds", type=int, default=5, help="interleaved rounds the seconds are split into")
+    sim.add_argument("--out", default="benchmarks/results", help="where the JSON and the scaling plot go")
+    sim.add_argument("--ppo-timesteps", type=int, default=20000,
+                     help="PPO steps per training-throughput run (0: skip)")
+    sim.add_argument("--ppo-repeats", type=int, default=3, help="alternating repeats of the PPO contenders")
+    sim.add_argument("--no-envpool", dest="envpool", action="store_false",
+                     help="measure without EnvPool (it comes with the bench extra)")
+    sim.set_defaults(func=_cmd_bench_sim)
+    synthetic = bench_sub.add_parser("synthetic", help="real steps MBPO needs to reach SAC's return; generation rate")
+    synthetic.add_argument("--tasks", default="pendulum,cartpole_balance", help="comma-separated env options")
+    synthetic.add_argument("--seeds", default="100,101,102,103,104",
+                           help="comma-separated training seeds, the same for every arm (>= 2 for a CI); the "
+                                "default five were never used to choose a setting")
+    synthetic.add_argument("--markdown", metavar="JSON", default=None,
+                           help="print the README's tables from a synthetic.json already written; train nothing")
+    synthetic.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
+    synthetic.add_argument("--out", default="benchmarks/results", help="where synthetic.json and the plot go")
+    synthetic.set_defaults(func=_cmd_bench_synthetic)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `physai train` passes Hydra's own flags through (-m/--multirun, --cfg job, ...).
+        if args.command not in ("run", "train") or (args.command == "run" and any("=" not in i for i in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*extra, *args.overrides] if args.command == "train" else [*args.overrides, *extra]
+    try:
+        return args.func(args)
+    except PhysaiError as exc:
+        print(f"physai: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", USER_ERROR_EXIT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
