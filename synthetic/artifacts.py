@@ -8,6 +8,8 @@ import re
 REAL_DATASET = "datasets/real"
 SYNTHETIC_DATASET = "datasets/synthetic"
 WORLD_MODEL_FILE = "world_model/model.pt"
+# Inside a checkpoint: the ensemble a model-based learner (MBPO) refit and trained its policy with.
+CHECKPOINT_WORLD_MODEL = "world_model.pt"
 
 
 def dataset_id(env_id: str, kind: str) -> str:

@@ -46,6 +46,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from physai.core.errors import ConfigError
 from physai.core.io import finite_or_null
+from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,18 @@ class MBPO(SAC):
     :param use_context: condition the ensemble on a physai task's physics context when it has one.
     """
 
+    # synthetic.world_model's keys -> this class's keywords: one world-model config for the stage and MBPO.
+    WORLD_MODEL_KEYWORDS = {"members": "model_members", "elites": "model_elites", "hidden": "model_hidden",
+                            "layers": "model_layers", "learning_rate": "model_learning_rate",
+                            "batch_size": "model_batch_size", "holdout_fraction": "model_holdout_fraction",
+                            "max_epochs": "model_max_epochs", "patience": "model_patience",
+                            "max_seconds": "model_train_seconds", "use_context": "use_context"}
+
+    @classmethod
+    def world_model_keywords(cls, world_model: Any) -> dict[str, Any]:
+        """The ensemble keywords from a ``synthetic.world_model`` config."""
+        return {keyword: world_model[key] for key, keyword in cls.WORLD_MODEL_KEYWORDS.items() if key in world_model}
+
     def __init__(
         self,
         policy,
@@ -367,7 +380,7 @@ class MBPO(SAC):
         return super()._excluded_save_params() + ["dynamics_model", "model_buffer", "_context_source",
                                                   "_episode_context"]
 
-    EXTRA_WORLD_MODEL = "world_model.pt"     # the ensemble's checksummed file (+ its .json sidecar)
+    EXTRA_WORLD_MODEL = CHECKPOINT_WORLD_MODEL  # the ensemble's checksummed file (+ its .json sidecar)
     EXTRA_MODEL_BUFFER = "model_buffer.npz"  # the synthetic rows, round by round, as plain arrays
 
     def save_extras(self, directory, task_id: str) -> None:

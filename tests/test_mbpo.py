@@ -196,9 +196,14 @@ def test_algo_mbpo_composes_validates_and_builds():
     validate_config(cfg)
     assert cfg.algo.tuned_for == "Pendulum-v1" and cfg.algo.name == "mbpo"
     venv = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
-    model = build_model(cfg.algo, venv, seed=0)
+    model = build_model(cfg.algo, venv, seed=0, world_model=cfg.synthetic.world_model)
     assert isinstance(model, MBPO) and model.gradient_steps == cfg.algo.gradient_steps
     assert model.rollout_length == [float(v) for v in cfg.algo.rollout_length]
+    # One world-model config: the ensemble MBPO refits is the one synthetic.world_model describes.
+    wm = cfg.synthetic.world_model
+    assert (model.model_members, model.model_elites, model.model_hidden, model.model_layers) == (
+        wm.members, wm.elites, wm.hidden, wm.layers) == (7, 5, 128, 3)  # the pendulum preset's width and depth
+    assert model.model_max_epochs == wm.max_epochs and model.model_train_seconds == wm.max_seconds
 
 
 def test_bench_synthetic_reports_its_figures(tmp_path):

@@ -120,8 +120,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_143_then_resumes(tmp_path):
 # ----- what a checkpoint holds, in-process --------------------------------------------------------
 TINY_MBPO = ["algo=mbpo", "env=cartpole_balance", "algo.n_envs=2", "algo.learning_starts=100", "algo.gradient_steps=1",
              "algo.batch_size=64", "algo.model_train_every=100", "algo.rollout_batch=200",
-             "algo.rollout_length=[0,1,1,1]", "algo.model_members=3", "algo.model_elites=2", "algo.model_hidden=32",
-             "algo.model_layers=2", "algo.model_max_epochs=3", "algo.model_train_seconds=1", "algo.net_arch=[32,32]",
+             "algo.rollout_length=[0,1,1,1]", "synthetic.world_model.members=3", "synthetic.world_model.elites=2",
+             "synthetic.world_model.hidden=32", "synthetic.world_model.layers=2", "synthetic.world_model.max_epochs=3",
+             "synthetic.world_model.max_seconds=1", "algo.net_arch=[32,32]",
              "algo.buffer_size=5000", "algo.total_timesteps=400"]
 
 
@@ -152,7 +153,8 @@ def test_an_mbpo_checkpoint_holds_ensemble_buffers_counters_and_rng_states(tmp_p
     cfg = compose_config(TINY_MBPO)
     validate_config(cfg)
     task = build_task(cfg.env)
-    model = build_model(cfg.algo, build_vec_env(task, cfg.algo, 0), 0)
+    model = build_model(cfg.algo, build_vec_env(task, cfg.algo, 0), 0, cfg.synthetic.world_model)
+    assert (model.model_members, model.model_hidden, model.model_max_epochs) == (3, 32, 3)  # the world model's
     model.learn(300)
     assert bool(model.dynamics_model.is_fitted) and len(model.model_buffer) > 0
     run_dir = tmp_path / "run"
@@ -162,7 +164,8 @@ def test_an_mbpo_checkpoint_holds_ensemble_buffers_counters_and_rng_states(tmp_p
     expected = _draws(model)  # what the run would have drawn next
 
     venv = build_vec_env(task, cfg.algo, 0)
-    loaded = load_checkpoint(cfg.algo, path, venv, run_dir=run_dir, task_id=task.id)
+    loaded = load_checkpoint(cfg.algo, path, venv, run_dir=run_dir, task_id=task.id,
+                             world_model=cfg.synthetic.world_model)
     venv.reset()  # learn() resets the envs first; the generators are restored after that
     assert {"engine", "action_space"} <= set(restore_rng(loaded, path, read_trainer_state(path)))
     assert _draws(loaded) == expected

@@ -165,3 +165,12 @@ def test_synthesize_without_a_scenario_is_refused_before_any_work(tmp_path):
     assert result.returncode != 0
     assert "scenario=<task>/<name>" in result.stderr
     assert not (run_dir / "datasets").exists()
+
+
+def test_the_bundles_guard_watches_the_ensemble_the_policy_learned_with(synthetic_run):
+    # MBPO refits its own ensemble (with synthetic.world_model's settings) and trains on its branches:
+    # that ensemble, from the final checkpoint, is the one the edge guard's disagreement monitor runs.
+    manifest = json.loads((synthetic_run / "bundle" / "manifest.json").read_text())
+    learner = json.loads((synthetic_run / "checkpoints" / "final" / "world_model.pt.json").read_text())
+    assert manifest["world_model"]["model_id"] == learner["model_id"]
+    assert learner["config"]["members"] == 5 and learner["config"]["hidden"] == 64  # synthetic_smoke's world model

@@ -145,17 +145,7 @@ class MBPOConfig(SACConfig):
     rollout_length: List[int] = field(default_factory=lambda: [1_000, 10_000, 1, 5])
     max_disagreement: float = bounded(1.0, low=0.0, low_open=True)
     model_retain_rounds: int = bounded(4, low=1)
-    model_members: int = bounded(7, low=2)
-    model_elites: int = bounded(5, low=1)
-    model_hidden: int = bounded(200, low=8)
-    model_layers: int = bounded(4, low=1)
-    model_learning_rate: float = bounded(1e-3, low=0.0, low_open=True)
-    model_batch_size: int = bounded(256, low=1)
-    model_holdout_fraction: float = bounded(0.2, low=0.0, high=1.0, low_open=True)
-    model_max_epochs: int = bounded(200, low=1)
-    model_patience: int = bounded(5, low=1)
-    model_train_seconds: Optional[float] = bounded(20.0, low=0.0, low_open=True)
-    use_context: bool = True
+    # The ensemble itself (members, width, fitting) is synthetic.world_model's: one world-model config.
 
 
 @dataclass
@@ -321,7 +311,7 @@ class CollectConfig:
 
 @dataclass
 class WorldModelConfig:
-    """The probabilistic ensemble (see physai.synthetic.world_model)."""
+    """The probabilistic ensemble (see physai.synthetic.world_model): the world_model stage's and MBPO's."""
 
     members: int = bounded(7, low=2)
     elites: int = bounded(5, low=1)

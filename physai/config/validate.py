@@ -65,10 +65,6 @@ def _check_consistency(cfg: DictConfig) -> None:
         raise ConfigError(f"algo.net_arch={widths} has a layer of width < 1; every hidden layer needs at least one "
                           f"unit, e.g. algo.net_arch=[64,64] (or algo.net_arch=[] for a linear policy)")
     algo = cfg.algo
-    if "model_elites" in algo and algo.model_elites > algo.model_members:
-        raise ConfigError(f"algo.model_elites={algo.model_elites} is more than algo.model_members="
-                          f"{algo.model_members}; elites are chosen among the members, so lower elites or raise "
-                          f"members")
     if "rollout_length" in algo:
         schedule = list(algo.rollout_length)
         if len(schedule) != 4 or min(schedule[2:], default=0) < 1 or schedule[1] < schedule[0]:

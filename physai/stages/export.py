@@ -30,10 +30,14 @@ def run(cfg, ctx) -> dict:
     from physai.core.io import fresh_staging_dir, replace_dir_atomically
     from physai.deploy.parity import parity_report
     from physai.config.identity import identity_hash
-    from physai.synthetic.artifacts import WORLD_MODEL_FILE
+    from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL, WORLD_MODEL_FILE
     from physai.train.sb3 import load_trained_policy
 
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
+    # The guard watches the world model the policy learned with: a model-based learner's own ensemble
+    # (checksummed in its checkpoint) when it has one, else the world_model stage's.
+    learner_ensemble = ctx.path("checkpoints", "final", CHECKPOINT_WORLD_MODEL)
+    world_model_path = learner_ensemble if learner_ensemble.is_file() else ctx.path(WORLD_MODEL_FILE)
     provenance = {**git_provenance(), "config_sha256": identity_hash(cfg), "seed": int(cfg.seed),
                   "env_id": cfg.env.id, "algo": cfg.algo.name, "timesteps": trained.timesteps,
                   "checkpoint": "checkpoints/final", "dataset_ids": []}
@@ -62,7 +66,7 @@ def run(cfg, ctx) -> dict:
                                         ctx.task.solved_threshold)
         guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
                           ctx.task, np.stack([o for o, _ in seen]), np.stack([a for _, a in seen]), len(seeds),
-                          world_model_path=ctx.path(WORLD_MODEL_FILE), opset=cfg.export.opset,
+                          world_model_path=world_model_path, opset=cfg.export.opset,
                           intra_op_threads=cfg.profile.intra_op_threads,
                           guard_seeds=_guard_seeds(cfg, len(seeds)))
         # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.

@@ -13,7 +13,8 @@ OPTIONAL = [REAL_DATASET, SYNTHETIC_DATASET]  # a model-based learner warm-start
 def run(cfg, ctx) -> dict:
     from physai.train.sb3 import train_policy
 
-    figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume)
+    figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
+                           world_model=cfg.synthetic.world_model)
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
                     "n_envs": cfg.algo.n_envs})
     ctx.record("train", figures)

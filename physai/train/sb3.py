@@ -77,9 +77,14 @@ def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def build_model(algo: DictConfig, venv, seed: int) -> BaseAlgorithm:
+def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictConfig] = None) -> BaseAlgorithm:
+    """The configured SB3 algorithm; a model-based one takes its ensemble settings from ``world_model``
+    (``synthetic.world_model``, the same settings the world_model stage fits with)."""
     algorithm_class = get_class(algo._target_)
-    return algorithm_class("MlpPolicy", venv, seed=seed, verbose=0, device="cpu", **algorithm_kwargs(algo))
+    kwargs = algorithm_kwargs(algo)
+    if world_model is not None and hasattr(algorithm_class, "world_model_keywords"):
+        kwargs.update(algorithm_class.world_model_keywords(OmegaConf.to_container(world_model, resolve=True)))
+    return algorithm_class("MlpPolicy", venv, seed=seed, verbose=0, device="cpu", **kwargs)
 
 
 def _observation_names(venv) -> Optional[list[str]]:
@@ -240,7 +245,8 @@ def read_curve(path: Path) -> list[dict[str, float]]:
                 for r in csv.DictReader(handle)]
 
 
-def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
+def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool,
+                 world_model: Optional[DictConfig] = None) -> dict[str, Any]:
     """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need."""
     torch.set_num_threads(algo.torch_threads)
     _remove_stale_temp_files(run_dir)
@@ -248,14 +254,14 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
     checkpoint = latest_checkpoint(run_dir / CHECKPOINT_DIR) if resume else None
     state: dict[str, Any] = {}
     if checkpoint is not None:
-        model = load_checkpoint(algo, checkpoint, venv, run_dir=run_dir, task_id=task.id)
+        model = load_checkpoint(algo, checkpoint, venv, run_dir=run_dir, task_id=task.id, world_model=world_model)
         state = read_trainer_state(checkpoint)
         curve = [row for row in read_curve(checkpoint / CURVE_COPY) if row["timesteps"] <= model.num_timesteps]
         log.info("resuming from %s at step %d", checkpoint, model.num_timesteps)
     else:
         if resume:
             log.info("resume=true but %s holds no checkpoint: starting a fresh run", run_dir / CHECKPOINT_DIR)
-        model = build_model(algo, venv, seed)
+        model = build_model(algo, venv, seed, world_model)
         if hasattr(model, "warm_start"):
             _warm_start_from_run(model, task, run_dir)
         curve = []
@@ -388,7 +394,8 @@ _RUNTIME_KEYS = frozenset({"start_time", "_last_obs", "_last_episode_starts", "_
 
 
 def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None, *, run_dir: Optional[Path] = None,
-                    task=None, task_id: Optional[str] = None) -> BaseAlgorithm:
+                    task=None, task_id: Optional[str] = None,
+                    world_model: Optional[DictConfig] = None) -> BaseAlgorithm:
     """Rebuild the algorithm from the config and put a checkpoint's state into it, without unpickling.
 
     Every file is checked against the checkpoint's sha256 manifest first, and the checkpoint must sit in
@@ -409,7 +416,7 @@ def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None, *, run_dir: O
     with warnings.catch_warnings():
         if venv is None:  # a prediction-only model: rollout-size advice for one env is noise
             warnings.simplefilter("ignore", UserWarning)
-        model = build_model(algo, env, int(data.get("seed") or 0))
+        model = build_model(algo, env, int(data.get("seed") or 0), world_model)
     if venv is None:
         env.close()
     try:
