@@ -120,6 +120,8 @@ CLI_CASES = [
     # Optional groups: Hydra would apply nothing for a missing option; physai's preflight refuses it.
     (["preset=nope"], "configs/preset has no option 'nope'"),
     (["guard=car_lan"], "configs/guard has no option 'car_lan'"),
+    # The cart-pole fallback reads its masses and gear from the MJCF: a part it does not have fails now.
+    (["guard.fallback.from_model.cart_body=trolley"], "guard.fallback.from_model.cart_body='trolley'"),
 ]
 
 REFUSED = (PhysaiError, HydraException, OmegaConfBaseException)

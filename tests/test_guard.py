@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONFIGS, compose_config
 from physai.edge import EdgePolicy
+from physai.deploy.fallback_model import resolve_fallback
 from physai.edge.fallback import build_fallback
 from physai.edge.guard import GuardedPolicy
 from physai.core.errors import BundleError
@@ -196,7 +197,7 @@ def test_world_model_disagreement_is_monitored_when_an_ensemble_is_bundled(bundl
 # ----- fallback controllers in the real simulator -------------------------------------------------------
 def test_the_cartpole_lqr_holds_the_pole_up_from_a_tilt():
     task = _task("cartpole_balance")
-    fallback = build_fallback(_fallback_spec("cartpole_balance"), _manifest_of(task))
+    fallback = build_fallback(resolve_fallback(_fallback_spec("cartpole_balance"), task), _manifest_of(task))
     env = task.make()
     try:
         for seed, tilt in ((0, 0.15), (1, -0.15)):
@@ -254,7 +255,26 @@ def test_every_task_fallback_config_builds_for_its_task():
     for path in sorted((CONFIGS / "guard").glob("*.yaml")):
         if path.stem == "default":
             continue
-        fallback = build_fallback(_fallback_spec(path.stem), _manifest_of(_task(path.stem)))
+        task = _task(path.stem)
+        fallback = build_fallback(resolve_fallback(_fallback_spec(path.stem), task), _manifest_of(task))
         obs = np.zeros((2, len(fallback.observation_names)))
         assert fallback(obs).shape == (2, fallback.bounds.size)
         assert np.isfinite(fallback(obs[0])).all()
+
+
+def test_the_cart_pole_fallback_reads_its_physics_from_the_mjcf():
+    # envs/assets/cartpole.xml: a 1 kg cart, a 0.1 kg capsule pole from the hinge up 1 m (centre of mass at
+    # 0.5 m), a motor of gear 10 on ctrl [-1, 1], 0.01 s physics with frame_skip 2, gravity 9.81.
+    task = _task("cartpole_balance")
+    resolved = resolve_fallback(_fallback_spec("cartpole_balance"), task)
+    assert "from_model" not in resolved
+    assert (resolved["cart_mass"], resolved["pole_mass"], resolved["gear"], resolved["ctrl_half_range"]) == (
+        1.0, 0.1, 10.0, 1.0)
+    assert resolved["pole_com"] == pytest.approx(0.5) and resolved["control_period_s"] == pytest.approx(0.02)
+    assert resolved["gravity"] == pytest.approx(9.81)
+    # About the hinge axis through the centre of mass: between a thin 1 m rod's m L^2 / 12 and that of a rod
+    # 1.09 m long (the capsule's hemispherical caps add 0.045 m at each end).
+    assert 0.1 / 12 < resolved["pole_inertia"] < 0.1 * 1.09 ** 2 / 12
+    # An explicit value in the guard file wins over the model's.
+    assert resolve_fallback({**_fallback_spec("cartpole_balance"), "gear": 8.0}, task)["gear"] == 8.0
+

@@ -228,6 +228,7 @@ def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarr
     """
     import onnxruntime as ort
 
+    from physai.deploy.fallback_model import resolve_fallback
     from physai.edge.bundle import WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS
     from physai.edge.guard import GuardedPolicy
     from physai.train.evaluation import episode_returns, summarize_returns
@@ -237,7 +238,8 @@ def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarr
              "min_std": float(settings.get("min_std", 1e-3)),
              "action_tolerance": float(settings.get("action_tolerance", 1e-4)),
              "max_disagreement": settings.get("max_disagreement"), "hold_steps": int(settings.get("hold_steps", 0)),
-             "fallback": dict(settings.get("fallback") or {"_target_": "physai.edge.fallback.ZeroAction"})}
+             "fallback": resolve_fallback(settings.get("fallback") or {"_target_": "physai.edge.fallback.ZeroAction"},
+                                          task)}
     sections: dict[str, Any] = {
         "observation_statistics": observation_statistics(observations, "export stage closed-loop evaluation", episodes),
         "runtime": {"intra_op_threads": int(intra_op_threads), "inter_op_threads": 1},

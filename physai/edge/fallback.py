@@ -179,7 +179,8 @@ class CartPoleLQR(Fallback):
 
     def __init__(self, observation_names: Sequence[str], action_space: dict[str, Any], *,
                  cart_mass: float = 1.0, pole_mass: float = 0.1, pole_length: float = 1.0,
-                 pole_radius: float = 0.045, gear: float = 10.0, ctrl_half_range: float = 1.0,
+                 pole_radius: float = 0.045, pole_com: Optional[float] = None,
+                 pole_inertia: Optional[float] = None, gear: float = 10.0, ctrl_half_range: float = 1.0,
                  control_period_s: float = 0.02, gravity: float = 9.81,
                  state_weights: Sequence[float] = (1.0, 10.0, 0.1, 0.1), action_weight: float = 1.0,
                  capture_angle: float = 0.7, centering_gains: Sequence[float] = (0.5, 1.0),
@@ -191,8 +192,10 @@ class CartPoleLQR(Fallback):
         if self.bounds.discrete or self.bounds.size != 1:
             raise BundleError(f"fallback CartPoleLQR drives one continuous push; this bundle's action space is "
                               f"{'Discrete' if self.bounds.discrete else self.bounds.size} - use ZeroAction")
-        com = pole_length / 2.0
-        inertia = pole_mass * (pole_length ** 2 / 12.0 + pole_radius ** 2 / 4.0)
+        # From the MJCF when export read them there (guard.fallback.from_model), else a uniform rod.
+        com = pole_length / 2.0 if pole_com is None else float(pole_com)
+        inertia = (pole_mass * (pole_length ** 2 / 12.0 + pole_radius ** 2 / 4.0) if pole_inertia is None
+                   else float(pole_inertia))
         a, b = cartpole_linearization(cart_mass, pole_mass, com, inertia, gear * ctrl_half_range, gravity)
         ad, bd = discretize(a, b, control_period_s)
         self.gain = dlqr(ad, bd, np.diag(np.asarray(state_weights, dtype=np.float64)),

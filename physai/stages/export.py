@@ -21,6 +21,16 @@ class ExportError(PhysaiError):
     """The exported graph does not compute what the trained policy computes."""
 
 
+def check(cfg, task) -> None:
+    """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has."""
+    if "guard" in cfg and cfg.guard.enabled and cfg.guard.get("fallback"):
+        from omegaconf import OmegaConf
+
+        from physai.deploy.fallback_model import resolve_fallback
+
+        resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
+
+
 def run(cfg, ctx) -> dict:
     import numpy as np
     from omegaconf import OmegaConf
