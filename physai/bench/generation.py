@@ -7,12 +7,13 @@ gymnasium id), each with a batched policy. All are timed interleaved, round by r
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from physai.bench.timing import timed_rounds
 
 POLICY_WEIGHTS = "policy.pt"  # the trained MBPO policy kept for this measurement (weights only)
 
@@ -28,18 +29,7 @@ class Rate:
 
 def interleaved_rates(contenders: list[Rate], seconds: float, rounds: int) -> dict[str, dict[str, float]]:
     """Transitions/s of each contender, timed round-robin: median, min and max over ``rounds``."""
-    for contender in contenders:  # warm-up: first calls allocate and fill caches
-        contender.step()
-    samples: dict[str, list[float]] = {c.name: [] for c in contenders}
-    for _ in range(rounds):
-        for contender in contenders:
-            items, start = 0, time.perf_counter()
-            while True:
-                items += contender.step()
-                elapsed = time.perf_counter() - start
-                if elapsed >= seconds:
-                    break
-            samples[contender.name].append(items / elapsed)
+    samples = timed_rounds({c.name: (lambda i, step=c.step: step()) for c in contenders}, seconds, rounds)
     return {name: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)),
                    "rounds": len(v)} for name, v in samples.items()}
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from physai.bench.timing import timed_rounds
 from physai.envs.vector import PhysaiVectorEnv
 from physai.core.errors import ConfigError
 from physai.train.vec_env import make_training_vec_env
@@ -58,22 +59,8 @@ class Contender:
 def _timed_rounds(contenders: list[Contender], num_envs: int, seconds: float, rounds: int,
                   warmup: int = 5) -> dict[str, list[float]]:
     """Env-steps/s of each contender in each of ``rounds`` interleaved rounds."""
-    for contender in contenders:
-        for i in range(warmup):
-            contender.step(i)
-    samples: dict[str, list[float]] = {c.name: [] for c in contenders}
-    slice_s = seconds / rounds
-    for _ in range(rounds):
-        for contender in contenders:
-            calls, start = 0, time.perf_counter()
-            while True:
-                contender.step(calls)
-                calls += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= slice_s and calls >= 3:
-                    break
-            samples[contender.name].append(calls * num_envs / elapsed)
-    return samples
+    steps = {c.name: (lambda i, step=c.step: (step(i), num_envs)[1]) for c in contenders}
+    return timed_rounds(steps, seconds / rounds, rounds, warmup=warmup, min_calls=3)
 
 
 def _actions(num_envs: int, num_actions: int, seed: int) -> np.ndarray:

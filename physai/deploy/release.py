@@ -43,6 +43,7 @@ import numpy as np
 from physai.deploy.gates import (GATE_SUFFIX, delay_gates, gate_result, gate_row, latency_gates,
                                  quality_drop_gate)
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest
+from physai.config.schema import packaged_device_keys
 from physai.core.errors import BundleError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,6 @@ def recorded_evaluation(bundle_dir: Path, manifest: dict) -> Optional[dict]:
 
 
 # ----- targets -------------------------------------------------------------------------------------
-def known_devices() -> list[str]:
-    from physai.config.schema import packaged_device_keys
-
-    return packaged_device_keys()
-
-
 def load_device(key: str) -> Any:
     """A target from ``configs/device/<key>.yaml``, checked against the schema."""
     from importlib.resources import files
@@ -109,7 +104,7 @@ def load_device(key: str) -> Any:
 
     from physai.config.schema import DeviceConfig
 
-    known = known_devices()
+    known = packaged_device_keys()
     if key not in known:
         raise ConfigError(f"unknown device {key!r}; known devices: {', '.join(known)} "
                           f"(one file each under configs/device/)")
@@ -320,7 +315,7 @@ def release_gates(candidate: str | Path, reference: str | Path, *, devices: Opti
         raise ConfigError(f"--iterations {iterations}: a p99 needs at least 100 timed calls (1000+ is stabler)")
     if repeats < 1:
         raise ConfigError(f"--repeats {repeats}: measure at least once")
-    keys = list(devices) if devices else known_devices()
+    keys = list(devices) if devices else packaged_device_keys()
     targets = {key: load_device(key) for key in keys}  # unknown names are refused before any work
     cand_dir, ref_dir = Path(candidate), Path(reference)
     cand_manifest, ref_manifest = verify_bundle(cand_dir), verify_bundle(ref_dir)

@@ -186,23 +186,15 @@ def _int_arg(flag: str, text: str) -> int:
                           f"e.g. 100,101") from None
 
 
-def _read_json(path: Path, flag: str) -> dict:
-    from physai.core.errors import ConfigError
-
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {path} does not exist; give the synthetic.json a benchmark wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{flag} {path} is not valid JSON ({exc}); give the synthetic.json a benchmark wrote") \
-            from None
-
-
 def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
     from physai.bench.synthetic import bench_synthetic, markdown_tables
+    from physai.core.errors import ConfigError
+    from physai.core.manifest import read_json_object
 
     if args.markdown:
-        print(markdown_tables(_read_json(Path(args.markdown), "--markdown")))
+        fix = "give the synthetic.json a benchmark wrote"
+        print(markdown_tables(read_json_object(Path(args.markdown), error=ConfigError, fix=fix,
+                                               missing=f"--markdown {args.markdown} does not exist; {fix}")))
         return 0
     bench_synthetic(_csv(args.tasks), [_int_arg("--seeds", s) for s in _csv(args.seeds)], Path(args.out),
                     workers=args.workers, command="physai " + " ".join(sys.argv[1:]))
@@ -212,8 +204,8 @@ def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from physai.bench.sim import bench_sim
 
-    result = bench_sim(args.task, [int(n) for n in args.envs.split(",")], [int(t) for t in args.threads.split(",")],
-                       args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
+    result = bench_sim(args.task, [_int_arg("--envs", n) for n in _csv(args.envs)],
+                       [_int_arg("--threads", t) for t in _csv(args.threads)], args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
                        use_envpool=args.envpool)
     _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
     print(json.dumps(result))

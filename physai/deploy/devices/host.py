@@ -85,8 +85,7 @@ def cpu_model() -> str:
     import platform
 
     try:
-        with open("/proc/cpuinfo") as handle:
-            model = parse_cpuinfo(handle.read()).get("model")
+        model = parse_cpuinfo(CPUINFO.read_text()).get("model")
     except OSError:
         model = None
     return model or platform.processor() or platform.machine()
