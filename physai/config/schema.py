@@ -2,17 +2,26 @@
 
 Each dataclass is registered in Hydra's ConfigStore, and the YAML files of a group list
 the matching schema first in their defaults, so a typo'd key or a wrong type is refused at
-composition. Ranges live in field metadata (``bounds``/``choices``) and are checked by
-``physai.config.validate`` with the full key in the message.
+composition. Ranges live in field metadata (``bounds``/``choices``); a rule that ties several
+fields of one section together lives in that section's ``check(node, prefix)``, the way each SB3
+algorithm validates its own arguments. ``physai.config.validate`` applies both, with the full key in
+the message.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
+
+from physai.core.errors import ConfigError
+from physai.edge.fallback import FALLBACK_MODULE, FALLBACKS
 
 
 def bounded(default: Any, *, low: float | None = None, high: float | None = None,
@@ -69,6 +78,17 @@ class EnvConfig:
     # The physics backend of physai tasks: MuJoCo's rollout on CPU threads; a GPU one plugs in here.
     backend: Optional[str] = None  # None: physai.envs.spec.DEFAULT_BACKEND
 
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        backend = node.get("backend")
+        if backend:
+            module_name, _, name = str(backend).rpartition(".")
+            try:
+                getattr(importlib.import_module(module_name), name)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ConfigError(f"{prefix}backend={backend!r} cannot be imported ({exc}); leave it unset for "
+                                  f"MuJoCo's CPU rollout backend") from exc
+
 
 @dataclass
 class AlgoConfig:
@@ -93,6 +113,13 @@ class AlgoConfig:
     # Set by presets: the env id their hyperparameters were tuned for.
     tuned_for: Optional[str] = None
 
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        widths = list(node.net_arch)
+        if any(int(width) < 1 for width in widths):
+            raise ConfigError(f"{prefix}net_arch={widths} has a layer of width < 1; every hidden layer needs at least "
+                              f"one unit, e.g. {prefix}net_arch=[64,64] (or {prefix}net_arch=[] for a linear policy)")
+
 
 @dataclass
 class PPOConfig(AlgoConfig):
@@ -108,6 +135,14 @@ class PPOConfig(AlgoConfig):
     vf_coef: float = bounded(0.5, low=0.0)
     max_grad_norm: float = bounded(0.5, low=0.0, low_open=True)
     ortho_init: bool = True
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        AlgoConfig.check(node, prefix)
+        rollout = node.n_steps * node.n_envs
+        if node.batch_size > rollout:
+            raise ConfigError(f"{prefix}batch_size={node.batch_size} is larger than one rollout ({prefix}n_steps x "
+                              f"{prefix}n_envs = {rollout}); lower {prefix}batch_size or raise {prefix}n_steps")
 
 
 @dataclass
@@ -125,6 +160,15 @@ class SACConfig(AlgoConfig):
     train_freq: int = bounded(1, low=1)
     gradient_steps: int = bounded(1, low=-1)
     ent_coef: str = "auto"
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        AlgoConfig.check(node, prefix)
+        if node.learning_starts >= node.total_timesteps:
+            raise ConfigError(
+                f"{prefix}learning_starts={node.learning_starts} >= {prefix}total_timesteps={node.total_timesteps}: "
+                f"the policy would never be updated; lower {prefix}learning_starts (e.g. {prefix}learning_starts="
+                f"{max(1, node.total_timesteps // 10)})")
 
 
 @dataclass
@@ -146,6 +190,15 @@ class MBPOConfig(SACConfig):
     max_disagreement: float = bounded(1.0, low=0.0, low_open=True)
     model_retain_rounds: int = bounded(4, low=1)
     # The ensemble itself (members, width, fitting) is synthetic.world_model's: one world-model config.
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        SACConfig.check(node, prefix)
+        schedule = list(node.rollout_length)
+        if len(schedule) != 4 or min(schedule[2:], default=0) < 1 or schedule[1] < schedule[0]:
+            raise ConfigError(f"{prefix}rollout_length={schedule} must be [start_step, end_step, min_len, max_len] "
+                              f"with end_step >= start_step and lengths >= 1, e.g. {prefix}rollout_length="
+                              f"[1000,10000,1,5]")
 
 
 @dataclass
@@ -299,13 +352,29 @@ class GateConfig:
 
 
 @dataclass
-class CollectConfig:
-    """Real transitions for the world model, from the simulator."""
+class PolicySourceConfig:
+    """Who acts while data is generated: uniform random actions, or an exported policy's bundle."""
+
+    policy: str = one_of("random", "random", "bundle")
+    bundle: Optional[str] = None  # with policy=bundle: a run's bundle/ directory
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        if node.policy != "bundle":
+            return
+        if not node.bundle:
+            raise ConfigError(f"{prefix}policy=bundle needs {prefix}bundle=<a run's bundle directory>; or use "
+                              f"{prefix}policy=random")
+        if not (Path(node.bundle) / "manifest.json").is_file():
+            raise ConfigError(f"{prefix}bundle={node.bundle!r} is not a bundle directory (it has no manifest.json); "
+                              f"point it at a run's bundle/ folder")
+
+
+@dataclass
+class CollectConfig(PolicySourceConfig):
+    """Real transitions for the world model, from the simulator (a bundle's actions get Gaussian noise)."""
 
     steps: int = bounded(10_000, low=1)
-    # random: uniform actions; bundle: an exported policy (``bundle`` = its directory), with Gaussian noise.
-    policy: str = one_of("random", "random", "bundle")
-    bundle: Optional[str] = None
     action_noise: float = bounded(0.0, low=0.0)
 
 
@@ -329,14 +398,21 @@ class WorldModelConfig:
     report_episode_fraction: float = bounded(0.2, low=0.0, high=1.0, low_open=True)
     open_loop_horizons: List[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
 
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        if node.elites > node.members:
+            raise ConfigError(f"{prefix}elites={node.elites} is more than {prefix}members={node.members}; elites are "
+                              f"chosen among the members, so lower elites or raise members")
+        horizons = list(node.open_loop_horizons)
+        if not horizons or min(horizons) < 1:
+            raise ConfigError(f"{prefix}open_loop_horizons={horizons} must list model steps >= 1, e.g. "
+                              f"[1,5,10,25,50]")
+
 
 @dataclass
-class SynthesizeConfig:
+class SynthesizeConfig(PolicySourceConfig):
     """How scenario rollouts are generated through the ensemble."""
 
-    # random: uniform actions; bundle: an exported policy (``bundle`` = its directory).
-    policy: str = one_of("random", "random", "bundle")
-    bundle: Optional[str] = None
     # Rows of one model call; larger is faster until memory runs out.
     batch_rows: int = bounded(65_536, low=1)
     # A "dream vs real" MP4 (simulator and model from the same start and actions) in report/.
@@ -409,7 +485,17 @@ class GuardConfig:
     # None: evaluate.n_episodes, 0: skip.
     evaluate_episodes: Optional[int] = bounded(None, low=0)
     # The fallback controller: a class of physai.edge.fallback and its parameters.
-    fallback: Dict[str, Any] = field(default_factory=lambda: {"_target_": "physai.edge.fallback.ZeroAction"})
+    fallback: Dict[str, Any] = field(default_factory=lambda: {"_target_": f"{FALLBACK_MODULE}.ZeroAction"})
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        if not node.enabled:
+            return
+        target = str((node.fallback or {}).get("_target_", f"{FALLBACK_MODULE}.ZeroAction"))
+        module_name, _, name = target.rpartition(".")
+        if (module_name or FALLBACK_MODULE) != FALLBACK_MODULE or name not in FALLBACKS:
+            raise ConfigError(f"{prefix}fallback._target_={target!r} is not a physai fallback controller; use one of "
+                              f"{[f'{FALLBACK_MODULE}.{n}' for n in FALLBACKS]}")
 
 
 @dataclass
@@ -432,6 +518,15 @@ class PhysaiConfig:
     # Set by experiment presets so runs can be grouped by what they were for.
     experiment: str = "default"
 
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        """A preset's hyperparameters apply only to the env id (or its batched twin) they were tuned for."""
+        tuned_for = node.algo.get("tuned_for")
+        if tuned_for and tuned_for not in (node.env.id, node.env.get("twin_of")):
+            raise ConfigError(
+                f"env.id={node.env.id} runs with hyperparameters tuned for {tuned_for} (algo.tuned_for); pick the env "
+                f"option made for {node.env.id} (env=<name>), or env=gym env.id={node.env.id} for untuned defaults")
+
 
 def algo_schema_for(target: str) -> type:
     """The schema dataclass of the algorithm whose ``_target_`` is ``target``."""
@@ -446,10 +541,6 @@ ALL_DEVICES = "all"  # the device option that profiles every file of configs/dev
 
 def packaged_device_keys() -> list[str]:
     """Every target in ``configs/device/`` (one YAML file each): measured hosts first, then by name."""
-    from importlib.resources import files
-
-    import yaml
-
     folder = files("physai.configs") / "device"
     keys = sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
     hosts = [k for k in keys if (yaml.safe_load((folder / f"{k}.yaml").read_text()) or {}).get("measured_host")]
