@@ -16,17 +16,15 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from physai.run.cli import route_env_id
 from physai.config import register_configs
+from physai.run.cli import route_env_id, run_composed
+from physai.run.sweeps import objective
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    from physai.run.cli import run_composed
-    from physai.run.sweeps import objective
-
     # The evaluation mean return: what Hydra sweepers (optuna) maximize; None when the run has none.
     return objective(run_composed(cfg))
 

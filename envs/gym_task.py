@@ -13,7 +13,10 @@ from typing import Any, Callable, Optional
 import gymnasium as gym
 import numpy as np
 
+import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
 from physai.core.errors import ConfigError
+from physai.envs.spec import DEFAULT_BACKEND, build_spec
+from physai.envs.vector import PhysaiVectorEnv
 
 
 class GymTask:
@@ -22,8 +25,6 @@ class GymTask:
                  control_rate_hz: Optional[float] = None, task: Optional[dict[str, Any]] = None,
                  nthread: Optional[int] = None, backend: Optional[str] = None,
                  train_events: Optional[dict[str, Any]] = None, twin_of: Optional[str] = None) -> None:
-        import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids
-
         self.id = id
         self.twin_of = twin_of  # the gymnasium id this physai task re-declares, if any
         self.kwargs = dict(kwargs or {})
@@ -31,13 +32,9 @@ class GymTask:
         self.task = dict(task) if task and self.id.startswith("physai/") else None
         if self.task is not None:
             self.kwargs["task"] = self.task
-            from physai.envs.spec import build_spec
-
             self.task_spec = build_spec(**self.task)  # refuses a bad task definition now, not mid-run
         self.train_spec = self._training_spec(dict(train_events or {}))
         self.nthread = nthread
-        from physai.envs.spec import DEFAULT_BACKEND
-
         self.backend = backend or DEFAULT_BACKEND
         self.max_episode_steps = max_episode_steps
         self.spec = _lookup_spec(id)
@@ -60,8 +57,6 @@ class GymTask:
         if clash:
             raise ConfigError(f"env.train_events.{clash[0]} has the name of an event of env.task.events; give the "
                               f"training-only event another name")
-        from physai.envs.spec import build_spec
-
         return build_spec(**{**self.task, "events": {**events, **train_events}})
 
     def make(self, render_mode: Optional[str] = None) -> gym.Env:
@@ -82,8 +77,6 @@ class GymTask:
     def make_vector_env(self, num_envs: int, seed: Optional[int] = None) -> gym.vector.VectorEnv:
         """A gymnasium 1.x ``VectorEnv``: batched engine for physai tasks, ``SyncVectorEnv`` otherwise."""
         if self.task is not None:
-            from physai.envs.vector import PhysaiVectorEnv
-
             return PhysaiVectorEnv(self.task_spec, num_envs, seed=seed, nthread=self.nthread, backend=self.backend)
         return gym.vector.SyncVectorEnv([self.env_fn() for _ in range(num_envs)])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from physai.envs.engine import BatchedEngine
@@ -54,8 +55,6 @@ class PhysaiEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        import mujoco
-
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.engine.model, height=self._size[1], width=self._size[0])
             self._render_data = mujoco.MjData(self.engine.model)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from physai.core.errors import ConfigError
+from physai.envs import mdp
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
@@ -88,8 +89,6 @@ def resolve_mjcf(task: str, mjcf: str) -> Path:
 
 def resolve_function(task: str, section: str, term: str, name: str) -> Callable[..., Any]:
     if "." not in name:
-        from physai.envs import mdp
-
         fn = getattr(mdp, name, None)
         if fn is None or name.startswith("_"):
             raise TaskError(f"task {task}: {section}.{term}.fn={name!r} is not a function in physai.envs.mdp; "

@@ -13,6 +13,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from physai.core.errors import ConfigError
+from physai.edge.runtime import EdgePolicy
 from physai.synthetic.dataset import Episode
 
 ActionFn = Callable[[np.ndarray], np.ndarray]
@@ -32,8 +33,6 @@ def make_action_fn(kind: str, action_space, rng: np.random.Generator, bundle: Op
     if kind == "bundle":
         if not bundle:
             raise ConfigError("policy=bundle needs the bundle directory: set ...bundle=<run_dir>/bundle")
-        from physai.edge.runtime import EdgePolicy
-
         policy = EdgePolicy.load(bundle)
 
         def act(obs: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -47,6 +48,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 from physai.core.errors import ConfigError
 from physai.core.io import finite_or_null
 from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL
+from physai.synthetic.imagine import imagine
+from physai.synthetic.scenario import Starts
+from physai.synthetic.world_model import EnsembleDynamicsModel
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +352,6 @@ class MBPO(SAC):
         self._setup_world_model()
 
     def _setup_world_model(self) -> None:
-        from physai.synthetic.world_model import EnsembleDynamicsModel
-
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
         self.dynamics_model = EnsembleDynamicsModel(
@@ -385,8 +387,6 @@ class MBPO(SAC):
 
     def save_extras(self, directory, task_id: str) -> None:
         """Checkpoint hook (physai.train.checkpoints): write what ``model.zip`` leaves out into ``directory``."""
-        from pathlib import Path
-
         directory = Path(directory)
         if self.dynamics_model is not None and bool(self.dynamics_model.is_fitted):
             self.dynamics_model.save(directory / self.EXTRA_WORLD_MODEL, task_id=task_id)
@@ -398,10 +398,6 @@ class MBPO(SAC):
 
     def load_extras(self, directory, task_id: Optional[str] = None) -> None:
         """Checkpoint hook: restore the fitted ensemble (checksum, task and dims verified) and the model buffer."""
-        from pathlib import Path
-
-        from physai.synthetic.world_model import EnsembleDynamicsModel
-
         directory = Path(directory)
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
@@ -557,9 +553,6 @@ class MBPO(SAC):
 
     def generate(self, data: dict[str, Optional[np.ndarray]], branches: int, horizon: int, rng=None):
         """Branch ``branches`` rollouts of ``horizon`` steps from random rows of ``data`` (real transitions)."""
-        from physai.synthetic.imagine import imagine
-        from physai.synthetic.scenario import Starts
-
         rng = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
         pick = rng.integers(0, data["obs"].shape[0], size=branches)
         context = None if data["context"] is None else data["context"][pick]

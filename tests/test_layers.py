@@ -144,6 +144,79 @@ def test_the_cycle_check_finds_a_cycle_through_other_modules():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
+# An import of physai's own modules sits at the top of its module, where the import graph shows it. The few left
+# inside a function, each with its reason; a key is a file, or "file::function" for one function of it.
+LAZY_INTERNAL_IMPORTS = {
+    # A dispatcher: each subcommand (and route_env_id's env registry) is imported when it runs, so `physai --help`,
+    # `physai verify` and `physai data info` load no trainer, torch, Hydra or simulator.
+    "physai/run/cli.py": "subcommand dispatch",
+    # torch eager is an optional contender (left out where torch or the run's checkpoint is missing);
+    # onnx_export and train.sb3 import torch, which the edge benchmark must not load without it.
+    "physai/bench/edge.py::_torch_contender": "optional torch contender",
+}
+SCANNED = ("physai", "envs", "synthetic", "hydra_plugins", "train.py")
+INTERNAL_ROOTS = ("physai", "envs", "synthetic")
+
+
+def lazy_internal_imports(path: Path) -> list[tuple[str, int, str]]:
+    """(function, line, name) for every name of physai's own modules imported inside a function of ``path``.
+
+    Own modules: ``physai.*``, the source folders' names (``envs``, ``synthetic``) and relative imports.
+    ``function`` is the qualified name of the innermost enclosing function (``Class.method``, ``outer.inner``);
+    ``name`` is dotted, ``from physai.run import sweeps`` giving ``physai.run.sweeps``.
+    """
+    found = []
+
+    def visit(node: ast.AST, scope: list[str], in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, [*scope, child.name], in_function or not isinstance(child, ast.ClassDef))
+                continue
+            if in_function and isinstance(child, ast.ImportFrom):
+                module = "." * child.level + (child.module or "")
+                if child.level or module.split(".")[0] in INTERNAL_ROOTS:
+                    prefix = module if module.endswith(".") else module + "."
+                    found.extend((".".join(scope), child.lineno, prefix + alias.name) for alias in child.names)
+            elif in_function and isinstance(child, ast.Import):
+                found.extend((".".join(scope), child.lineno, alias.name) for alias in child.names
+                             if alias.name.split(".")[0] in INTERNAL_ROOTS)
+            visit(child, scope, in_function)
+
+    visit(ast.parse(path.read_text(), filename=str(path)), [], False)
+    return found
+
+
+def _scanned_files() -> list[Path]:
+    return sorted(path for name in SCANNED
+                  for path in ([REPO / name] if name.endswith(".py") else (REPO / name).rglob("*.py")))
+
+
+def test_imports_of_physai_modules_sit_at_the_top_of_their_module():
+    unlisted, used = [], set()
+    for path in _scanned_files():
+        rel = str(path.relative_to(REPO))
+        for function, line, module in lazy_internal_imports(path):
+            key = next((k for k in (f"{rel}::{function}", rel) if k in LAZY_INTERNAL_IMPORTS), None)
+            if key is None:
+                unlisted.append(f"{rel}:{line} imports {module} inside {function}()")
+            used.add(key)
+    assert not unlisted, ("move these imports to the top of their module, or, where that would make a cycle or "
+                          "load torch/SB3/matplotlib/onnx on a path that must stay light, list the file or function "
+                          "in LAZY_INTERNAL_IMPORTS with the reason:\n" + "\n".join(unlisted))
+    assert set(LAZY_INTERNAL_IMPORTS) <= used, f"stale entries: {sorted(set(LAZY_INTERNAL_IMPORTS) - used)}"
+
+
+def test_the_lazy_import_check_sees_every_kind_of_own_import(tmp_path):
+    source = tmp_path / "module.py"
+    source.write_text("import numpy\nimport physai.core\nfrom physai.core.errors import ConfigError\n\n"
+                      "def late():\n    import json\n    from physai.envs import mdp\n\n"
+                      "    def inner():\n        import physai.edge, numpy\n\n"
+                      "class Model:\n    from physai.core import io\n\n"
+                      "    def load(self):\n        from .spec import build_spec\n        from synthetic import x\n")
+    assert lazy_internal_imports(source) == [("late", 7, "physai.envs.mdp"), ("late.inner", 10, "physai.edge"),
+                                             ("Model.load", 16, ".spec.build_spec"), ("Model.load", 17, "synthetic.x")]
+
+
 def test_the_simulator_loads_without_torch_or_stable_baselines3():
     probe = ("import sys, physai.envs, physai.envs.vector, physai.envs.gym_task, physai.envs.engine; "
              "print(sorted(m for m in ('torch', 'stable_baselines3') if m in sys.modules))")

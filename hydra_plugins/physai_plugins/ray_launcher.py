@@ -18,11 +18,14 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from physai.run import sweeps
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,6 @@ log = logging.getLogger(__name__)
 def _run_job(hydra_context: HydraContext, sweep_config: DictConfig, task_function: TaskFunction,
              singleton_state: Dict[Any, Any]) -> JobReturn:
     """Runs in a Ray worker: Hydra's own job runner, as the basic launcher would call it."""
-    from hydra.core.hydra_config import HydraConfig
-
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(sweep_config)
@@ -127,8 +128,6 @@ def _failed_return(sweep_config: DictConfig, overrides: List[str], exc: BaseExce
     subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
     run_dir = Path(str(sweep_config.hydra.sweep.dir)) / subdir
     try:
-        from physai.run import sweeps
-
         run_dir.mkdir(parents=True, exist_ok=True)
         if sweeps.read_trial(run_dir) is None or sweeps.read_trial(run_dir).get("status") != sweeps.FAILED:
             sweeps.write_trial(run_dir, sweeps.trial_record(

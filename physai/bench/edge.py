@@ -35,10 +35,23 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import onnxruntime as ort
 from omegaconf import OmegaConf
 
+from physai.config.compose import CONFIG_FILE, build_task
+from physai.config.schema import DeviceConfig
 from physai.core.errors import BundleError, PhysaiError
+from physai.core.io import write_json_atomic
+from physai.deploy.devices.microbench import measure_host_overheads
+from physai.deploy.devices.onnx_cost import node_costs
+from physai.deploy.devices.roofline import model_device
 from physai.deploy.latency import latency_figures, time_calls, time_interleaved
+from physai.deploy.profiling import host_description
+from physai.deploy.release import load_device
+from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE
+from physai.edge.guard import GuardedPolicy
+from physai.edge.runtime import EdgePolicy
+from physai.report.format import fmt, save_png
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +90,6 @@ def build_bundle(run_dir: Path) -> Path:
 
 
 def _session(path: Path):
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -87,10 +98,6 @@ def _session(path: Path):
 
 def _onnxruntime_contenders(policy_path: Path, obs: np.ndarray, action_shape: tuple, action_dtype) -> dict:
     """Bare onnxruntime, each way a user would call it, on its own session."""
-    import onnxruntime as ort
-
-    from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME
-
     contenders: dict[str, Callable[[], Any]] = {}
     for name in ("onnxruntime_iobinding", "onnxruntime_iobinding_native"):
         session = _session(policy_path)
@@ -133,8 +140,6 @@ def _onnxruntime_contenders(policy_path: Path, obs: np.ndarray, action_shape: tu
 def _torch_contender(bundle_dir: Path, obs: np.ndarray) -> Optional[Callable[[], Any]]:
     """The trained network in torch eager, from the run's checkpoint; None where torch or the run is missing."""
     run_dir = bundle_dir.resolve().parent
-    from physai.config.compose import CONFIG_FILE
-
     if not (run_dir / CONFIG_FILE).exists() or not (run_dir / "checkpoints" / "final").exists():
         log.info("%s is not in a run directory with a final checkpoint: torch eager left out", bundle_dir)
         return None
@@ -144,7 +149,6 @@ def _torch_contender(bundle_dir: Path, obs: np.ndarray) -> Optional[Callable[[],
         log.info("torch is not installed: torch eager left out")
         return None
     from physai.deploy.onnx_export import DeployablePolicy
-    from physai.config.compose import build_task
     from physai.train.sb3 import load_trained_policy
 
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
@@ -175,14 +179,10 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def _host_device(cfg) -> Optional[tuple[str, Any]]:
-    from physai.config.schema import DeviceConfig
-
     for key, device in ((cfg or {}).get("device") or {}).items():
         if device.get("measured_host"):
             return key, OmegaConf.merge(OmegaConf.structured(DeviceConfig), device)
     try:
-        from physai.deploy.release import load_device
-
         return "host_cpu", load_device("host_cpu")
     except PhysaiError as exc:
         log.warning("no measured_host device to model this host with (%s): no host model error to report", exc)
@@ -193,11 +193,6 @@ def _predict_host(cfg, bundle_dir: Path) -> Optional[dict]:
     """The host's modeled batch-1 latency: its roofline (clock, caches and SIMD width read from this
     machine) plus per-kernel and per-call costs measured on chains of tiny Add nodes (not the policy),
     as the profile stage does."""
-    from physai.deploy.devices.microbench import measure_host_overheads
-    from physai.deploy.devices.onnx_cost import node_costs
-    from physai.deploy.devices.roofline import model_device
-    from physai.edge.bundle import POLICY_FILE
-
     host = _host_device(cfg)
     if host is None:
         return None
@@ -211,8 +206,6 @@ def _predict_host(cfg, bundle_dir: Path) -> Optional[dict]:
 
 
 def _machine() -> dict[str, Any]:
-    from physai.deploy.profiling import host_description
-
     machine = host_description(threads=1)
     machine["numpy"] = np.__version__
     try:
@@ -251,8 +244,6 @@ def bench_edge(bundle_dir: Optional[Path] = None, iterations: int = 10_000, roun
               **record, "wall_clock_s": time.perf_counter() - started}
     _print_table(record)
     if out_dir is not None:
-        from physai.core.io import write_json_atomic
-
         out_dir = Path(out_dir)
         record["plot"] = str(out_dir / PLOT_FILE)
         _plot(record, out_dir / PLOT_FILE)
@@ -261,10 +252,6 @@ def bench_edge(bundle_dir: Optional[Path] = None, iterations: int = 10_000, roun
 
 
 def _bench(bundle_dir: Path, iterations: int, rounds: int, warmup: int, seed: int) -> dict:
-    from physai.edge.bundle import POLICY_FILE
-    from physai.edge.runtime import EdgePolicy
-    from physai.config.compose import CONFIG_FILE
-
     run_dir = bundle_dir.resolve().parent
     cfg = OmegaConf.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).exists() else None
     runtime = EdgePolicy.load(bundle_dir, intra_op_threads=1)
@@ -280,8 +267,6 @@ def _bench(bundle_dir: Path, iterations: int, rounds: int, warmup: int, seed: in
         contenders["torch_eager"] = torch_call
     guarded = None
     if stats:
-        from physai.edge.guard import GuardedPolicy
-
         guarded = GuardedPolicy.from_bundle(bundle_dir, intra_op_threads=1)
         contenders["physai_guarded"] = lambda: guarded.act(obs)
     _check_same_work(contenders, runtime.act(obs))
@@ -348,8 +333,6 @@ def _bench(bundle_dir: Path, iterations: int, rounds: int, warmup: int, seed: in
 
 
 def _us(ms: float) -> str:
-    from physai.report.format import fmt
-
     return fmt(ms * 1e3, 3)
 
 
@@ -367,8 +350,6 @@ def markdown_table(record: dict) -> list[str]:
 def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from physai.report.format import fmt
 
     settings = record["settings"]
     table = Table(title=f"batch-1 latency, same network, one process, calls interleaved one by one, "
@@ -402,8 +383,6 @@ def _plot(record: dict, target: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from physai.report.format import save_png
 
     figures = record["latency"]
     fig, (tail, rounds) = plt.subplots(1, 2, figsize=(12.0, 4.4), dpi=110)

@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch as th
 
 from physai.bench.timing import timed_rounds
+from physai.synthetic.imagine import imagine
+from physai.synthetic.mbpo import MBPO
+from physai.synthetic.scenario import Starts
+from physai.train.vec_env import make_training_vec_env
 
 POLICY_WEIGHTS = "policy.pt"  # the trained MBPO policy kept for this measurement (weights only)
 
@@ -35,9 +40,6 @@ def interleaved_rates(contenders: list[Rate], seconds: float, rounds: int) -> di
 
 
 def _generation_contender(model, real: dict[str, np.ndarray], branches: int, horizon: int) -> Rate:
-    from physai.synthetic.imagine import imagine
-    from physai.synthetic.scenario import Starts
-
     rng = np.random.default_rng(0)
     policy = model.policy_fn()
     model.policy.set_training_mode(False)
@@ -100,11 +102,6 @@ def _envpool(env_id: str, n: int):
 def generation_figures(task, mbpo_settings: dict[str, Any], model_dir: Path, branches: int, horizon: int,
                        seconds: float, rounds: int, batch_sizes: Sequence[int]) -> dict[str, Any]:
     """Synthetic transitions/s against every simulator path, interleaved; the ratio to the fastest."""
-    import torch as th
-
-    from physai.synthetic.mbpo import MBPO
-    from physai.train.vec_env import make_training_vec_env
-
     venv = make_training_vec_env(task, 1, 0)
     # The trained MBPO, rebuilt from its settings: weights only, nothing unpickled.
     model = MBPO("MlpPolicy", venv, seed=0, device="cpu", verbose=0, **mbpo_settings)

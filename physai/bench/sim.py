@@ -29,11 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import gymnasium as gym
 import numpy as np
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids, also in SubprocVecEnv workers
 from physai.bench.timing import timed_rounds
-from physai.envs.vector import PhysaiVectorEnv
+from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
+from physai.envs.registry import packaged_task_configs
+from physai.envs.spec import build_spec
+from physai.envs.vector import PhysaiVectorEnv
+from physai.report.format import save_png
+from physai.train.sb3 import build_model
 from physai.train.vec_env import make_training_vec_env
 
 log = logging.getLogger(__name__)
@@ -134,8 +144,6 @@ def envpool_contender(envpool_id: str, num_envs: int, nthread: int, seed: int, f
 
 
 def gymnasium_contender(env_id: str, num_envs: int, mode: str, seed: int, frame_skip: int) -> Contender:
-    import gymnasium as gym
-
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     env.reset(seed=seed)
@@ -222,18 +230,12 @@ def memory_per_env(spec, num_envs: int = 256) -> float:
 
 def _make_registered(env_id: str):
     """``gym.make(env_id)`` in any process: physai's ids are registered by importing physai.envs."""
-    import gymnasium as gym
-
-    import physai.envs  # noqa: F401
-
     return gym.make(env_id)
 
 
 def single_env_rates(env_id: str, peer_id: str, seconds: float, rounds: int, seed: int = 0) -> dict:
     """``gym.make(env_id)`` against ``gym.make(peer_id)`` stepped one env at a time, as RL Baselines3 Zoo and
     most scripts do; interleaved rounds, episodes reset when they end."""
-    import gymnasium as gym
-
     contenders = []
     for name, make_id in (("physai gym.make", env_id), ("gymnasium gym.make", peer_id)):
         env = gym.make(make_id)
@@ -263,13 +265,6 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
     """PPO env-steps/s (collection + updates, same hyperparameters) on physai's engine against SB3 on
     gymnasium's own env (the twin where the task has one) in DummyVecEnv and SubprocVecEnv; the three
     alternate ``repeats`` times."""
-    import torch
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
-    from physai.config.compose import build_task, compose_config
-    from physai.train.sb3 import build_model
-
     cfg = compose_config([f"env={task_name}"])
     task = build_task(cfg.env)
     peer_id = env_cfg.get("twin_of") or env_cfg["id"]
@@ -303,9 +298,6 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
 def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: float, rounds: int, out_dir: Path,
               ppo_timesteps: int, ppo_repeats: int = 3, use_envpool: bool = True) -> dict:
     from rich.progress import Progress
-
-    from physai.envs.registry import packaged_task_configs
-    from physai.envs.spec import build_spec
 
     configs = packaged_task_configs()
     if task_name not in configs:
@@ -399,8 +391,6 @@ def _plot(points: list[dict], target: Path, task_name: str, peers: dict) -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from physai.report.format import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
     styles = {"physai": "o-", "bare rollout": "s--", "EnvPool": "D-.", "gymnasium Sync": "^:",

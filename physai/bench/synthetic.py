@@ -30,20 +30,32 @@ how many. The generation rate is ``physai.bench.generation``'s.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import platform
+import queue
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
 
 from physai.bench.generation import POLICY_WEIGHTS, generation_figures
-from physai.deploy.devices.host import cpu_model
+from physai.config.compose import build_task, compose_config
+from physai.core.errors import ConfigError
+from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95
+from physai.deploy.devices.host import cpu_model
+from physai.report.format import save_png
+from physai.synthetic.mbpo import MBPO, training_figures
+from physai.train.evaluation import episode_returns
 from physai.train.vec_env import make_training_vec_env
 
 RESULT_FILE = "synthetic.json"
@@ -114,8 +126,6 @@ DEFAULT_TASKS = ("pendulum", "cartpole_balance")
 
 def make_task(name: str):
     """The task of ``env=<name>``, composed and built as ``train.py`` builds it."""
-    from physai.config.compose import build_task, compose_config
-
     return build_task(compose_config([f"env={name}"]).env)
 
 
@@ -125,8 +135,6 @@ def eval_seeds(plan: TaskPlan) -> list[int]:
 
 def random_policy_returns(task, plan: TaskPlan) -> list[float]:
     """Uniform-random actions on the evaluation episodes: the bottom of the reference's band."""
-    from physai.train.evaluation import episode_returns
-
     space = task.make().action_space
     rng = np.random.default_rng(0)
     return episode_returns(task, lambda obs: rng.uniform(space.low, space.high).astype(space.dtype),
@@ -134,8 +142,6 @@ def random_policy_returns(task, plan: TaskPlan) -> list[float]:
 
 
 def _checkpoint_callback(evaluate: Callable, every: int, curve: list, on_eval: Callable[[int, float], None]):
-    from stable_baselines3.common.callbacks import BaseCallback
-
     class CheckpointEvaluation(BaseCallback):
         def _on_training_start(self) -> None:
             self.next_eval = every
@@ -177,12 +183,6 @@ def train_arm(arm: str, task, plan: TaskPlan, seed: int, on_eval: Callable[[int,
     ``keep_model_in``: for MBPO, save the trained policy, ensemble and real transitions there, for the
     generation-rate measurement that runs after every job has finished.
     """
-    import torch as th
-    from stable_baselines3 import SAC
-
-    from physai.train.evaluation import episode_returns
-    from physai.synthetic.mbpo import MBPO, training_figures
-
     venv = make_training_vec_env(task, 1, seed)
     algo = MBPO if arm == "mbpo" else SAC
     model = algo("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **arm_settings(arm, plan))
@@ -202,7 +202,7 @@ def train_arm(arm: str, task, plan: TaskPlan, seed: int, on_eval: Callable[[int,
         record["mbpo"] = training_figures(model)
         if keep_model_in is not None:
             keep_model_in.mkdir(parents=True, exist_ok=True)
-            th.save(model.policy.state_dict(), keep_model_in / POLICY_WEIGHTS)
+            torch.save(model.policy.state_dict(), keep_model_in / POLICY_WEIGHTS)
             model.save_extras(keep_model_in, task_id=task.id)
             real = model.replay_buffer.real_transitions()
             np.savez(keep_model_in / "real.npz", **{k: v for k, v in real.items() if v is not None})
@@ -228,8 +228,6 @@ class Job:
 
 def run_job(job: Job, torch_threads: int, events=None) -> dict:
     """One (task, arm, seed): in a worker process, or inline when there is one worker."""
-    import torch
-
     torch.set_num_threads(torch_threads)
     task = make_task(job.task)
 
@@ -267,10 +265,6 @@ def _run_jobs(jobs: list[Job], workers: int, torch_threads: int, progress, bar) 
         for job in jobs:
             finished(job, run_job(job, torch_threads, Inline()))
         return records
-
-    import multiprocessing as mp
-    import queue
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = mp.get_context("spawn")  # torch and MuJoCo state must not be forked mid-run
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -391,8 +385,6 @@ def _plot(results: dict[str, dict], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from physai.report.format import save_png
-
     fig, axes = plt.subplots(1, len(results), figsize=(6.0 * len(results), 4.2), dpi=110, squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
         means = []
@@ -508,10 +500,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     ``{"pendulum": {"budget": 300}}``) for quick runs. ``workers`` processes train the jobs (default:
     one per core).
     """
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from physai.core.errors import ConfigError
 
     seed_list = [int(s) for s in seeds]
     if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
@@ -583,8 +572,6 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
         "plot": str(plot) if write else None,
     }
     if write:
-        from physai.core.io import write_json_atomic
-
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / RESULT_FILE, record)
     print(json.dumps(figures, allow_nan=False, default=_json_default))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -26,10 +28,6 @@ def build_task(env_cfg: DictConfig) -> Any:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config ``train.py`` would run with these overrides (packaged configs, schema defaults filled)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import MissingConfigException
-
     register_configs()
     GlobalHydra.instance().clear()
     try:

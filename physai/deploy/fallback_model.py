@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from physai.core.errors import ConfigError
+from physai.envs.engine import load_model
 
 PARTS = {"cart_body": "body", "pole_body": "body", "pole_joint": "joint", "actuator": "actuator"}
 
@@ -66,7 +67,5 @@ def resolve_fallback(fallback: dict[str, Any], task) -> dict[str, Any]:
     if spec is None:
         raise ConfigError(f"guard.fallback.from_model reads a physai task's MJCF, but {task.id} is not a physai "
                           f"task; give the fallback's parameters explicitly")
-    from physai.envs.engine import load_model
-
     measured = cart_pole_parameters(load_model(spec), spec.frame_skip, dict(parts), spec.name)
     return {**measured, **fallback}

@@ -17,15 +17,21 @@ from typing import Any, Iterator, Optional
 
 import gymnasium as gym
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
 from physai import __version__
-from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
-                                describe_space)
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
 from physai.core.manifest import files_section
+from physai.deploy.fallback_model import resolve_fallback
+from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
+                                WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS, describe_space,
+                                load_manifest)
+from physai.edge.guard import GuardedPolicy
+from physai.synthetic.world_model import EnsembleDynamicsModel
+from physai.train.evaluation import episode_returns, summarize_returns
 from physai.train.normalization import ObsNormalization
 
 log = logging.getLogger(__name__)
@@ -167,8 +173,6 @@ def observation_statistics(observations: np.ndarray, source: str, episodes: int)
 
 def update_manifest(bundle_dir: Path, sections: dict[str, Any], files: tuple[str, ...] = ()) -> dict:
     """Add ``sections`` (and the sha256 of ``files``, already in ``bundle_dir``) to a bundle's manifest."""
-    from physai.edge.bundle import load_manifest
-
     manifest = load_manifest(bundle_dir)
     manifest.update(sections)
     manifest["files"].update(files_section(bundle_dir, files))
@@ -204,8 +208,6 @@ class WorldModelDisagreement(nn.Module):
 
 def export_world_model(model: Any, target: Path, opset: int) -> None:
     """Write the ensemble as ``world_model.onnx`` (inputs observation/action, outputs as the guard reads them)."""
-    from physai.edge.bundle import WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS
-
     module = WorldModelDisagreement(model).eval()
     example = (torch.zeros(2, model.obs_dim), torch.zeros(2, model.act_dim))
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -226,13 +228,6 @@ def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarr
     world model's disagreement threshold. The guarded policy then drives ``guard_seeds``
     (fresh episodes) and its fallback rate is returned for the run's summary.
     """
-    import onnxruntime as ort
-
-    from physai.deploy.fallback_model import resolve_fallback
-    from physai.edge.bundle import WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS
-    from physai.edge.guard import GuardedPolicy
-    from physai.train.evaluation import episode_returns, summarize_returns
-
     settings = dict(settings or {})
     guard = {"enabled": bool(settings.get("enabled", True)), "ood_threshold": float(settings.get("ood_threshold", 6.0)),
              "min_std": float(settings.get("min_std", 1e-3)),
@@ -247,8 +242,6 @@ def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarr
     files: tuple[str, ...] = ()
     continuous = np.asarray(actions).dtype.kind == "f"
     if settings.get("world_model", True) and world_model_path is not None and world_model_path.is_file() and continuous:
-        from physai.synthetic.world_model import EnsembleDynamicsModel
-
         model = EnsembleDynamicsModel.load(world_model_path, expected_obs_dim=observations.shape[1])
         export_world_model(model, bundle_dir / WORLD_MODEL_FILE, opset)
         files = (WORLD_MODEL_FILE,)

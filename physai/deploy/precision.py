@@ -29,15 +29,21 @@ import logging
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
+from physai.core.errors import BundleError, ConfigError
+from physai.core.io import write_bytes_atomic, write_json_atomic
 from physai.core.manifest import file_record, verify_bytes
+from physai.core.stats import mean_ci95
+from physai.deploy.gates import score_points
+from physai.deploy.parity import random_observations
 from physai.edge.bundle import BUNDLE_FIX, INPUT_NAME, MANIFEST_FILE, POLICY_FILE, load_manifest
 from physai.edge.runtime import EdgePolicy
-from physai.core.errors import BundleError, ConfigError
+from physai.train.evaluation import episode_returns
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +313,6 @@ def action_parity(manifest: dict, expected: np.ndarray, actual: np.ndarray) -> d
 def _rollouts(task: Any, act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],
               record: Optional[list] = None) -> list[float]:
     """``physai.train.evaluation.episode_returns`` that also keeps every observation the policy was given."""
-    from physai.train.evaluation import episode_returns
-
     if record is None:
         return episode_returns(task, act, seeds)
 
@@ -328,10 +332,6 @@ def calibration_seeds(evaluation_seeds: Sequence[int], n: int) -> list[int]:
 def judge_variant(bundle_dir: Path, variant: str, fp32: EdgePolicy, task: Any, seeds: Sequence[int],
                   fp32_eval: dict, tolerance: float, max_parity_samples: int = 5000) -> dict[str, Any]:
     """Drive the task with the variant on the FP32 evaluation's seeds; compare actions and returns."""
-    from physai.deploy.gates import score_points
-    from physai.deploy.parity import random_observations
-    from physai.core.stats import mean_ci95
-
     policy = VariantPolicy(bundle_dir, variant)
     seen: list[np.ndarray] = []
     returns = _rollouts(task, policy.act, seeds, record=seen)
@@ -370,8 +370,6 @@ def judge_variant(bundle_dir: Path, variant: str, fp32: EdgePolicy, task: Any, s
 
 def _random_observations(manifest: dict, sampler: Callable, n: int) -> Optional[np.ndarray]:
     """Samples of the Box observation space the manifest describes (null bounds are unbounded)."""
-    from types import SimpleNamespace
-
     space = manifest["observation_space"]
     if space.get("type") != "Box":
         return None
@@ -388,8 +386,6 @@ def add_variants(bundle_dir: Path, task: Any, fp32: EdgePolicy, seeds: Sequence[
     A variant beyond its parity tolerance is removed again; its figures stay in ``variants``.
     Returns the manifest's ``variants`` section.
     """
-    from physai.core.io import write_bytes_atomic, write_json_atomic
-
     wanted = [v for v, on in (("fp16", export_cfg.get("fp16_variant", True)),
                               ("int8", export_cfg.get("int8_variant", True))) if on]
     if not wanted:

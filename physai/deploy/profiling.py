@@ -18,9 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import onnxruntime as ort
 
 from physai.core.errors import ConfigError
+from physai.core.io import write_json_atomic
+from physai.deploy.devices.host import cpu_model
 from physai.deploy.latency import latency_figures
+from physai.deploy.precision import VariantPolicy, variant_file
+from physai.report.format import save_png
 
 DEFAULT_BATCHES = (1, 8, 64, 256)
 PROFILE_JSON = "profile.json"
@@ -39,10 +44,6 @@ def parse_batches(text: str) -> list[int]:
 
 def host_description(threads: int = 1) -> dict[str, Any]:
     """Which machine measured the figures: CPU model, cores, Python and onnxruntime versions."""
-    import onnxruntime as ort
-
-    from physai.deploy.devices.host import cpu_model
-
     return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "platform": platform.platform(terse=True),
             "python": platform.python_version(), "onnxruntime": ort.__version__,
             "execution_provider": "CPUExecutionProvider", "intra_op_threads": threads}
@@ -97,9 +98,6 @@ def profile_bundle(bundle_dir: str | Path, *, iterations: Optional[int] = None, 
                    warmup: int = 200, batches: Sequence[int] = DEFAULT_BATCHES, threads: int = 1,
                    variant: str = "fp32", seed: int = 0, out_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Measure the bundle at each batch size; write ``profile.json`` and the batch-1 histogram into ``out_dir``."""
-    from physai.core.io import write_json_atomic
-    from physai.deploy.precision import VariantPolicy
-
     if iterations is None and duration_s is None:
         iterations = 1000
     if iterations is not None and iterations < 1:
@@ -150,8 +148,6 @@ def profile_bundle(bundle_dir: str | Path, *, iterations: Optional[int] = None, 
 
 
 def _variant_file(variant: str) -> str:
-    from physai.deploy.precision import variant_file
-
     return variant_file(variant)
 
 
@@ -161,8 +157,6 @@ def plot_latency_histogram(samples_ns: np.ndarray, target: str | Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from physai.report.format import save_png
 
     us = np.asarray(samples_ns, dtype=np.float64) / 1e3
     low, high = max(us.min(), 1e-3), max(us.max(), us.min() * 1.01 + 1e-3)

@@ -35,16 +35,28 @@ import json
 import logging
 import math
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from physai.config.compose import CONFIG_FILE, build_task
+from physai.config.schema import DeviceConfig, GateConfig, packaged_device_keys
+from physai.core.errors import BundleError, ConfigError
+from physai.core.io import write_json_atomic
+from physai.deploy.delayed_evaluation import evaluate_delays
+from physai.deploy.devices.onnx_cost import node_costs
+from physai.deploy.devices.roofline import check_device, model_device
 from physai.deploy.gates import (GATE_SUFFIX, delay_gates, gate_result, gate_row, latency_gates,
                                  quality_drop_gate)
-from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest
-from physai.config.schema import packaged_device_keys
-from physai.core.errors import BundleError, ConfigError
+from physai.deploy.latency import latency_figures
+from physai.deploy.profiling import host_description
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest, verify_bundle
+from physai.edge.runtime import EdgePolicy
+from physai.report.format import fmt
+from physai.train.evaluation import episode_returns, evaluation_seeds
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +73,6 @@ class Thresholds:
     @classmethod
     def defaults(cls) -> "Thresholds":
         """The defaults of ``GateConfig``, so `physai gate` and the pipeline's gate start from the same numbers."""
-        from physai.config.schema import GateConfig
-
         gate = GateConfig()
         return cls(**{f.name: getattr(gate, f.name) for f in dataclasses.fields(cls)})
 
@@ -70,8 +80,6 @@ class Thresholds:
 # ----- what a bundle says about itself -------------------------------------------------------------
 def record_bundle_evaluation(bundle_dir: Path, closed_loop: dict) -> None:
     """Write the FP32 bundle's closed-loop evaluation into its manifest, so the bundle carries it."""
-    from physai.core.io import write_json_atomic
-
     manifest = load_manifest(bundle_dir)
     manifest["evaluation"] = {
         "policy": POLICY_FILE, "how": "deterministic closed-loop episodes of the bundle in the task's simulator",
@@ -98,12 +106,6 @@ def recorded_evaluation(bundle_dir: Path, manifest: dict) -> Optional[dict]:
 # ----- targets -------------------------------------------------------------------------------------
 def load_device(key: str) -> Any:
     """A target from ``configs/device/<key>.yaml``, checked against the schema."""
-    from importlib.resources import files
-
-    from omegaconf import OmegaConf
-
-    from physai.config.schema import DeviceConfig
-
     known = packaged_device_keys()
     if key not in known:
         raise ConfigError(f"unknown device {key!r}; known devices: {', '.join(known)} "
@@ -114,8 +116,6 @@ def load_device(key: str) -> Any:
         device = OmegaConf.merge(OmegaConf.structured(DeviceConfig), loaded)
     except Exception as exc:  # omegaconf raises several types; all mean a bad key or value
         raise ConfigError(f"configs/device/{key}.yaml does not fit the device schema: {exc}") from exc
-    from physai.deploy.devices.roofline import check_device
-
     check_device(key, device)
     return device
 
@@ -129,8 +129,6 @@ def measure_side_by_side(load_candidate: Any, load_reference: Any, iterations: i
     policy; the p99 ratio is the median of the repeats' ratios (one noisy repeat on a shared machine does
     not decide), the latency figures pool every call.
     """
-    from physai.deploy.latency import latency_figures
-
     pooled: list[list[np.ndarray]] = [[], []]
     ratios = []
     clock = time.perf_counter_ns
@@ -158,10 +156,6 @@ def measure_side_by_side(load_candidate: Any, load_reference: Any, iterations: i
 
 def _run_config(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
     """The config of the run a bundle came from (its ``config.yaml``), or None when there is none."""
-    from omegaconf import OmegaConf
-
-    from physai.config.compose import CONFIG_FILE
-
     candidates = [Path(run_config)] if run_config else [d.resolve().parent / CONFIG_FILE for d in bundle_dirs]
     for path in candidates:
         if path.is_file():
@@ -173,8 +167,6 @@ def _run_config(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
 
 def _task_for(bundle_dirs: Sequence[Path], run_config: Optional[Path]) -> Any:
     """The task of the run a bundle came from, or None when there is none."""
-    from physai.config.compose import build_task
-
     cfg = _run_config(bundle_dirs, run_config)
     return None if cfg is None else build_task(cfg.env)
 
@@ -213,11 +205,6 @@ def delay_check(cand_dir: Path, cand_manifest: dict, latencies_ms: dict[str, flo
             missing = ("no delay_eval was recorded for this bundle and no run config.yaml sits beside it to "
                        "evaluate one (pass --config <run_dir>/config.yaml)")
         else:
-            from physai.deploy.delayed_evaluation import evaluate_delays
-            from physai.edge.runtime import EdgePolicy
-            from physai.train.evaluation import evaluation_seeds
-            from physai.config.compose import build_task
-
             task = build_task(cfg.env)
             settings = cfg.get("delay_eval") or {}
             seeds = evaluation_seeds(int(cfg.get("seed", 0)), int(cfg.evaluate.seed_offset),
@@ -237,9 +224,6 @@ def delay_check(cand_dir: Path, cand_manifest: dict, latencies_ms: dict[str, flo
 def compare_quality(cand_dir: Path, ref_dir: Path, cand_manifest: dict, ref_manifest: dict,
                     episodes: Optional[int], run_config: Optional[Path], limit: float) -> dict:
     """The quality gate on candidate and reference returns, paired on the same seeds when possible."""
-    from physai.train.evaluation import episode_returns, evaluation_seeds
-    from physai.edge.runtime import EdgePolicy
-
     cand_eval = recorded_evaluation(cand_dir, cand_manifest)
     ref_eval = recorded_evaluation(ref_dir, ref_manifest)
     how = "recorded evaluations, paired on the same seeds"
@@ -297,12 +281,6 @@ def release_gates(candidate: str | Path, reference: str | Path, *, devices: Opti
                   iterations: int = 10000, warmup: int = 300, repeats: int = 3, episodes: Optional[int] = None,
                   run_config: Optional[str | Path] = None) -> dict[str, Any]:
     """Every gate of CANDIDATE against REFERENCE; ``passed`` is True only if all pass."""
-    from physai.deploy.devices.onnx_cost import node_costs
-    from physai.deploy.devices.roofline import model_device
-    from physai.edge.bundle import verify_bundle
-    from physai.edge.runtime import EdgePolicy
-    from physai.deploy.profiling import host_description
-
     thresholds = thresholds or Thresholds.defaults()
     for field in dataclasses.fields(Thresholds):
         value = getattr(thresholds, field.name)
@@ -372,8 +350,6 @@ def format_gate_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from physai.report.format import fmt
 
     console = Console(width=180)
     table = Table(title=escape(f"release gates: {result['candidate']['bundle']} vs reference "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from physai.report.format import save_png
+from physai.train.sb3 import TERM_PREFIX
 
 
 def _smooth(values, window: int):
@@ -35,8 +36,6 @@ def plot_learning_curve(rows: list[dict], target: Path, threshold: float | None)
 
 def plot_reward_terms(rows: list[dict], target: Path) -> bool:
     """One smoothed curve per reward term's episode sum: which term drives (or fights) learning."""
-    from physai.train.sb3 import TERM_PREFIX
-
     terms = sorted({k for r in rows for k in r if k.startswith(TERM_PREFIX)})
     if not terms:
         return False

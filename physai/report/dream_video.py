@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from physai.report.video import NoVideo, open_render_env, write_mp4
+from physai.synthetic.dataset import SOURCE_REAL
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ def open_loop_dream(model, start_obs: np.ndarray, actions: np.ndarray,
 
 def _pick_episode(dataset, steps: int):
     """(index, Episode): the first real episode with a seed and >= ``steps`` transitions, else the longest."""
-    from physai.synthetic.dataset import SOURCE_REAL
-
     best = None
     for index in range(dataset.num_episodes):
         seed = dataset.episode_seeds[index] if index < len(dataset.episode_seeds) else None

@@ -17,14 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import sys
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
 
-from physai.core.errors import PhysaiError
+from physai.core.errors import ConfigError, PhysaiError
+from physai.core.io import write_json_atomic
+from physai.core.manifest import read_json_object
 
+# Each subcommand imports its implementation when it runs (see tests/test_layers.py), so `physai --help`,
+# `physai verify` and `physai data info` load no trainer, torch or Hydra.
 log = logging.getLogger("physai")
 
 GATE_FAILED_EXIT = 3
@@ -54,9 +60,11 @@ def run_composed(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        from physai.run.pipeline import run_pipeline
         from physai.run.sweeps import run_trial
 
-        return run_trial(cfg, run_dir)  # a failed trial is recorded in trial.json; the sweep goes on
+        # A failed trial is recorded in trial.json; the sweep goes on.
+        return run_trial(cfg, run_dir, run_pipeline)
     return _run_and_report(cfg, run_dir)
 
 
@@ -137,7 +145,6 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from physai.deploy.release import Thresholds, format_gate_table, release_gates
-    from physai.core.io import write_json_atomic
 
     thresholds = Thresholds.defaults()
     for name in ("quality_max_drop_points", "reference_p99_max_ratio", "latency_p99_max_ms", "cost_max_ratio"):
@@ -177,8 +184,6 @@ def _csv(text: str) -> list[str]:
 
 
 def _int_arg(flag: str, text: str) -> int:
-    from physai.core.errors import ConfigError
-
     try:
         return int(text)
     except ValueError:
@@ -188,8 +193,6 @@ def _int_arg(flag: str, text: str) -> int:
 
 def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
     from physai.bench.synthetic import bench_synthetic, markdown_tables
-    from physai.core.errors import ConfigError
-    from physai.core.manifest import read_json_object
 
     if args.markdown:
         fix = "give the synthetic.json a benchmark wrote"
@@ -214,11 +217,6 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 
 def _save_benchmark(path: Path, result: dict) -> None:
     """Keep a measured run with the command and the machine it came from, next to its plot."""
-    import os
-    import platform
-
-    from physai.core.io import write_json_atomic
-
     cpu = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as handle:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import copy
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
-from physai.core.errors import PhysaiError
+from physai.core.errors import ConfigError, PhysaiError
+from physai.core.io import read_summary
+from physai.run import sweeps
+from physai.run.pipeline import prepare
 
 
 class Preflight(Callback):
@@ -20,8 +27,6 @@ class Preflight(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from physai.run.pipeline import prepare
-
         task_cfg = copy.deepcopy(config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
@@ -39,10 +44,6 @@ OPTIONAL_GROUPS = ("preset", "guard")
 
 def check_optional_choices(overrides: list[str]) -> None:
     """Refuse ``preset=nope`` or ``guard=nope``: an optional group would otherwise ignore the typo."""
-    from importlib.resources import files
-
-    from physai.core.errors import ConfigError
-
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key not in OPTIONAL_GROUPS or not value or value == "null":
@@ -72,11 +73,6 @@ class SweepSummary(Callback):
             sys.exit(2)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-        from hydra.types import RunMode
-
-        from physai.run import sweeps
-
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         run_dir = Path(config.hydra.runtime.output_dir)
@@ -84,8 +80,6 @@ class SweepSummary(Callback):
             return
         failed = job_return.status == JobStatus.FAILED
         error = job_return._return_value if failed else None
-        from physai.core.io import read_summary
-
         record = sweeps.trial_record(run_dir, num=int(config.hydra.job.num),
                                      overrides=list(config.hydra.overrides.task),
                                      status=sweeps.FAILED if failed else sweeps.COMPLETED,
@@ -94,8 +88,6 @@ class SweepSummary(Callback):
         sweeps.write_trial(run_dir, record)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from physai.run import sweeps
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.exists():
             return
@@ -115,8 +107,6 @@ def _register_physai_plugins() -> None:
     install used outside the checkout (``physai train -m ...`` elsewhere); registering them by hand
     is idempotent and works either way.
     """
-    from hydra.core.plugins import Plugins
-
     try:
         from hydra_plugins.physai_plugins.optuna_sweeper import PhysaiOptunaSweeper
         from hydra_plugins.physai_plugins.ray_launcher import PhysaiRayLauncher

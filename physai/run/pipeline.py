@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from physai.config.compose import CONFIG_FILE, build_task
 from physai.config.identity import training_identity
-from physai.config.schema import ALL_DEVICES, NON_IDENTITY_KEYS, packaged_device_keys
+from physai.config.schema import (ALL_DEVICES, NON_IDENTITY_KEYS, DeviceConfig, PhysaiConfig, algo_schema_for,
+                                  packaged_device_keys)
 from physai.config.validate import check_writable_dir, validate_config
 from physai.core.errors import ConfigError
 from physai.core.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
+from physai.deploy.devices.roofline import check_device
 from physai.stages import known_stages, stage_module
 from physai.train.vec_env import make_training_vec_env
 
@@ -147,8 +150,6 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     task.make().close()  # the env itself refuses env.kwargs it does not take, or term parameters that conflict
     if getattr(task, "train_spec", None) is not getattr(task, "task_spec", None):
         make_training_vec_env(task, 1, seed=0).close()  # so do training-only events (env.train_events)
-    from physai.deploy.devices.roofline import check_device
-
     for key, device in cfg.device.items():
         check_device(key, device)  # a device file the model cannot use fails before training, not at profile
     stages = list(cfg.pipeline.stages)
@@ -208,8 +209,6 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     ``key.sub=value`` sets one key; ``tracking=none``, ``pipeline=deploy`` or ``device=[a,b]`` replace
     that group with options from configs/. Only keys outside the training identity may change.
     """
-    from physai.config.schema import DeviceConfig, PhysaiConfig, algo_schema_for
-
     path = run_dir / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"{path} does not exist: '{run_dir}' is not a physai run directory "
@@ -254,8 +253,6 @@ def _split_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _load_group_option(group: str, option: str, override: str) -> DictConfig:
-    from importlib.resources import files
-
     folder = files("physai.configs") / group
     source = folder / f"{option}.yaml"
     if not source.is_file():

@@ -29,7 +29,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from physai.report.format import fmt
+from physai.core.errors import PhysaiError
+from physai.core.io import read_summary, write_json_atomic, write_text_atomic
+from physai.report.format import fmt, save_png
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,6 @@ def read_trial(run_dir: Path) -> Optional[dict[str, Any]]:
 
 
 def write_trial(run_dir: Path, record: dict[str, Any]) -> None:
-    from physai.core.io import write_json_atomic
-
     write_json_atomic(Path(run_dir) / TRIAL_FILE, record)
 
 
@@ -158,14 +158,13 @@ def trial_record(run_dir: Path, *, num: Any, overrides: Sequence[str], status: s
     }
 
 
-def run_trial(cfg, run_dir: Path, runner: Optional[Callable[[Any, Path], dict]] = None) -> dict:
+def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
     """Run one trial of a sweep: record it in ``trial.json`` whatever happens, and never raise.
 
-    ``runner(cfg, run_dir)`` (default: ``physai.run.pipeline.run_pipeline``) runs the pipeline and returns
-    its summary. Returns the summary, or ``{}`` when the trial failed (its objective is then None).
+    ``runner(cfg, run_dir)`` (the CLI passes ``physai.run.pipeline.run_pipeline``; this module stays free of
+    the pipeline so ``physai sweep-report`` loads no trainer) runs the pipeline and returns its summary.
+    Returns the summary, or ``{}`` when the trial failed (its objective is then None).
     """
-    if runner is None:
-        from physai.run.pipeline import run_pipeline as runner
     run_dir = Path(run_dir)
     info = trial_info(run_dir) or {}
     overrides = info.get("overrides", [])
@@ -183,8 +182,6 @@ def run_trial(cfg, run_dir: Path, runner: Optional[Callable[[Any, Path], dict]] 
         if isinstance(exc, SystemExit):  # a CLI helper exiting: the exception it handled says why
             error = exc.__context__ if exc.__context__ is not None else f"SystemExit: exit code {exc.code}"
         log.error("trial %s failed: %s", info.get("num", "?"), error)
-        from physai.core.io import read_summary
-
         try:
             summary = read_summary(run_dir)  # what the trial recorded before it failed
         except Exception:
@@ -216,8 +213,6 @@ def _trial_dirs(sweep_dir: Path) -> list[Path]:
 def collect_trials(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every trial under ``sweep_dir``: its ``trial.json``, or what its ``.hydra`` and summary tell."""
     from omegaconf import OmegaConf
-
-    from physai.core.io import read_summary
 
     trials = []
     for trial_dir in _trial_dirs(Path(sweep_dir)):
@@ -254,8 +249,6 @@ def _short(text: Optional[str], width: int = 120) -> str:
 
 def summarize_sweep(sweep_dir: Path) -> dict[str, Any]:
     """``sweep_summary.json`` and ``sweep_summary.md`` for every trial in ``sweep_dir``; returns the summary."""
-    from physai.core.io import write_json_atomic, write_text_atomic
-
     sweep_dir = Path(sweep_dir).absolute()
     trials = collect_trials(sweep_dir)
     counts = {status: sum(t["status"] == status for t in trials) for status in (COMPLETED, FAILED, INCOMPLETE)}
@@ -348,9 +341,6 @@ def stratified_bootstrap_ci(scores: np.ndarray, statistic: str = "iqm", resample
 def sweep_report(sweep_dir: Path, out_dir: Optional[Path] = None, resamples: int = 10_000,
                  seed: int = 0) -> dict[str, Any]:
     """Aggregate a multirun directory: per configuration, IQM and mean with 95% bootstrap CIs."""
-    from physai.core.errors import PhysaiError
-    from physai.core.io import write_json_atomic, write_text_atomic
-
     sweep_dir = Path(sweep_dir).absolute()
     if not sweep_dir.is_dir():
         raise PhysaiError(f"sweep-report: '{sweep_dir}' is not a directory; pass a multirun directory "
@@ -442,8 +432,6 @@ def plot_report(rows: list[dict[str, Any]], target: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from physai.report.format import save_png
 
     shown = [r for r in rows if r["iqm"] is not None]
     labels = [r["label"] if len(r["label"]) <= 48 else r["label"][:47] + "…" for r in shown]

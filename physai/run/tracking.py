@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from physai.run.sweeps import trial_info
+
 log = logging.getLogger(__name__)
 
 MEDIA_DIR = "report"
@@ -56,9 +58,7 @@ class WandbTracker(NullTracker):
     def __init__(self, run_dir: Path, run_config: dict[str, Any], name: str, mode: str = "offline",
                  project: str = "physai", entity: Optional[str] = None, group: Optional[str] = None,
                  tags: Optional[list[str]] = None, job_type: str = "pipeline") -> None:
-        import wandb
-
-        from physai.run.sweeps import trial_info
+        import wandb  # a heavy import, paid only by runs that track
 
         self._wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")

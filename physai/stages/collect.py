@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from physai.synthetic.artifacts import REAL_DATASET, dataset_id
+from physai.synthetic.collect import collect_episodes, make_action_fn
+from physai.synthetic.dataset import ProvenanceTables, write_dataset
 
 REQUIRES: list[str] = []
 PRODUCES = [REAL_DATASET, "summary:collect"]
 
 
 def run(cfg, ctx) -> dict:
-    from physai.synthetic.collect import collect_episodes, make_action_fn
-    from physai.synthetic.dataset import ProvenanceTables, write_dataset
-
     settings = cfg.synthetic.collect
     task = ctx.task
     env = task.make()

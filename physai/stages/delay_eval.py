@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 
-from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
 from physai.core.errors import ConfigError
+from physai.deploy.delayed_evaluation import evaluate_delays, plot_return_vs_delay, report_lines as delay_lines
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.edge.runtime import EdgePolicy
+from physai.train.evaluation import evaluation_seeds
 
 REQUIRES = [f"bundle/{MANIFEST_FILE}", "summary:profile"]
 PRODUCES = ["summary:delay_eval"]
@@ -22,10 +25,6 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict:
-    from physai.deploy.delayed_evaluation import evaluate_delays, plot_return_vs_delay
-    from physai.edge.runtime import EdgePolicy
-    from physai.train.evaluation import evaluation_seeds
-
     profile = ctx.summary()["profile"]
     policy = EdgePolicy.load(ctx.path("bundle"))
     if profile.get("policy_sha256") != policy.manifest["files"][POLICY_FILE]["sha256"]:
@@ -66,8 +65,6 @@ def run(cfg, ctx) -> dict:
 
 def report_lines(cfg, ctx, summary: dict) -> list[str]:
     """Return with each target's action delay beside the zero-delay return, and the return-vs-delay plot."""
-    from physai.deploy.delayed_evaluation import report_lines as delay_lines
-
     if not summary.get("delay_eval"):
         return []
     names = {key: d["device"] for key, d in (summary.get("profile") or {}).get("devices", {}).items()}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
 from physai.report.format import fmt, video_lines
+from physai.report.video import NoVideo, record_episode
+from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.train.sb3 import load_trained_policy
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = ["summary:eval"]
@@ -15,8 +17,6 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict:
-    from physai.train.sb3 import load_trained_policy
-
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
     figures = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
@@ -24,8 +24,6 @@ def run(cfg, ctx) -> dict:
     figures["checkpoint_timesteps"] = trained.timesteps
     figures["video"], figures["video_missing"] = None, "switched off (evaluate.video=false)"
     if cfg.evaluate.video:
-        from physai.report.video import NoVideo, record_episode
-
         try:
             record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),
                            max_frames=cfg.evaluate.video_max_frames)

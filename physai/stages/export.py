@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import shutil
 
-from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+import numpy as np
+from omegaconf import OmegaConf
+
+from physai.config.identity import identity_hash
 from physai.core.errors import PhysaiError
-from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.core.io import fresh_staging_dir, replace_dir_atomically
+from physai.deploy.fallback_model import resolve_fallback
+from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
+from physai.deploy.parity import parity_report
+from physai.deploy.precision import add_variants
+from physai.deploy.release import record_bundle_evaluation
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
+from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL, WORLD_MODEL_FILE
+from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.train.sb3 import load_trained_policy
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = [f"bundle/{POLICY_FILE}", f"bundle/{MANIFEST_FILE}", "summary:bundle"]
@@ -24,25 +37,10 @@ class ExportError(PhysaiError):
 def check(cfg, task) -> None:
     """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has."""
     if "guard" in cfg and cfg.guard.enabled and cfg.guard.get("fallback"):
-        from omegaconf import OmegaConf
-
-        from physai.deploy.fallback_model import resolve_fallback
-
         resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
 
 
 def run(cfg, ctx) -> dict:
-    import numpy as np
-    from omegaconf import OmegaConf
-
-    from physai.edge.runtime import EdgePolicy
-    from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
-    from physai.core.io import fresh_staging_dir, replace_dir_atomically
-    from physai.deploy.parity import parity_report
-    from physai.config.identity import identity_hash
-    from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL, WORLD_MODEL_FILE
-    from physai.train.sb3 import load_trained_policy
-
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     # The guard watches the world model the policy learned with: a model-based learner's own ensemble
     # (checksummed in its checkpoint) when it has one, else the world_model stage's.
@@ -80,9 +78,6 @@ def run(cfg, ctx) -> dict:
                           intra_op_threads=cfg.profile.intra_op_threads,
                           guard_seeds=_guard_seeds(cfg, len(seeds)))
         # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
-        from physai.deploy.precision import add_variants
-        from physai.deploy.release import record_bundle_evaluation
-
         variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
         record_bundle_evaluation(staging, closed_loop)
     except BaseException:

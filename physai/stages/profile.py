@@ -13,11 +13,19 @@ evaluation's jitter.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 
 import numpy as np
 
+from physai.deploy.devices.microbench import measure_host_overheads
+from physai.deploy.devices.onnx_cost import kernel_groups, node_costs, runtime_kernel_count
+from physai.deploy.devices.report import assumption_footnotes, path_mark, profile_lines
+from physai.deploy.devices.roofline import CPU_FUSION, check_device, model_device, node_table
+from physai.deploy.latency import latency_figures, time_calls
+from physai.deploy.profiling import HISTOGRAM_PNG, plot_latency_histogram
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
 
 REQUIRES = [f"bundle/{MANIFEST_FILE}"]
@@ -35,12 +43,6 @@ def _node_table_device(devices) -> str:
 
 
 def run(cfg, ctx) -> dict:
-    from physai.deploy.devices.microbench import measure_host_overheads
-    from physai.deploy.devices.onnx_cost import kernel_groups, node_costs, runtime_kernel_count
-    from physai.deploy.devices.roofline import CPU_FUSION, check_device, model_device, node_table
-    from physai.edge.runtime import EdgePolicy
-    from physai.deploy.latency import latency_figures, time_calls
-
     for key, device in cfg.device.items():
         check_device(key, device)
     policy = EdgePolicy.load(ctx.path("bundle"), intra_op_threads=cfg.profile.intra_op_threads)
@@ -98,8 +100,6 @@ def run(cfg, ctx) -> dict:
                "node_table": {"device": table_key, "power_mode": modeled[table_key]["power_mode"],
                               "rows": node_table(costs, cfg.device[table_key], modeled[table_key]["power_mode"])}}
     # The measured distribution as a picture for the report (`physai profile` draws the same one).
-    from physai.deploy.profiling import HISTOGRAM_PNG, plot_latency_histogram
-
     ctx.path("report").mkdir(parents=True, exist_ok=True)
     plot_latency_histogram(samples, ctx.path("report", HISTOGRAM_PNG),
                            title=f"batch-1 latency of the bundle on {measured['where']} (measured)")
@@ -114,8 +114,6 @@ def run(cfg, ctx) -> dict:
 
 def report_lines(cfg, ctx, summary: dict) -> list[str]:
     """Measured batch-1 latency on this host and the modeled figures on every target."""
-    from physai.deploy.devices.report import assumption_footnotes, path_mark, profile_lines
-
     profile = summary.get("profile")
     if not profile:
         return []
@@ -143,7 +141,5 @@ def _histogram_lines(ctx, profile: dict) -> list[str]:
     histogram = profile.get("histogram_png")
     if not histogram or not ctx.path(histogram).exists():
         return []
-    import os
-
     link = os.path.relpath(ctx.path(histogram), ctx.path("report"))
     return ["", f"![batch-1 latency histogram (measured)]({link})"]

@@ -10,10 +10,18 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from physai.core.errors import ConfigError
-from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE, dataset_id
+from physai.report.dream_video import record_dream_vs_real
 from physai.report.format import video_lines
+from physai.report.video import NoVideo
+from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE, dataset_id
+from physai.synthetic.collect import make_action_fn
+from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
+from physai.synthetic.imagine import branch_episodes, imagine
+from physai.synthetic.scenario import resolve_scenario, sample_starts
+from physai.synthetic.world_model import EnsembleDynamicsModel
 
 REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
@@ -29,8 +37,6 @@ def check(cfg, task) -> None:
 
 def resolved_scenario(cfg, task):
     """The run's scenario checked against its task (names, ranges); refused before any work."""
-    from physai.synthetic.scenario import resolve_scenario
-
     if cfg.scenario is None:
         raise ConfigError("pipeline.stages runs 'synthesize' but no scenario is chosen; pick one with "
                           "scenario=<task>/<name> (the library is configs/scenario/)")
@@ -39,15 +45,7 @@ def resolved_scenario(cfg, task):
 
 
 def run(cfg, ctx) -> dict:
-    import torch
-
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
-    from physai.synthetic.collect import make_action_fn
-    from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
-    from physai.synthetic.imagine import branch_episodes, imagine
-    from physai.synthetic.scenario import sample_starts
-    from physai.synthetic.world_model import EnsembleDynamicsModel
-
     settings = cfg.synthetic.synthesize
     scenario = resolved_scenario(cfg, ctx.task)
     env = ctx.task.make()
@@ -88,9 +86,6 @@ def run(cfg, ctx) -> dict:
     figures["dream_video"], figures["dream_video_missing"] = None, (
         "switched off (synthetic.synthesize.dream_video=false)")
     if settings.dream_video:
-        from physai.report.dream_video import record_dream_vs_real
-        from physai.report.video import NoVideo
-
         try:
             record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps)
             figures["dream_video"], figures["dream_video_missing"] = DREAM_VIDEO, None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from physai.report.curves import plot_learning_curve, plot_reward_terms
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
-from physai.train.sb3 import CURVE_FILE
+from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
 
 REQUIRES: list[str] = []
 PRODUCES = ["checkpoints/final/model.zip", CURVE_FILE, "summary:train"]
@@ -11,8 +12,6 @@ OPTIONAL = [REAL_DATASET, SYNTHETIC_DATASET]  # a model-based learner warm-start
 
 
 def run(cfg, ctx) -> dict:
-    from physai.train.sb3 import train_policy
-
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
                            world_model=cfg.synthetic.world_model)
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
@@ -23,9 +22,6 @@ def run(cfg, ctx) -> dict:
 
 def report_lines(cfg, ctx, summary: dict) -> list[str]:
     """Steps trained, the learning curve and the reward terms' curves."""
-    from physai.report.curves import plot_learning_curve, plot_reward_terms
-    from physai.train.sb3 import read_curve
-
     train = summary.get("train")
     lines = [f"Trained {train['timesteps']} steps with {train['n_envs']} env(s).", ""] if train else []
     rows = read_curve(ctx.path(CURVE_FILE))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from physai.report.format import save_png
 from physai.synthetic.artifacts import REAL_DATASET, WORLD_MODEL_FILE
+from physai.synthetic.dataset import read_dataset
+from physai.synthetic.model_report import model_report, open_loop_figure
+from physai.synthetic.world_model import EnsembleDynamicsModel
 
 REQUIRES = [REAL_DATASET]
 PRODUCES = [WORLD_MODEL_FILE, "summary:world_model"]
@@ -20,14 +25,7 @@ def split_episodes(num_episodes: int, heldout_fraction: float, rng: np.random.Ge
 
 
 def run(cfg, ctx) -> dict:
-    import torch
-
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
-    from physai.report.format import save_png
-    from physai.synthetic.dataset import read_dataset
-    from physai.synthetic.model_report import model_report, open_loop_figure
-    from physai.synthetic.world_model import EnsembleDynamicsModel
-
     settings = cfg.synthetic.world_model
     env = ctx.task.make()
     data = read_dataset(ctx.path(REAL_DATASET), expected_task_id=cfg.env.id,

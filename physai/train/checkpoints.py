@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -332,9 +334,6 @@ def restore_rng(model, checkpoint: Path, state: dict[str, Any]) -> list[str]:
 # ----- small helpers for the trainer ---------------------------------------------------------------
 def write_progress(path: Path, payload: dict[str, Any]) -> None:
     """A small status file for watchers, renamed into place (no fsync: it is rewritten every rollout)."""
-    import os
-    import tempfile
-
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -188,8 +189,6 @@ class StopSignals:
         self.requested = signum
 
     def __enter__(self) -> "StopSignals":
-        import threading
-
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -10,6 +10,7 @@ leaves the last good checkpoint as it was (``physai.train.guards``).
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import logging
@@ -34,6 +35,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from physai.config.schema import ALGO_FRAMEWORK_KEYS
 from physai.core.errors import PhysaiError
 from physai.core.io import write_text_atomic
+from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
+from physai.synthetic.dataset import read_dataset
+from physai.synthetic.mbpo import training_figures
 from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, LATEST_POINTER, MODEL_FILE,
                                       REPLAY_FILE, CheckpointError, latest_checkpoint, load_replay_buffer,
                                       read_trainer_state, restore_rng, save_checkpoint, step_name,
@@ -294,8 +298,6 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
                "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
                "episodes": len(curve)}
     if hasattr(model, "mbpo_stats"):  # model-based: refits, synthetic rows, warm start from the run's datasets
-        from physai.synthetic.mbpo import training_figures
-
         figures["model_based"] = training_figures(model)
     return figures
 
@@ -336,9 +338,6 @@ def _interrupted_message(signum: int, checkpoint: Path, run_dir: Path) -> str:
 
 def _warm_start_from_run(model, task, run_dir: Path) -> None:
     """Give a model-based learner the run's collected (real) and generated (synthetic) datasets."""
-    from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
-    from physai.synthetic.dataset import read_dataset
-
     env = task.make()
     loaded = {}
     for name, artifact in (("real", REAL_DATASET), ("synthetic", SYNTHETIC_DATASET)):
@@ -425,8 +424,6 @@ def load_checkpoint(algo: DictConfig, checkpoint: Path, venv=None, *, run_dir: O
         raise CheckpointError(f"{archive} does not fit the configured algorithm ({exc}); resume or evaluate it "
                               f"with the config it was trained with (its run's config.yaml)") from exc
     _restore_torch_variables(model, archive)
-    import inspect
-
     constructor = set(inspect.signature(type(model).__init__).parameters)
     for key, value in data.items():
         if key in _RUNTIME_KEYS or key in constructor or not hasattr(model, key):

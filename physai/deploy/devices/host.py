@@ -19,6 +19,7 @@ value, with one logged note per figure.
 from __future__ import annotations
 
 import logging
+import platform
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -82,8 +83,6 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 
 def cpu_model() -> str:
     """This machine's processor, as ``/proc/cpuinfo`` names it (the platform's word where there is none)."""
-    import platform
-
     try:
         model = parse_cpuinfo(CPUINFO.read_text()).get("model")
     except OSError:

@@ -22,6 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
+from physai.deploy.latency import time_calls
+from physai.edge.bundle import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE
+from physai.edge.runtime import EdgePolicy
+
 CHAIN_LENGTHS = (1, 9, 17, 33)
 WIDTH = 8
 
@@ -29,8 +33,6 @@ WIDTH = 8
 def chain_model(length: int, width: int = WIDTH) -> bytes:
     """An ONNX graph of ``length`` Add nodes, each adding its own constant (nothing to fold away)."""
     from onnx import TensorProto, helper, numpy_helper
-
-    from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME
 
     nodes, initializers, previous = [], [], INPUT_NAME
     for i in range(length):
@@ -47,8 +49,6 @@ def chain_model(length: int, width: int = WIDTH) -> bytes:
 
 
 def _write_bundle(folder: Path, model: bytes, width: int) -> None:
-    from physai.edge.bundle import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / POLICY_FILE).write_bytes(model)
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -63,9 +63,6 @@ def _write_bundle(folder: Path, model: bytes, width: int) -> None:
 def measure_host_overheads(lengths: Sequence[int] = CHAIN_LENGTHS, rounds: int = 4, iterations: int = 400,
                            warmup: int = 100, intra_op_threads: int = 1, seed: int = 0) -> dict:
     """Per-call and per-kernel overhead of the edge runtime on this machine, in microseconds."""
-    from physai.edge.runtime import EdgePolicy
-    from physai.deploy.latency import time_calls
-
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=WIDTH).astype(np.float32)
     policies = {}

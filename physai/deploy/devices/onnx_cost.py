@@ -13,6 +13,8 @@ the FLOPs. Two fusion styles are modeled:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +127,6 @@ def kernel_groups(costs: Sequence[NodeCost], style: str) -> list[int]:
 
 def runtime_kernel_count(onnx_path: str | Path) -> int:
     """Nodes onnxruntime actually runs after its graph optimizations (checks ``kernel_groups``)."""
-    import os
-    import tempfile
-
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as folder:

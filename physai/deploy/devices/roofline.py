@@ -21,8 +21,9 @@ import math
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from physai.deploy.devices.onnx_cost import NodeCost, kernel_groups
 from physai.core.errors import ConfigError
+from physai.deploy.devices.host import host_device
+from physai.deploy.devices.onnx_cost import NodeCost, kernel_groups
 
 PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
 _PEAK_KEY = re.compile(r"^(fp32|tf32|fp16|bf16|fp8|int8|fp4)_(dense|sparse)$")
@@ -171,8 +172,6 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
     The top-level figures are those of the default power mode (the first, unless
     ``default_power_mode`` names another): the gates and the delay-aware evaluation use them.
     """
-    from physai.deploy.devices.host import host_device
-
     device, host_facts = host_device(device)  # a measured host with read_host: this machine's clock and caches
     op_us, call_us, overhead_source = _cpu_overheads(device, host_overheads)
     assumed = assumed_constants(device, host_overheads)
@@ -254,8 +253,6 @@ def verdict_text(mode_figures: Mapping[str, Any], control_rate_hz: float) -> str
 
 def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = None) -> list[dict[str, Any]]:
     """Per node: op type, FLOPs, bytes, intensity, kernel and roofline bound on each path of ``device``."""
-    from physai.deploy.devices.host import host_device
-
     device, _ = host_device(device)
     chosen = next((m for m in power_modes(device) if m["name"] == (mode or device.default_power_mode)),
                   power_modes(device)[0])
