@@ -30,7 +30,7 @@ devices whose delay sequences coincide share one simulator run.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypedDict
 
 import numpy as np
 
@@ -114,10 +114,24 @@ def episode_horizon(task: Any) -> int:
     return int(steps) if steps else DEFAULT_HORIZON
 
 
+class DelayFigures(TypedDict):
+    """Closed-loop returns with action delay: a fixed-delay sweep and each device's modeled delay."""
+
+    controller: str
+    control_period_ms: float
+    seeds: list[int]
+    jitter: bool
+    solved_threshold: Optional[float]
+    zero_delay: dict[str, Any]          # the sweep's 0-step row
+    sweep: list[dict[str, Any]]         # delay_steps, mean_return, ci95_low/high, solves_task, ...
+    devices: dict[str, dict[str, Any]]  # device key -> latency_ms, nominal_delay_steps, mean_return, solves_task, ...
+    simulator_runs: int
+
+
 def evaluate_delays(task: Any, act: ActFn, seeds: Sequence[int], latencies_ms: Mapping[str, float],
                     period_ms: float, controller: str = "synchronous",
                     relative: Optional[Mapping[str, Sequence[float]]] = None, sweep_max_steps: int = 5,
-                    solved_threshold: Optional[float] = None, horizon: Optional[int] = None) -> dict[str, Any]:
+                    solved_threshold: Optional[float] = None, horizon: Optional[int] = None) -> DelayFigures:
     """Returns per device (its modeled latency as delay, with jitter when ``relative`` is given) and per fixed delay.
 
     Runs are cached by their delay sequences: devices (and sweep points) that would impose the

@@ -1,7 +1,6 @@
 """The release gates, written once: the pipeline's gate stage and ``physai gate`` build every row here.
 
-A gate row is a dict: ``name``, ``value``, ``threshold``, ``unit``, ``passed`` and optional ``ci95``,
-``n``, ``modeled``, ``source``, ``basis``, ``status`` and ``detail``. The two callers differ only in what
+Every check is a ``GateRow`` (a JSON-ready dict with typed keys). The two callers differ only in what
 they compare (the pipeline: the bundle against the checkpoint it came from; ``physai gate``: a candidate
 bundle against a reference bundle) and in the checks that need a second bundle (p99 and cost ratios).
 """
@@ -9,14 +8,38 @@ bundle against a reference bundle) and in the checks that need a second bundle (
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, NotRequired, Optional, Sequence, TypedDict
 
 import numpy as np
 
 from physai.core.stats import mean_ci95, t_critical_95
 
 
-def gate_row(name: str, value: Any, threshold: Any, unit: str, passed: bool, **extra: Any) -> dict[str, Any]:
+class GateRow(TypedDict):
+    """One release check. ``status`` says when it did not decide ("not run", "not applicable")."""
+
+    name: str
+    value: Any
+    threshold: Any
+    unit: str
+    passed: bool
+    ci95: NotRequired[list[float]]
+    n: NotRequired[int]
+    modeled: NotRequired[bool]
+    source: NotRequired[str]
+    basis: NotRequired[str]
+    status: NotRequired[str]
+    detail: NotRequired[str]
+
+
+class GateFigures(TypedDict):
+    """Every gate, and whether all of them passed: the ``gates`` section and ``physai gate``'s verdict."""
+
+    passed: bool
+    gates: list[GateRow]
+
+
+def gate_row(name: str, value: Any, threshold: Any, unit: str, passed: bool, **extra: Any) -> GateRow:
     return {"name": name, "value": value, "threshold": threshold, "unit": unit, "passed": bool(passed), **extra}
 
 

@@ -27,7 +27,7 @@ from physai.config.validate import check_writable_dir, validate_config
 from physai.core.errors import ConfigError
 from physai.core.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
 from physai.deploy.devices.roofline import check_device
-from physai.stages import known_stages, stage_module
+from physai.stages import known_stages, section_mismatch, stage_module, summary_type
 from physai.train.vec_env import make_training_vec_env
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MOVED_TRACKERS = {"physai.tracking.WandbTracker": "physai.run.tracking.WandbTracker",
                   "physai.tracking.NullTracker": "physai.run.tracking.NullTracker"}
 
+RUNNER_SECTIONS = ("timings_s",)  # summary sections the runner writes itself: seconds per stage
 
 
 def _reads(module) -> set[str]:
@@ -60,6 +61,12 @@ def check_stages(stages: list[str]) -> None:
                               f"(one module each in physai/stages/)")
     if len(set(stages)) != len(stages):
         raise ConfigError(f"pipeline.stages lists a stage twice: {stages}")
+    for stage in stages:
+        untyped = [p for p in stage_module(stage).PRODUCES
+                   if p.startswith("summary:") and summary_type(p.split(":", 1)[1]) is None]
+        if untyped:
+            raise ConfigError(f"stage {stage!r} produces {untyped} but declares no SUMMARY; give its module "
+                              f"SUMMARY = <a TypedDict of the section's keys> (see physai/stages/evaluate.py)")
     for i, earlier in enumerate(stages):
         for later in stages[i + 1:]:
             clash = _overlap(_reads(stage_module(earlier)), stage_module(later).PRODUCES)
@@ -84,6 +91,10 @@ class RunContext:
         return self._task
 
     def record(self, section: str, figures: dict[str, Any]) -> None:
+        """Write one section of summary.json: a stage's typed section, or the runner's own timings."""
+        mismatch = None if section in RUNNER_SECTIONS else section_mismatch(section, figures)
+        if mismatch:  # a stage and its SUMMARY disagree: a bug in the stage, caught before readers trip on it
+            raise TypeError(f"summary section {section!r}: {mismatch}")
         update_summary(self.run_dir, section, figures)
         self.tracker.summary(section, figures)
 

@@ -31,7 +31,9 @@ import numpy as np
 
 from physai.core.errors import PhysaiError
 from physai.core.io import read_summary, write_json_atomic, write_text_atomic
+from physai.deploy.gates import GateFigures
 from physai.report.format import fmt, save_png
+from physai.train.evaluation import ReturnFigures
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,11 @@ def trial_record(run_dir: Path, *, num: Any, overrides: Sequence[str], status: s
     """The record ``trial.json`` holds (also built by the launchers for a trial whose worker died)."""
     run_dir = Path(run_dir).absolute()
     summary = summary or {}
-    evaluation = summary.get("eval") or {}
+    evaluation: ReturnFigures | dict = summary.get("eval") or {}
     bundle = run_dir / "bundle"
     if isinstance(error, BaseException):
         error = f"{type(error).__name__}: {error}".strip()
-    gates = summary.get("gates") or {}
+    gates: GateFigures | dict = summary.get("gates") or {}
     return {
         "num": num, "sweep_dir": sweep_dir, "run_dir": str(run_dir), "overrides": list(overrides),
         "configuration": configuration_of(overrides), "seed": seed if seed is not None else seed_of(overrides),

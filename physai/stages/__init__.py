@@ -1,11 +1,15 @@
 """Pipeline stages, one module each: ``REQUIRES``, ``PRODUCES``, ``run(cfg, ctx)``, and optionally ``OPTIONAL``,
-``check(cfg, task)`` and ``report_lines(cfg, ctx, summary)``. A module here is a stage: nothing registers it."""
+``check(cfg, task)`` and ``report_lines(cfg, ctx, summary)``. A module here is a stage: nothing registers it.
+
+A stage that produces ``summary:<section>`` declares the section's keys as a ``TypedDict`` in ``SUMMARY``;
+what it records is checked against it, so every reader of ``summary.json`` can rely on those keys."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from types import ModuleType
+from typing import Mapping, Optional
 
 from physai.config.schema import STAGE_NAMES
 
@@ -17,6 +21,27 @@ def stage_module(name: str) -> ModuleType:
 def known_stages() -> list[str]:
     """Every module of this package: a new stage is its module plus its name in a pipeline config."""
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def summary_type(section: str) -> Optional[type]:
+    """The ``SUMMARY`` of the stage that produces ``summary:<section>``; None when no stage does."""
+    for name in known_stages():
+        module = stage_module(name)
+        if f"summary:{section}" in module.PRODUCES:
+            return getattr(module, "SUMMARY", None)
+    return None
+
+
+def section_mismatch(section: str, figures: Mapping[str, object]) -> Optional[str]:
+    """Why ``figures`` is not the section its stage declares (missing or undeclared keys); None when it is."""
+    declared = summary_type(section)
+    if declared is None:
+        return f"no stage declares summary:{section} in PRODUCES with its SUMMARY"
+    required, known = declared.__required_keys__, declared.__required_keys__ | declared.__optional_keys__
+    missing, undeclared = sorted(required - figures.keys()), sorted(figures.keys() - known)
+    if missing or undeclared:
+        return f"it does not match {declared.__name__}: missing keys {missing}, undeclared keys {undeclared}"
+    return None
 
 
 def report_order() -> list[str]:

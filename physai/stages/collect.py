@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Optional, TypedDict
+
 import numpy as np
 
 from physai.synthetic.artifacts import REAL_DATASET, dataset_id
 from physai.synthetic.collect import collect_episodes, make_action_fn
 from physai.synthetic.dataset import ProvenanceTables, write_dataset
 
+
+class CollectSummary(TypedDict):
+    """The real dataset: its size, who acted and the physics-context columns it records."""
+
+    dataset: str
+    transitions: int
+    episodes: int
+    policy: str
+    mean_episode_return: Optional[float]  # over complete episodes only
+    context_names: list[str]
+
+
 REQUIRES: list[str] = []
 PRODUCES = [REAL_DATASET, "summary:collect"]
+SUMMARY = CollectSummary
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> CollectSummary:
     settings = cfg.synthetic.collect
     task = ctx.task
     env = task.make()
@@ -32,9 +47,9 @@ def run(cfg, ctx) -> dict:
     # The step budget may cut the last episode short; its partial return would drag the mean down.
     complete = episodes if episodes[-1].terminations[-1] or len(episodes) == 1 else episodes[:-1]
     returns = [float(e.rewards.sum()) for e in complete]
-    figures = {"dataset": REAL_DATASET, "transitions": int(sum(len(e) for e in episodes)),
-               "episodes": len(episodes), "policy": policy_description,
-               "mean_episode_return": float(np.mean(returns)) if returns else None,
-               "context_names": list(context_names)}
+    figures = CollectSummary(dataset=REAL_DATASET, transitions=int(sum(len(e) for e in episodes)),
+                             episodes=len(episodes), policy=policy_description,
+                             mean_episode_return=float(np.mean(returns)) if returns else None,
+                             context_names=list(context_names))
     ctx.record("collect", figures)
     return figures

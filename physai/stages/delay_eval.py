@@ -9,22 +9,36 @@ fixed delays (plotted in report/delay_return.png).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import logging
 
 from physai.core.errors import ConfigError
-from physai.deploy.delayed_evaluation import evaluate_delays, plot_return_vs_delay, report_lines as delay_lines
+from physai.deploy.delayed_evaluation import DelayFigures, evaluate_delays, plot_return_vs_delay
+from physai.deploy.delayed_evaluation import report_lines as delay_lines
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
 from physai.edge.runtime import EdgePolicy
 from physai.train.evaluation import evaluation_seeds
 
+
+class DelayEvalSummary(DelayFigures):
+    """The bundle's returns under each target's action delay, and the policy they were measured on."""
+
+    policy: str
+    policy_sha256: str
+    jitter_source: Optional[str]
+    plot: Optional[str]
+
+
 REQUIRES = [f"bundle/{MANIFEST_FILE}", "summary:profile"]
 PRODUCES = ["summary:delay_eval"]
+SUMMARY = DelayEvalSummary
 PLOT_FILE = "delay_return.png"
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> DelayEvalSummary:
     profile = ctx.summary()["profile"]
     policy = EdgePolicy.load(ctx.path("bundle"))
     if profile.get("policy_sha256") != policy.manifest["files"][POLICY_FILE]["sha256"]:
@@ -38,9 +52,9 @@ def run(cfg, ctx) -> dict:
     seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, settings.n_episodes)
     latencies = {key: device["latency_ms"] for key, device in profile["devices"].items()}
     relative = profile["host"].get("relative_percentiles") if settings.jitter else None
-    section = evaluate_delays(ctx.task, policy.act, seeds, latencies, period_ms, controller=settings.controller,
-                              relative=relative, sweep_max_steps=settings.sweep_max_steps,
-                              solved_threshold=ctx.task.solved_threshold)
+    section: DelayEvalSummary = evaluate_delays(
+        ctx.task, policy.act, seeds, latencies, period_ms, controller=settings.controller, relative=relative,
+        sweep_max_steps=settings.sweep_max_steps, solved_threshold=ctx.task.solved_threshold)
     for key, device in section["devices"].items():
         modeled = profile["devices"][key]
         device.update({"device": modeled["device"], "source": modeled["source"],

@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import logging
 
 from physai.report.format import fmt, video_lines
 from physai.report.video import NoVideo, record_episode
-from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.train.evaluation import ReturnFigures, episode_returns, evaluation_seeds, summarize_returns
 from physai.train.sb3 import load_trained_policy
+
+
+class EvalSummary(ReturnFigures):
+    """The trained checkpoint's deterministic returns on fresh seeds, and its evaluation video."""
+
+    policy: str
+    checkpoint_timesteps: int
+    video: Optional[str]          # report/eval_episode.mp4, or None with the reason in video_missing
+    video_missing: Optional[str]
+
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = ["summary:eval"]
+SUMMARY = EvalSummary
 VIDEO = "report/eval_episode.mp4"
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> EvalSummary:
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
-    figures = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
-    figures["policy"] = "checkpoints/final (stable-baselines3, deterministic)"
-    figures["checkpoint_timesteps"] = trained.timesteps
-    figures["video"], figures["video_missing"] = None, "switched off (evaluate.video=false)"
+    returns = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
+    figures = EvalSummary(**returns, policy="checkpoints/final (stable-baselines3, deterministic)",
+                          checkpoint_timesteps=trained.timesteps, video=None,
+                          video_missing="switched off (evaluate.video=false)")
     if cfg.evaluate.video:
         try:
             record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),

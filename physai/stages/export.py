@@ -6,6 +6,8 @@ closed-loop, and only then swapped in: a failed export never costs the last good
 
 from __future__ import annotations
 
+from typing import Any, Optional, TypedDict
+
 import shutil
 
 import numpy as np
@@ -23,11 +25,28 @@ from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
 from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
 from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL, WORLD_MODEL_FILE
-from physai.train.evaluation import episode_returns, evaluation_seeds, summarize_returns
+from physai.train.evaluation import ReturnFigures, episode_returns, evaluation_seeds, summarize_returns
 from physai.train.sb3 import load_trained_policy
+
+
+class BundleSummary(TypedDict):
+    """The exported bundle: its policy's checksum, SB3 parity, closed-loop returns, variants and guard."""
+
+    path: str
+    policy_sha256: str
+    policy_bytes: int
+    format_version: int
+    control_rate_hz: Optional[float]
+    timesteps: int
+    parity: dict[str, Any]
+    eval: ReturnFigures  # on the evaluate stage's seeds, so the gate can pair the two
+    variants: dict[str, Any]
+    guard: Optional[dict[str, Any]]
+
 
 REQUIRES = ["checkpoints/final/model.zip"]
 PRODUCES = [f"bundle/{POLICY_FILE}", f"bundle/{MANIFEST_FILE}", "summary:bundle"]
+SUMMARY = BundleSummary
 
 
 class ExportError(PhysaiError):
@@ -40,7 +59,7 @@ def check(cfg, task) -> None:
         resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> BundleSummary:
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     # The guard watches the world model the policy learned with: a model-based learner's own ensemble
     # (checksummed in its checkpoint) when it has one, else the world_model stage's.
@@ -84,10 +103,11 @@ def run(cfg, ctx) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_dir_atomically(staging, target)
-    figures = {"path": "bundle", "policy_sha256": manifest["files"][POLICY_FILE]["sha256"],
-               "policy_bytes": manifest["files"][POLICY_FILE]["bytes"], "format_version": manifest["format_version"],
-               "control_rate_hz": manifest["control_rate_hz"], "timesteps": trained.timesteps,
-               "parity": parity, "eval": closed_loop, "variants": variants, "guard": guard}
+    policy_file = manifest["files"][POLICY_FILE]
+    figures = BundleSummary(path="bundle", policy_sha256=policy_file["sha256"], policy_bytes=policy_file["bytes"],
+                            format_version=manifest["format_version"], control_rate_hz=manifest["control_rate_hz"],
+                            timesteps=trained.timesteps, parity=parity, eval=closed_loop, variants=variants,
+                            guard=guard)
     ctx.record("bundle", figures)
     return figures
 

@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import logging
 
-from physai.deploy.gates import delay_gates, gate_result, latency_gates, quality_drop_gate
 from physai.core.errors import ConfigError
+from physai.deploy.gates import GateFigures, delay_gates, gate_result, latency_gates, quality_drop_gate
 from physai.report.format import fmt
+from physai.stages.delay_eval import DelayEvalSummary
+from physai.stages.evaluate import EvalSummary
+from physai.stages.export import BundleSummary
+from physai.stages.profile import ProfileSummary
+from physai.train.evaluation import ReturnFigures
 
 REQUIRES = ["summary:eval", "summary:bundle", "summary:profile"]
 PRODUCES = ["summary:gates"]
 OPTIONAL = ["summary:delay_eval"]  # its solves-under-delay gates
+SUMMARY = GateFigures
 
 log = logging.getLogger(__name__)
 
 
 def _check_same_policy(summary: dict) -> None:
     """Gates compare figures of one policy; after a partial rerun they may describe different ones."""
-    evaluation, bundle, profile = summary["eval"], summary["bundle"], summary["profile"]
+    evaluation: EvalSummary = summary["eval"]
+    bundle: BundleSummary = summary["bundle"]
+    profile: ProfileSummary = summary["profile"]
     stale = []
     if evaluation.get("checkpoint_timesteps") != bundle.get("timesteps"):
         stale.append(f"eval is of the checkpoint at step {evaluation.get('checkpoint_timesteps')}, the bundle of "
@@ -27,17 +35,19 @@ def _check_same_policy(summary: dict) -> None:
         stale.append("eval and the bundle's evaluation used different seeds (rerun evaluate and export)")
     if profile.get("policy_sha256") != bundle.get("policy_sha256"):
         stale.append("profile measured another bundle than the current one (rerun profile)")
-    delayed = summary.get("delay_eval")
+    delayed: DelayEvalSummary | None = summary.get("delay_eval")
     if delayed is not None and delayed.get("policy_sha256") != bundle.get("policy_sha256"):
         stale.append("delay_eval evaluated another bundle than the current one (rerun delay_eval)")
     if stale:
         raise ConfigError("the gate would compare figures of different policies: " + "; ".join(stale))
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> GateFigures:
     summary = ctx.summary()
     _check_same_policy(summary)
-    reference, bundle_eval, profile = summary["eval"], summary["bundle"]["eval"], summary["profile"]
+    reference: EvalSummary = summary["eval"]
+    bundle_eval: ReturnFigures = summary["bundle"]["eval"]
+    profile: ProfileSummary = summary["profile"]
     gates = [quality_drop_gate(reference["episode_returns"], bundle_eval["episode_returns"],
                                reference.get("solved_threshold"), cfg.gate.quality_max_drop_points, paired=True,
                                how="the bundle against the checkpoint it came from, on the same seeds")]
@@ -49,7 +59,7 @@ def run(cfg, ctx) -> dict:
     devices = {key: device.get("device", key) for key, device in profile.get("devices", {}).items()}
     gates += delay_gates(summary.get("delay_eval"), devices, required=cfg.gate.require_delay_eval,
                          missing="delay_eval did not run (put it before gate in pipeline.stages)")
-    figures = {"passed": all(g["passed"] for g in gates), "gates": gates}
+    figures: GateFigures = {"passed": all(g["passed"] for g in gates), "gates": gates}
     ctx.record("gates", figures)
     for gate in gates:
         threshold_text = "unknown" if gate["threshold"] is None else f"{gate['threshold']:.4g}"

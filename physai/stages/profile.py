@@ -12,6 +12,8 @@ evaluation's jitter.
 
 from __future__ import annotations
 
+from typing import Any, Optional, TypedDict
+
 import logging
 import os
 import platform
@@ -28,8 +30,25 @@ from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
 from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
 
+
+class ProfileSummary(TypedDict):
+    """Measured host latency of the bundle and each target's modeled latency, throughput and cost."""
+
+    policy_sha256: str
+    host: dict[str, Any]                 # p50/p95/p99 ms, n, relative_percentiles, where
+    devices: dict[str, dict[str, Any]]   # device key -> latency_ms, actions_per_s, usd_per_million_actions, ...
+    control_rate_hz: Optional[float]
+    control_period_ms: Optional[float]
+    host_overheads: Optional[dict[str, Any]]
+    host_model_validation: Optional[dict[str, Any]]
+    kernels: dict[str, int]
+    node_table: dict[str, Any]
+    histogram_png: str
+
+
 REQUIRES = [f"bundle/{MANIFEST_FILE}"]
 PRODUCES = ["summary:profile"]
+SUMMARY = ProfileSummary
 
 HOST_MODEL_TARGET = 0.25  # the host model should land within +-25% of the measured median
 JITTER_PERCENTILES = np.linspace(0.0, 100.0, 101)
@@ -42,7 +61,7 @@ def _node_table_device(devices) -> str:
     return next((key for key, device in devices.items() if device.kind == "soc"), next(iter(devices)))
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> ProfileSummary:
     for key, device in cfg.device.items():
         check_device(key, device)
     policy = EdgePolicy.load(ctx.path("bundle"), intra_op_threads=cfg.profile.intra_op_threads)
@@ -91,19 +110,20 @@ def run(cfg, ctx) -> dict:
                  "out of sample" if out_of_sample else "config overheads")
 
     table_key = _node_table_device(cfg.device)
-    figures = {"policy_sha256": policy.manifest["files"][POLICY_FILE]["sha256"], "host": measured, "devices": modeled,
-               "control_rate_hz": control_rate, "control_period_ms": 1e3 / control_rate if control_rate else None,
-               "host_overheads": host_overheads, "host_model_validation": validation,
-               "kernels": {"graph_nodes": len(costs),
-                           "cpu_modeled": len(set(kernel_groups(costs, CPU_FUSION))),
-                           "cpu_onnxruntime": runtime_kernel_count(policy_path)},
-               "node_table": {"device": table_key, "power_mode": modeled[table_key]["power_mode"],
-                              "rows": node_table(costs, cfg.device[table_key], modeled[table_key]["power_mode"])}}
+    power_mode = modeled[table_key]["power_mode"]
+    figures = ProfileSummary(
+        policy_sha256=policy.manifest["files"][POLICY_FILE]["sha256"], host=measured, devices=modeled,
+        control_rate_hz=control_rate, control_period_ms=1e3 / control_rate if control_rate else None,
+        host_overheads=host_overheads, host_model_validation=validation,
+        kernels={"graph_nodes": len(costs), "cpu_modeled": len(set(kernel_groups(costs, CPU_FUSION))),
+                 "cpu_onnxruntime": runtime_kernel_count(policy_path)},
+        node_table={"device": table_key, "power_mode": power_mode,
+                    "rows": node_table(costs, cfg.device[table_key], power_mode)},
+        histogram_png=f"report/{HISTOGRAM_PNG}")
     # The measured distribution as a picture for the report (`physai profile` draws the same one).
     ctx.path("report").mkdir(parents=True, exist_ok=True)
     plot_latency_histogram(samples, ctx.path("report", HISTOGRAM_PNG),
                            title=f"batch-1 latency of the bundle on {measured['where']} (measured)")
-    figures["histogram_png"] = f"report/{HISTOGRAM_PNG}"
     ctx.record("profile", figures)
     logged = {"profile/host_p99_ms": measured["p99_ms"], "profile/host_p50_ms": measured["p50_ms"]}
     if validation:

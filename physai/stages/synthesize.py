@@ -7,6 +7,8 @@ branch depth, uncertainty, parent real state).
 
 from __future__ import annotations
 
+from typing import Any, Optional, TypedDict
+
 import logging
 
 import numpy as np
@@ -23,8 +25,30 @@ from physai.synthetic.imagine import branch_episodes, imagine
 from physai.synthetic.scenario import resolve_scenario, sample_starts
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
+
+class SynthesizeSummary(TypedDict):
+    """The synthetic dataset: the scenario that prompted it, the model, and why branches stopped."""
+
+    scenario: dict[str, Any]
+    model_id: str
+    model_hash: str
+    policy: str
+    branches: int
+    transitions: int
+    seconds: float
+    transitions_per_s: float
+    mean_depth: float
+    stopped_uncertain: int
+    stopped_nonfinite: int
+    terminated: int
+    dataset: str
+    dream_video: Optional[str]
+    dream_video_missing: Optional[str]
+
+
 REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
+SUMMARY = SynthesizeSummary
 DREAM_VIDEO = "report/dream_vs_real.mp4"
 
 log = logging.getLogger(__name__)
@@ -44,7 +68,7 @@ def resolved_scenario(cfg, task):
     return resolve_scenario(cfg.scenario, cfg.env.id, observation_names, context_names)
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> SynthesizeSummary:
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
     settings = cfg.synthetic.synthesize
     scenario = resolved_scenario(cfg, ctx.task)
@@ -67,8 +91,9 @@ def run(cfg, ctx) -> dict:
                                   model_index=0, scenario=0, uncertainty=e["uncertainty"],
                                   branch_depth=e["branch_depth"], context=e["context"])
                 for e in branch_episodes(imagined)]
-    figures = {"scenario": scenario.describe(), "model_id": model.model_id, "model_hash": model.model_hash,
-               "policy": policy_description, **imagined.stats}
+    figures: SynthesizeSummary = {
+        "scenario": scenario.describe(), "model_id": model.model_id, "model_hash": model.model_hash,
+        "policy": policy_description, **imagined.stats}
     if not episodes:
         raise ConfigError(f"scenario {scenario.name!r}: every branch stopped at its first step (uncertainty above "
                           f"max_disagreement={scenario.max_disagreement}, or non-finite predictions: "

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional, TypedDict
+
 from physai.report.curves import plot_learning_curve, plot_reward_terms
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
 
+
+class TrainSummary(TypedDict):
+    """What was trained: the final checkpoint, its step count and where training resumed."""
+
+    checkpoint: str
+    timesteps: int
+    resumed_from_step: Optional[int]
+    episodes: int
+    algo: str
+    env_id: str
+    total_timesteps: int
+    n_envs: int
+    model_based: Optional[dict[str, Any]]  # MBPO's model fits, rollouts and synthetic share; None model-free
+
+
 REQUIRES: list[str] = []
 PRODUCES = ["checkpoints/final/model.zip", CURVE_FILE, "summary:train"]
 OPTIONAL = [REAL_DATASET, SYNTHETIC_DATASET]  # a model-based learner warm-starts from them
+SUMMARY = TrainSummary
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> TrainSummary:
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
                            world_model=cfg.synthetic.world_model)
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional, TypedDict
+
 import numpy as np
 import torch
 
@@ -11,8 +13,27 @@ from physai.synthetic.dataset import read_dataset
 from physai.synthetic.model_report import model_report, open_loop_figure
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
+
+class WorldModelSummary(TypedDict):
+    """The fitted ensemble: identity, data split, fit history and the held-out report."""
+
+    model_id: str
+    model_hash: str
+    file: str
+    members: int
+    elites: int
+    context_names: list[str]
+    train_transitions: int
+    report_transitions: int
+    report_episodes: int
+    training: dict[str, Any]
+    report: Optional[dict[str, Any]]
+    open_loop_plot: Optional[str]
+
+
 REQUIRES = [REAL_DATASET]
 PRODUCES = [WORLD_MODEL_FILE, "summary:world_model"]
+SUMMARY = WorldModelSummary
 OPEN_LOOP_PLOT = "report/world_model_open_loop.png"
 
 
@@ -24,7 +45,7 @@ def split_episodes(num_episodes: int, heldout_fraction: float, rng: np.random.Ge
     return np.sort(order[heldout:]), np.sort(order[:heldout])
 
 
-def run(cfg, ctx) -> dict:
+def run(cfg, ctx) -> WorldModelSummary:
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
     settings = cfg.synthetic.world_model
     env = ctx.task.make()
@@ -64,10 +85,11 @@ def run(cfg, ctx) -> dict:
                             act_space_shape=rows.act.shape[1:],
                             extra_metadata={"dataset_id": data.dataset_id, "dataset_sha256":
                                             data.metadata["files"]["main_data.hdf5"]["sha256"]})
-    figures = {"model_id": model.model_id, "model_hash": model_hash, "file": WORLD_MODEL_FILE,
-               "members": settings.members, "elites": settings.elites, "context_names": context_names,
-               "train_transitions": int(in_train.sum()), "report_transitions": int((~in_train).sum()),
-               "report_episodes": int(report_episodes.size), "training": training, "report": report}
+    figures = WorldModelSummary(
+        model_id=model.model_id, model_hash=model_hash, file=WORLD_MODEL_FILE, members=settings.members,
+        elites=settings.elites, context_names=context_names, train_transitions=int(in_train.sum()),
+        report_transitions=int((~in_train).sum()), report_episodes=int(report_episodes.size), training=training,
+        report=report, open_loop_plot=None)
     if report is not None and "open_loop" in report:
         figure = open_loop_figure(report["open_loop"])
         figure.suptitle(f"{cfg.env.id}: world model vs baselines, open loop")

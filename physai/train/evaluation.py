@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, TypedDict
 
 import numpy as np
 
 from physai.core.stats import mean_ci95
 
 ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+class ReturnFigures(TypedDict):
+    """Deterministic returns on recorded seeds, with a Student-t 95% CI: every evaluation's record."""
+
+    mean_return: float
+    std_return: float
+    ci95_low: float
+    ci95_high: float
+    n_episodes: int
+    solved_threshold: Optional[float]
+    solved: Optional[bool]
+    episode_returns: list[float]
+    seeds: list[int]
 
 
 def evaluation_seeds(base_seed: int, offset: int, n_episodes: int) -> list[int]:
@@ -34,9 +48,10 @@ def episode_returns(task, act: ActFn, seeds: Sequence[int]) -> list[float]:
     return returns
 
 
-def summarize_returns(returns: Sequence[float], seeds: Sequence[int], solved_threshold: float | None) -> dict:
+def summarize_returns(returns: Sequence[float], seeds: Sequence[int],
+                      solved_threshold: float | None) -> ReturnFigures:
     stats = mean_ci95(returns)
-    figures = {"mean_return": stats["mean"], "std_return": stats["std"], "ci95_low": stats["ci95_low"],
+    figures: ReturnFigures = {"mean_return": stats["mean"], "std_return": stats["std"], "ci95_low": stats["ci95_low"],
                "ci95_high": stats["ci95_high"], "n_episodes": stats["n"], "solved_threshold": solved_threshold,
                "solved": None if solved_threshold is None else bool(stats["mean"] >= solved_threshold),
                "episode_returns": [float(r) for r in returns], "seeds": [int(s) for s in seeds]}

@@ -296,9 +296,9 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
         venv.close()
     figures = {"checkpoint": str(final.relative_to(run_dir)), "timesteps": int(model.num_timesteps),
                "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
-               "episodes": len(curve)}
-    if hasattr(model, "mbpo_stats"):  # model-based: refits, synthetic rows, warm start from the run's datasets
-        figures["model_based"] = training_figures(model)
+               "episodes": len(curve),
+               # model-based: refits, synthetic rows, warm start from the run's datasets
+               "model_based": training_figures(model) if hasattr(model, "mbpo_stats") else None}
     return figures
 
 
