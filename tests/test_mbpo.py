@@ -16,7 +16,8 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 
 from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
-from physai.synthetic.mbpo import MBPO, MixedReplayBuffer, rollout_length_at, training_figures
+from physai.synthetic.mbpo import MBPO, rollout_length_at, training_figures
+from physai.synthetic.replay_buffers import MixedReplayBuffer
 from physai.train.vec_env import make_training_vec_env
 
 TINY = dict(learning_starts=100, batch_size=64, gradient_steps=1, learning_rate=1e-3, model_train_every=100,

@@ -145,7 +145,7 @@ def test_an_mbpo_checkpoint_holds_ensemble_buffers_counters_and_rng_states(tmp_p
     from conftest import compose_config
     from physai.config import validate_config
     from physai.config.compose import build_task
-    from physai.synthetic.mbpo import ModelBuffer
+    from physai.synthetic.replay_buffers import ModelBuffer
     from physai.train.checkpoints import read_trainer_state, restore_rng, save_checkpoint
     from physai.train.sb3 import build_model, build_vec_env, load_checkpoint
 
