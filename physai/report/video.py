@@ -22,6 +22,20 @@ class NoVideo(Exception):
     """Why a video could not be made; the run goes on without it."""
 
 
+def try_video(record: Callable[[], None], relative_path: str, what: str, switch: str,
+              enabled: bool) -> tuple[str | None, str | None]:
+    """Record a report video: ``(relative_path, None)``, or ``(None, why not)`` when it is switched off
+    (``switch`` names the setting) or off-screen rendering is unavailable. A missing video never ends a run."""
+    if not enabled:
+        return None, f"switched off ({switch}=false)"
+    try:
+        record()
+        return relative_path, None
+    except NoVideo as exc:
+        log.warning("no %s: %s", what, exc)
+        return None, str(exc)
+
+
 def open_render_env(task, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
     """An env of ``task`` reset with ``seed`` that renders RGB frames: (env, first obs, first frame).
 

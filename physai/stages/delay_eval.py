@@ -9,9 +9,8 @@ fixed delays (plotted in report/delay_return.png).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import logging
+from typing import Optional
 
 from physai.core.errors import ConfigError
 from physai.deploy.delayed_evaluation import DelayFigures, evaluate_delays, plot_return_vs_delay

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import logging
-
 from physai.report.format import fmt, video_lines
-from physai.report.video import NoVideo, record_episode
+from physai.report.video import record_episode, try_video
 from physai.train.evaluation import ReturnFigures, episode_returns, evaluation_seeds, summarize_returns
 from physai.train.sb3 import load_trained_policy
 
@@ -26,24 +24,17 @@ PRODUCES = ["summary:eval"]
 SUMMARY = EvalSummary
 VIDEO = "report/eval_episode.mp4"
 
-log = logging.getLogger(__name__)
-
 
 def run(cfg, ctx) -> EvalSummary:
     trained = load_trained_policy(cfg.algo, ctx.path("checkpoints", "final"), ctx.task)
     seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
     returns = summarize_returns(episode_returns(ctx.task, trained.predict, seeds), seeds, ctx.task.solved_threshold)
+    video, video_missing = try_video(
+        lambda: record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),
+                               max_frames=cfg.evaluate.video_max_frames),
+        VIDEO, "evaluation video", "evaluate.video", cfg.evaluate.video)
     figures = EvalSummary(**returns, policy="checkpoints/final (stable-baselines3, deterministic)",
-                          checkpoint_timesteps=trained.timesteps, video=None,
-                          video_missing="switched off (evaluate.video=false)")
-    if cfg.evaluate.video:
-        try:
-            record_episode(ctx.task, trained.predict, seeds[0], ctx.path(VIDEO),
-                           max_frames=cfg.evaluate.video_max_frames)
-            figures["video"], figures["video_missing"] = VIDEO, None
-        except NoVideo as exc:
-            log.warning("no evaluation video: %s", exc)
-            figures["video_missing"] = str(exc)
+                          checkpoint_timesteps=trained.timesteps, video=video, video_missing=video_missing)
     ctx.record("eval", figures)
     return figures
 

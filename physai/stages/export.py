@@ -6,9 +6,8 @@ closed-loop, and only then swapped in: a failed export never costs the last good
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypedDict
-
 import shutil
+from typing import Any, Optional, TypedDict
 
 import numpy as np
 from omegaconf import OmegaConf

@@ -12,11 +12,10 @@ evaluation's jitter.
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypedDict
-
 import logging
 import os
 import platform
+from typing import Any, Optional, TypedDict
 
 import numpy as np
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Optional, TypedDict
 
-import logging
-
 import numpy as np
 import torch
 
 from physai.core.errors import ConfigError
 from physai.report.dream_video import record_dream_vs_real
 from physai.report.format import video_lines
-from physai.report.video import NoVideo
+from physai.report.video import try_video
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE, dataset_id
 from physai.synthetic.collect import make_action_fn
 from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
@@ -50,8 +48,6 @@ REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
 SUMMARY = SynthesizeSummary
 DREAM_VIDEO = "report/dream_vs_real.mp4"
-
-log = logging.getLogger(__name__)
 
 
 def check(cfg, task) -> None:
@@ -108,15 +104,9 @@ def run(cfg, ctx) -> SynthesizeSummary:
                   generator_info={"scenario": scenario.describe(), "model_id": model.model_id,
                                   "policy": policy_description, "seed": cfg.seed})
     figures["dataset"] = SYNTHETIC_DATASET
-    figures["dream_video"], figures["dream_video_missing"] = None, (
-        "switched off (synthetic.synthesize.dream_video=false)")
-    if settings.dream_video:
-        try:
-            record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps)
-            figures["dream_video"], figures["dream_video_missing"] = DREAM_VIDEO, None
-        except NoVideo as exc:
-            log.warning("no dream video: %s", exc)
-            figures["dream_video_missing"] = str(exc)
+    figures["dream_video"], figures["dream_video_missing"] = try_video(
+        lambda: record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps),
+        DREAM_VIDEO, "dream video", "synthetic.synthesize.dream_video", settings.dream_video)
     ctx.record("synthesize", figures)
     return figures
 
