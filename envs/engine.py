@@ -22,12 +22,13 @@ from typing import Any, Optional
 import mujoco
 import numpy as np
 
-from physai.envs.spec import DEFAULT_BACKEND, TaskError, TaskSpec, Term
+from physai.envs.spec import DEFAULT_BACKEND, TIMED_EVENT_MODES, TaskError, TaskSpec, Term
 
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 # An env whose velocities pass this bound has blown up; it is reset, never averaged into the batch.
 EXPLODED_QVEL = 1e4
+NEVER_AGAIN = np.iinfo(np.int64).max  # the countdown of a once-per-episode event that has fired
 
 # What a term's failure may raise: turned into a TaskError that names the term.
 _TERM_ERRORS = (TaskError, TypeError, KeyError, ValueError, IndexError)
@@ -125,7 +126,7 @@ class BatchedEngine:
         self.commands: dict[str, np.ndarray] = {}
         self._command_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.commands}
         self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
-                             if term.mode == "interval"}
+                             if term.mode in TIMED_EVENT_MODES}
         self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
         # Domain-randomization draws per env by name (e.g. "mass_scale/pole"), 1.0 = nominal physics.
         self.physics_context: dict[str, np.ndarray] = {}
@@ -329,8 +330,9 @@ class BatchedEngine:
         self._tickers = [(self._command_timer[term.name], term, functools.partial(self._resample_command, term))
                          for term in self.spec.commands]
         self._tickers += [(self._event_timer[term.name], term, functools.partial(self._fire_event, term))
-                          for term in self.spec.events if term.mode == "interval"]
-        self._reset_and_interval_events = [term for term in self.spec.events if term.mode in ("reset", "interval")]
+                          for term in self.spec.events if term.mode in TIMED_EVENT_MODES]
+        self._reset_and_interval_events = [term for term in self.spec.events
+                                           if term.mode in ("reset", *TIMED_EVENT_MODES)]
 
     def _check_output(self, term: Term, value: np.ndarray) -> None:
         if np.shape(value)[:1] != (self.num_envs,):
@@ -556,7 +558,7 @@ class BatchedEngine:
         due = (timer <= 0).nonzero()[0]
         if due.size:
             fire(due)
-            timer[due] = self._draw_interval(term, due.size)
+            timer[due] = self._draw_interval(term, due.size) if term.mode != "once" else NEVER_AGAIN
 
     def _draw_interval(self, term: Term, count: int) -> np.ndarray:
         """Control steps until a command or interval event next fires, uniform in ``every_steps``."""

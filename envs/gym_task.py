@@ -7,6 +7,7 @@ task by ``physai.train.vec_env`` (physai tasks train on the batched MuJoCo engin
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any, Callable, Optional
 
@@ -58,6 +59,17 @@ class GymTask:
             raise ConfigError(f"env.train_events.{clash[0]} has the name of an event of env.task.events; give the "
                               f"training-only event another name")
         return build_spec(**{**self.task, "events": {**events, **train_events}})
+
+    def with_task_changes(self, **fields: Any) -> "GymTask":
+        """This task with some fields of its definition replaced (a staged scenario's events and physics);
+        id, threshold, control rate and backend stay, training-only events do not carry over."""
+        if self.task is None:
+            raise ConfigError(f"{self.id} has no physai task definition to change")
+        changed = copy.copy(self)
+        changed.task = {**self.task, **fields}
+        changed.kwargs = {**self.kwargs, "task": changed.task}
+        changed.task_spec = changed.train_spec = build_spec(**changed.task)
+        return changed
 
     def make(self, render_mode: Optional[str] = None) -> gym.Env:
         try:

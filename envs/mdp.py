@@ -267,7 +267,10 @@ def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], names: Seque
     low, high = _range("scale_range", scale_range, nonnegative=True)
     if low <= 0:
         raise ValueError(f"scale_range={list(scale_range)} must stay above 0 (a zero mass or gain is not physical)")
-    scales = env.rng.uniform(low, high, size=(env_ids.size, len(names)))
+    # A staged scenario narrows some names to its own range; the stream of draws stays the same either way.
+    bounds = np.array([env.spec.context_ranges.get(name, (low, high)) for name in names], dtype=np.float64)
+    unit = env.rng.uniform(size=(env_ids.size, len(names)))
+    scales = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * unit
     for column, name in enumerate(names):
         env.set_physics_context(name, env_ids, scales[:, column])
     return scales
@@ -369,6 +372,23 @@ def sensor_noise_burst(env, env_ids: np.ndarray, std: float, duration_steps: Seq
     env.noise_burst_std[env_ids] = std
     env.noise_burst_until[env_ids] = env.episode_step[env_ids] + env.rng.integers(int(low), int(high),
                                                                                    endpoint=True, size=env_ids.size)
+
+
+def push_body_velocity(env, env_ids: np.ndarray, joint: str, axis: Sequence[float],
+                       vel_range: Sequence[float]) -> None:
+    """A shove along an axis of a free-floating body's own frame (a gust from the side of a car).
+
+    A free joint's linear velocity is in the world frame, so the body-frame axis is turned by the
+    body's orientation (the joint's quaternion) before the random speed along it is added.
+    """
+    low, high = _range("vel_range", vel_range)
+    q = env.qpos[env_ids, env.joint_qpos(joint, "joint") + 3:env.joint_qpos(joint, "joint") + 7]
+    w, u = q[:, :1], q[:, 1:]
+    v = np.broadcast_to(np.asarray(axis, dtype=np.float64), u.shape)
+    t = 2.0 * np.cross(u, v)
+    world = v + w * t + np.cross(u, t)  # the axis rotated by the unit quaternion (w, u)
+    start = env.joint_dof(joint, "joint")
+    env.qvel[env_ids, start:start + 3] += env.rng.uniform(low, high, size=(env_ids.size, 1)) * world
 
 
 def push_dofs(env, env_ids: np.ndarray, joint: str, dofs: Sequence[int], vel_range: Sequence[float]) -> None:

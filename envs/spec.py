@@ -19,7 +19,8 @@ from physai.envs import mdp
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
 ACTION_KEYS = ("actuators", "scale")
-EVENT_MODES = ("startup", "reset", "interval")
+EVENT_MODES = ("startup", "reset", "interval", "once")
+TIMED_EVENT_MODES = ("interval", "once")  # fired by a countdown drawn from every_steps
 # ``mjcf: <source>:<file>`` reads a model from an installed package: source -> (package, folder in it).
 MJCF_SOURCES = {"gymnasium": ("gymnasium", "envs/mujoco/assets")}
 
@@ -34,8 +35,10 @@ class Term:
     fn: Callable[..., Any]
     params: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
-    mode: str = ""                      # events only: startup | reset | interval
-    every_steps: tuple[int, int] = (0, 0)  # interval events and commands: resample range, in control steps
+    # events only: startup | reset | interval (again every every_steps) | once (one time per episode, at a
+    # control step drawn from every_steps: a staged shove)
+    mode: str = ""
+    every_steps: tuple[int, int] = (0, 0)  # timed events and commands: resample range, in control steps
 
 
 @dataclass
@@ -54,6 +57,9 @@ class TaskSpec:
     solved_threshold: Optional[float]
     observation_noise: float = 0.0
     camera: Optional[str] = None  # MJCF camera for videos; None: MuJoCo's free camera
+    # Physics-context name -> [low, high]: scale draws of that name come from this range instead of their
+    # event's (how a scenario's physics is staged in the simulator; see physai.synthetic.staging).
+    context_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def resolve_mjcf(task: str, mjcf: str) -> Path:
@@ -116,7 +122,7 @@ def _terms(task: str, section: str, entries: dict[str, Any] | None) -> list[Term
             raise TaskError(f"task {task}: events.{term_name}.mode={mode!r} must be one of {list(EVENT_MODES)}")
         every = entry.pop("every_steps", (0, 0))
         every = (int(every), int(every)) if isinstance(every, (int, float)) else tuple(int(v) for v in every)
-        if (section == "commands" or mode == "interval") and (len(every) != 2 or every[0] < 1 or every[0] > every[1]):
+        if (section == "commands" or mode in TIMED_EVENT_MODES) and (len(every) != 2 or every[0] < 1 or every[0] > every[1]):
             raise TaskError(f"task {task}: {section}.{term_name}.every_steps={list(every)} must be [low, high] "
                             f"with 1 <= low <= high")
         terms.append(Term(term_name, fn, entry.pop("params", {}) or {}, weight, mode, every))
@@ -129,11 +135,12 @@ def _terms(task: str, section: str, entries: dict[str, Any] | None) -> list[Term
 def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, actions: dict[str, Any],
                observations: dict, rewards: dict, terminations: dict | None = None, commands: dict | None = None,
                events: dict | None = None, solved_threshold: Optional[float] = None,
-               observation_noise: float = 0.0, camera: Optional[str] = None, **unknown: Any) -> TaskSpec:
+               observation_noise: float = 0.0, camera: Optional[str] = None,
+               context_ranges: Optional[dict[str, Any]] = None, **unknown: Any) -> TaskSpec:
     if unknown:
         raise TaskError(f"task {name}: unknown field(s) {sorted(unknown)}; a task takes name, mjcf, camera, "
                         f"frame_skip, episode_steps, solved_threshold, observation_noise, actions, observations, "
-                        f"rewards, terminations, commands, events")
+                        f"rewards, terminations, commands, events, context_ranges")
     extra = sorted(set(actions) - set(ACTION_KEYS))
     if extra:
         raise TaskError(f"task {name}: actions has unknown field(s) {extra}; it takes {list(ACTION_KEYS)}")
@@ -152,4 +159,16 @@ def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, action
         observations=_terms(name, "observations", observations), rewards=_terms(name, "rewards", rewards),
         terminations=_terms(name, "terminations", terminations), commands=_terms(name, "commands", commands),
         events=_terms(name, "events", events), solved_threshold=solved_threshold,
-        observation_noise=float(observation_noise), camera=camera)
+        observation_noise=float(observation_noise), camera=camera,
+        context_ranges=_context_ranges(name, context_ranges))
+
+
+def _context_ranges(task: str, ranges: Optional[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    checked = {}
+    for key, bounds in (ranges or {}).items():
+        values = list(bounds) if isinstance(bounds, (list, tuple)) else []
+        if len(values) != 2 or not 0 < float(values[0]) <= float(values[1]):
+            raise TaskError(f"task {task}: context_ranges.{key}={bounds!r} must be [low, high] with 0 < low <= high "
+                            f"(scales of the nominal physics)")
+        checked[str(key)] = (float(values[0]), float(values[1]))
+    return checked

@@ -104,6 +104,15 @@ def resolve_scenario(config: Mapping[str, Any], task_id: str, observation_names:
                     description=str(config.get("description", "")), context_names=tuple(context_names))
 
 
+def scenario_of_run(config: Optional[Mapping[str, Any]], task: Any, stage: str) -> Scenario:
+    """A run's ``scenario`` resolved against its task, for the stage that needs one."""
+    if config is None:
+        raise ScenarioError(f"pipeline.stages runs '{stage}' but no scenario is chosen; pick one with "
+                            f"scenario=<task>/<name> (the library is configs/scenario/)")
+    observation_names, context_names = task.signal_names()
+    return resolve_scenario(config, task.id, observation_names, context_names)
+
+
 def _lookup(where: str, field_name: str, key: str, known: Mapping[str, int], what: str) -> int:
     if key in known:
         return known[key]

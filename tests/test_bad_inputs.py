@@ -66,6 +66,11 @@ CASES = [
     (["pipeline.stages=[evaluate]"], "pipeline.stages runs 'evaluate', which needs checkpoints/final/model.zip"),
     (["pipeline.stages=[world_model,train]"], "pipeline.stages runs 'world_model', which needs datasets/real"),
     (["pipeline.stages=[synthesize,train]"], "pipeline.stages runs 'synthesize' but no scenario is chosen"),
+    (["pipeline.stages=[train,scenario_eval]"], "pipeline.stages runs 'scenario_eval' but no scenario is chosen"),
+    (["synthetic.synthesize.trust_steps=10"], "synthetic.synthesize.trust_steps=10 is too few real steps"),
+    (["pipeline.stages=[train,scenario_eval]", "scenario=cartpole_balance/heavy_pole_push",
+      "scenario.perturbations.0.observations=[cart_pos]"],
+     "perturbations.pole_shove on 'cart_pos': the simulator can push only joint-velocity columns"),
     (["pipeline=nope"], "pipeline/nope"),
     # tracking
     (["tracking.mode=sometimes"], "tracking.mode='sometimes'"),

@@ -9,8 +9,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from physai.envs.gym_task import GymTask
+from physai.envs.spec import TaskError
 from physai.envs.registry import packaged_env_configs
 from physai.synthetic.scenario import ScenarioError, Starts, resolve_scenario, sample_starts
+from physai.synthetic.staging import stage_scenario
+from physai.synthetic.trust import context_extrapolation
 from conftest import CONFIGS, compose_config
 
 LIBRARY = sorted((CONFIGS / "scenario").glob("*/*.yaml"))
@@ -85,3 +88,110 @@ def test_starts_follow_the_prompt():
     assert set(starts.parent_state_id) <= set(range(100, 200))
     # Columns the prompt leaves alone come from real states.
     assert np.isin(starts.obs[:, 3], real_obs[:, 3]).all()
+
+
+# ----- scenarios staged in the real simulator ----------------------------------------------------------
+def _staged(env_option: str, scenario: str):
+    cfg = compose_config([f"env={env_option}", f"scenario={env_option}/{scenario}"])
+    task = _task(env_option)
+    return task, *stage_scenario(task, resolve_scenario(cfg.scenario, cfg.env.id, *task.signal_names()))
+
+
+def _qvel_per_step(task, seed: int, steps: int) -> np.ndarray:
+    env = task.make()
+    try:
+        env.reset(seed=seed)
+        engine = env.unwrapped.engine
+        rows = [engine.qvel[0].copy()]
+        for _ in range(steps):
+            env.step(np.zeros(env.action_space.shape))
+            rows.append(engine.qvel[0].copy())
+        return np.array(rows), engine
+    finally:
+        env.close()
+
+
+def test_a_staged_scenario_runs_its_physics_range_and_one_shove_per_episode():
+    task, staged, record = _staged("cartpole_balance", "heavy_pole_push")
+    assert record["context"] == {"mass_scale/pole": [1.3, 1.6]}
+    for seed in range(5):  # every episode draws its pole from the scenario's range, not the training range
+        env = staged.make()
+        env.reset(seed=seed)
+        assert 1.3 <= env.unwrapped.engine.physics_context["mass_scale/pole"][0] <= 1.6
+        env.close()
+    unkicked = staged.with_task_changes(events=task.task["events"])  # same physics, no shove
+    kicked, engine = _qvel_per_step(staged, seed=3, steps=12)
+    calm, _ = _qvel_per_step(unkicked, seed=3, steps=12)
+    hinge = engine.model.joint("hinge").dofadr[0]
+    apart = np.flatnonzero(np.abs(kicked - calm).max(axis=1) > 0)
+    assert apart.size and 2 <= apart[0] <= 5  # the shove lands once, at a step of at_steps = [2, 5] ...
+    jump = kicked[apart[0]] - calm[apart[0]]
+    assert 0 < abs(jump[hinge]) <= 1.5 and np.count_nonzero(jump) == 1  # ... on the pole's hinge, within ±1.5
+    jumps = np.abs(np.diff(kicked[:, hinge] - calm[:, hinge]))
+    assert (jumps > 0.5 * abs(jump[hinge])).sum() == 1  # and never again in the episode
+
+
+def test_a_velocimeter_kick_pushes_the_car_sideways_in_its_own_frame():
+    task, staged, record = _staged("car_lane", "low_friction_push")
+    assert [k["event"] for k in record["kicks"]] == ["push_body_velocity"]
+    unkicked = staged.with_task_changes(events=task.task["events"])
+    kicked, engine = _qvel_per_step(staged, seed=5, steps=8)
+    calm, _ = _qvel_per_step(unkicked, seed=5, steps=8)
+    step = int(np.flatnonzero(np.abs(kicked - calm).max(axis=1) > 0)[0])
+    assert 2 <= step <= 6
+    env = staged.make()  # the chassis orientation at that step, to read the push in the car's frame
+    env.reset(seed=5)
+    for _ in range(step):
+        env.step(np.zeros(env.action_space.shape))
+    root = engine.model.joint("root")
+    w, x, y, z = env.unwrapped.engine.qpos[0, root.qposadr[0] + 3:root.qposadr[0] + 7]
+    env.close()
+    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    local = rotation.T @ (kicked[step] - calm[step])[root.dofadr[0]:root.dofadr[0] + 3]
+    # The velocimeter column is scaled by 0.2, so the prompt's ±0.3 is ±1.5 m/s, all of it sideways.
+    assert 0 < abs(local[1]) <= 1.5 and abs(local[0]) < 1e-9 and abs(local[2]) < 1e-9
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"perturbations": [{"name": "nudge", "observations": ["cart_pos"], "delta_range": [0, 0.1]}]},
+     "perturbations.nudge on 'cart_pos': the simulator can push only joint-velocity columns"),
+])
+def test_a_scenario_the_simulator_cannot_stage_is_refused_naming_the_field(changes, message):
+    task = _task("cartpole_balance")
+    scenario = resolve_scenario(_scenario(**changes), "physai/CartpoleBalance-v0", *task.signal_names())
+    with pytest.raises(ScenarioError, match=message):
+        stage_scenario(task, scenario)
+
+
+def test_only_a_physai_task_can_stage_a_scenario():
+    task = GymTask(id="Pendulum-v1")
+    scenario = resolve_scenario(_scenario(task="Pendulum-v1"), "Pendulum-v1", *task.signal_names())
+    with pytest.raises(ScenarioError, match="only physai tasks"):
+        stage_scenario(task, scenario)
+
+
+@pytest.mark.parametrize("task_changes, message", [
+    ({"events": {"shove": {"fn": "push_joints", "mode": "once", "params": {"joints": ["hinge"],
+                                                                            "vel_range": [0, 1]}}}},
+     r"events.shove.every_steps=\[0, 0\] must be \[low, high\]"),
+    ({"context_ranges": {"mass_scale/pole": [0.0, 1.2]}}, "context_ranges.mass_scale/pole"),
+])
+def test_a_staged_task_definition_is_checked_like_any_other(task_changes, message):
+    task = _task("cartpole_balance")
+    with pytest.raises(TaskError, match=message):
+        task.with_task_changes(**task_changes)
+
+
+def test_a_scenario_beyond_the_real_datas_physics_is_flagged_with_the_distance():
+    prompt = _scenario(context={"mass_scale/pole": [1.3, 1.6], "actuator_strength/push": [0.9, 1.0]})
+    scenario = resolve_scenario(prompt, "physai/CartpoleBalance-v0", CARTPOLE_COLUMNS, CARTPOLE_CONTEXT)
+    real = np.array([[0.8, 0.7], [1.2, 1.3], [1.0, 1.0]])  # columns: actuator_strength/push, mass_scale/pole
+    flags = context_extrapolation(scenario, real, CARTPOLE_CONTEXT)
+    assert flags["mass_scale/pole"]["real"] == [0.7, 1.3] and flags["mass_scale/pole"]["extrapolation"]
+    assert flags["mass_scale/pole"]["outside_by"] == pytest.approx(0.3)
+    assert flags["mass_scale/pole"]["outside_spans"] == pytest.approx(0.5)
+    assert not flags["actuator_strength/push"]["extrapolation"] and flags["actuator_strength/push"]["outside_by"] == 0
+    unrecorded = context_extrapolation(scenario, None, [])
+    assert unrecorded["mass_scale/pole"]["extrapolation"] and unrecorded["mass_scale/pole"]["real"] is None

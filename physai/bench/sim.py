@@ -186,8 +186,8 @@ def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, 
         figures = _summary(samples[contender.name], contender.physics_steps_per_env_step)
         figures["threads"] = contender.threads
         point["contenders"][contender.name] = figures
-    physai = point["contenders"]["physai"]["median"]
-    point["fraction_of_bare_rollout"] = physai / point["contenders"]["bare rollout"]["median"]
+    ours_median = point["contenders"]["physai"]["median"]
+    point["fraction_of_bare_rollout"] = ours_median / point["contenders"]["bare rollout"]["median"]
     if "EnvPool" in point["contenders"]:
         ours = point["contenders"]["physai"]["physics_steps_per_s"]
         point["ratio_vs_envpool_physics_steps"] = ours / point["contenders"]["EnvPool"]["physics_steps_per_s"]

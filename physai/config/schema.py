@@ -49,8 +49,9 @@ ALGO_FRAMEWORK_KEYS = frozenset({
 NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "guard", "profile", "delay_eval", "gate",
                      "device", "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps",
                      "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend",
-                     # the dream video is drawn after the synthetic dataset is written: a report, not data
-                     "synthetic.synthesize.dream_video", "synthetic.synthesize.dream_steps")
+                     # the dream video and the trust report come after the synthetic dataset is written: reports, not data
+                     "synthetic.synthesize.dream_video", "synthetic.synthesize.dream_steps",
+                     "synthetic.synthesize.trust_steps")
 
 
 @dataclass
@@ -418,6 +419,16 @@ class SynthesizeConfig(PolicySourceConfig):
     # A "dream vs real" MP4 (simulator and model from the same start and actions) in report/.
     dream_video: bool = True
     dream_steps: int = bounded(100, low=2)
+    # Real steps collected under the scenario staged in the simulator, to report how far the model holds
+    # there before its dreams train anything (0: skip; a scenario the simulator cannot stage is skipped).
+    trust_steps: int = bounded(2000, low=0)
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        PolicySourceConfig.check(node, prefix)
+        if 0 < node.trust_steps < 100:
+            raise ConfigError(f"{prefix}trust_steps={node.trust_steps} is too few real steps to judge a model; "
+                              f"use {prefix}trust_steps=0 to skip the trust report, or at least 100")
 
 
 @dataclass

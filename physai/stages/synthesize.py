@@ -14,13 +14,15 @@ import torch
 
 from physai.core.errors import ConfigError
 from physai.report.dream_video import record_dream_vs_real
-from physai.report.format import video_lines
+from physai.report.format import fmt, video_lines
 from physai.report.video import try_video
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET, WORLD_MODEL_FILE, dataset_id
 from physai.synthetic.collect import make_action_fn
 from physai.synthetic.dataset import Episode, ProvenanceTables, read_dataset, write_dataset
 from physai.synthetic.imagine import branch_episodes, imagine
-from physai.synthetic.scenario import resolve_scenario, sample_starts
+from physai.synthetic.scenario import ScenarioError, sample_starts, scenario_of_run
+from physai.synthetic.staging import stage_scenario
+from physai.synthetic.trust import context_extrapolation, staged_model_report, trust_rows
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
 
@@ -42,32 +44,27 @@ class SynthesizeSummary(TypedDict):
     dataset: str
     dream_video: Optional[str]
     dream_video_missing: Optional[str]
+    # How far the model holds for this scenario: extrapolation beyond the real data's physics, branches
+    # cut by disagreement, and the model's report on real episodes of the staged scenario (or why none).
+    trust: dict[str, Any]
 
 
 REQUIRES = [WORLD_MODEL_FILE, REAL_DATASET]
 PRODUCES = [SYNTHETIC_DATASET, "summary:synthesize"]
 SUMMARY = SynthesizeSummary
 DREAM_VIDEO = "report/dream_vs_real.mp4"
+TRUST_SEED = 3_000_000
 
 
 def check(cfg, task) -> None:
     """Before anything trains: the scenario's columns and ranges must fit the task."""
-    resolved_scenario(cfg, task)
-
-
-def resolved_scenario(cfg, task):
-    """The run's scenario checked against its task (names, ranges); refused before any work."""
-    if cfg.scenario is None:
-        raise ConfigError("pipeline.stages runs 'synthesize' but no scenario is chosen; pick one with "
-                          "scenario=<task>/<name> (the library is configs/scenario/)")
-    observation_names, context_names = task.signal_names()
-    return resolve_scenario(cfg.scenario, cfg.env.id, observation_names, context_names)
+    scenario_of_run(cfg.scenario, task, "synthesize")
 
 
 def run(cfg, ctx) -> SynthesizeSummary:
     torch.set_num_threads(cfg.algo.torch_threads)  # small nets: one thread each beats contention on a busy box
     settings = cfg.synthetic.synthesize
-    scenario = resolved_scenario(cfg, ctx.task)
+    scenario = scenario_of_run(cfg.scenario, ctx.task, "synthesize")
     env = ctx.task.make()
     observation_space, action_space = env.observation_space, env.action_space
     env.close()
@@ -104,6 +101,7 @@ def run(cfg, ctx) -> SynthesizeSummary:
                   generator_info={"scenario": scenario.describe(), "model_id": model.model_id,
                                   "policy": policy_description, "seed": cfg.seed})
     figures["dataset"] = SYNTHETIC_DATASET
+    figures["trust"] = _trust(cfg, ctx.task, scenario, model, real, policy, imagined.stats)
     figures["dream_video"], figures["dream_video_missing"] = try_video(
         lambda: record_dream_vs_real(ctx.task, model, real, ctx.path(DREAM_VIDEO), steps=settings.dream_steps),
         DREAM_VIDEO, "dream video", "synthetic.synthesize.dream_video", settings.dream_video)
@@ -111,6 +109,54 @@ def run(cfg, ctx) -> SynthesizeSummary:
     return figures
 
 
+def _trust(cfg, task, scenario, model, real, policy, stats: dict[str, Any]) -> dict[str, Any]:
+    trust: dict[str, Any] = {
+        "extrapolation": context_extrapolation(scenario, real.transitions.context,
+                                               real.provenance_tables.context_names),
+        "cut_by_disagreement": stats["stopped_uncertain"] / max(1, stats["branches"]),
+        "staged": None, "not_staged": None, "episodes": 0, "transitions": 0, "report": None}
+    steps = cfg.synthetic.synthesize.trust_steps
+    if not steps:
+        trust["not_staged"] = "switched off (synthetic.synthesize.trust_steps=0)"
+        return trust
+    try:  # the physics only: a dream applies the kicks itself, so no model is asked to predict one
+        staged, trust["staged"] = stage_scenario(task, scenario, kicks=False)
+    except ScenarioError as exc:
+        trust["not_staged"] = str(exc)
+        return trust
+    # Episode seeds apart from collect's (seed x 100,000 onward) and evaluation's (1,000,000 onward).
+    trust.update(staged_model_report(model, real.transitions, staged, policy, steps, seed=TRUST_SEED + cfg.seed,
+                                     horizons=cfg.synthetic.world_model.open_loop_horizons))
+    return trust
+
+
 def report_lines(cfg, ctx, summary: dict) -> list[str]:
-    """The dream-vs-real video, or why there is none."""
-    return video_lines("The world model's dream beside the simulator", summary.get("synthesize"), "dream_video")
+    """How far the model can be trusted for the scenario, and the dream-vs-real video."""
+    section = summary.get("synthesize")
+    lines = video_lines("The world model's dream beside the simulator", section, "dream_video")
+    if not section or not section.get("trust"):
+        return lines
+    trust, name = section["trust"], section["scenario"]["name"]
+    lines += [f"## How far the world model can be trusted for `{name}`", "",
+              f"Branches cut by ensemble disagreement: {fmt(100 * trust['cut_by_disagreement'])}% of "
+              f"{section['branches']}.", ""]
+    for context, figures in trust["extrapolation"].items():
+        real = ("never recorded" if figures["real"] is None
+                else f"[{fmt(figures['real'][0])}, {fmt(figures['real'][1])}]")
+        verdict = ("within the real data" if not figures["extrapolation"] else
+                   f"**extrapolation**: {fmt(figures['outside_by'])} beyond the real data "
+                   f"({fmt(figures['outside_spans'])} of its span)")
+        lines.append(f"- `{context}`: scenario [{fmt(figures['scenario'][0])}, {fmt(figures['scenario'][1])}], "
+                     f"real data {real}: {verdict}")
+    if trust["report"] is None:
+        lines += ["", f"Not measured on real physics: {trust['not_staged']}", ""]
+        return lines
+    nominal = (summary.get("world_model") or {}).get("report")
+    lines += ["", f"The model on {trust['transitions']} real transitions ({trust['episodes']} episodes) collected "
+                  f"under the scenario staged in the simulator, beside the nominal held-out data:", "",
+              "| data | n | one-step MSE: model / linear / identity | NLL per dim | open loop h = 1 / 10 | "
+              "90% coverage |", "|---|---|---|---|---|---|"]
+    for label, n, mse, linear, identity, nll, h1, h10, coverage in trust_rows(nominal, trust["report"]):
+        lines.append(f"| {label} | {n} | {fmt(mse)} / {fmt(linear)} / {fmt(identity)} | {fmt(nll)} | "
+                     f"{fmt(h1)} / {fmt(h10)} | {fmt(coverage)} |")
+    return lines + [""]

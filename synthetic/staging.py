@@ -1,0 +1,128 @@
+"""Stage a scenario prompt in the real simulator, so an edge case is measured on real physics.
+
+A scenario asks the world model for physics (ranges of the task's domain-randomization context) and
+kicks (deltas on observation columns during a branch). The simulator can apply both:
+
+* **Physics.** Each context range narrows the draws of that name (``context_ranges`` of the task), so
+  every evaluation episode gets, say, a pole 30-60% heavier than nominal. Only scale draws can be
+  narrowed; a name no event draws as a scale is refused.
+* **Kicks.** An observation is a reading of the state, so a kick on a column is a push on what the
+  column reads: a joint-velocity column becomes a velocity push on that degree of freedom, a
+  velocimeter column a push along that axis of the sensor's frame on a free-floating body. The push
+  lands once per episode, at a control step drawn from the kick's ``at_steps``, with the delta
+  divided by the column's observation scale. Columns the simulator cannot push (positions, commands,
+  derived features) are refused with the column named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from physai.envs import mdp
+from physai.envs.engine import BatchedEngine
+from physai.envs.spec import build_spec
+from physai.synthetic.scenario import Perturbation, Scenario, ScenarioError
+
+
+@dataclass(frozen=True)
+class StagedKick:
+    """One scenario kick as a simulator event: ``push_dofs`` or ``push_body_velocity`` with its params."""
+
+    name: str
+    column: str
+    event: dict[str, Any]
+
+
+def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The task with the scenario's physics (and, unless ``kicks=False``, its kicks) applied as events, and
+    a record of what was staged."""
+    if task.task is None:
+        raise ScenarioError(f"scenario {scenario.name!r}: only physai tasks (physai/<Task>-v0) can stage a "
+                            f"scenario in the simulator; {task.id} has no task definition to add events to")
+    engine = BatchedEngine(task.task_spec, num_envs=1, nthread=1)
+    context = {scenario.context_names[i]: [float(low), float(high)]
+               for i, (low, high) in scenario.context_ranges.items()}
+    perturbations = scenario.perturbations if kicks else ()
+    kicks = [kick for perturbation in perturbations for kick in _staged_kicks(scenario.name, perturbation, engine)]
+    events = dict(task.task.get("events") or {})
+    for kick in kicks:
+        events[f"scenario_{kick.name}_{len(events)}"] = kick.event
+    staged = task.with_task_changes(events=events, context_ranges=context)
+    _check_context_is_staged(scenario.name, staged, context)
+    record = {"context": context,
+              "kicks": [{"name": k.name, "column": k.column, "event": k.event["fn"], "params": k.event["params"],
+                         "at_steps": k.event["every_steps"]} for k in kicks]}
+    return staged, record
+
+
+def _staged_kicks(scenario: str, kick: Perturbation, engine: BatchedEngine) -> list[StagedKick]:
+    names = engine.observation_names
+    return [StagedKick(kick.name, names[column], _push_event(scenario, kick, names[column], engine))
+            for column in kick.columns]
+
+
+def _push_event(scenario: str, kick: Perturbation, column: str, engine: BatchedEngine) -> dict[str, Any]:
+    term_name, index = _split_column(column)
+    term = next(t for t in engine.spec.observations if t.name == term_name)
+    where = f"scenario {scenario!r}: perturbations.{kick.name} on {column!r}"
+    scale = float(term.params.get("scale", 1.0))
+    delta = sorted((kick.low / scale, kick.high / scale))
+    timing = {"mode": "once", "every_steps": [kick.first_step, kick.last_step]}
+    model = engine.model
+    if term.fn is mdp.joint_vel:
+        joints = term.params.get("joints")
+        dofs = np.arange(model.nv) if joints is None else engine.dof_indices(tuple(joints))
+        dof = int(dofs[index])
+        joint = int(model.dof_jntid[dof])
+        return {"fn": "push_dofs", "params": {"joint": model.joint(joint).name,
+                                             "dofs": [dof - int(model.jnt_dofadr[joint])], "vel_range": delta},
+                **timing}
+    if term.fn is mdp.sensor:
+        sensor = model.sensor(term.params["name"])
+        if sensor.type[0] == mujoco.mjtSensor.mjSENS_VELOCIMETER:
+            site = int(sensor.objid[0])
+            body = int(model.site_bodyid[site])
+            joint = int(model.body_jntadr[body])
+            if joint < 0 or model.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE:
+                raise ScenarioError(f"{where}: the velocimeter sits on body {model.body(body).name!r}, which has no "
+                                    f"free joint; only a free-floating body can be pushed along the sensor's axes")
+            if not np.allclose(model.site_quat[site], [1.0, 0.0, 0.0, 0.0]):
+                raise ScenarioError(f"{where}: the velocimeter's site is rotated against its body; align the site "
+                                    f"with the body to stage pushes along its axes")
+            axis = [0.0, 0.0, 0.0]
+            axis[index] = 1.0
+            return {"fn": "push_body_velocity", "params": {"joint": model.joint(joint).name, "axis": axis,
+                                                           "vel_range": delta}, **timing}
+    raise ScenarioError(f"{where}: the simulator can push only joint-velocity columns (joint_vel) and velocimeter "
+                        f"columns of a free-floating body, but this column reads {term.fn.__name__}; kick a velocity "
+                        f"column instead, or evaluate this scenario in the world model only")
+
+
+def _split_column(column: str) -> tuple[str, int]:
+    name, bracket, rest = column.partition("[")
+    return (name, int(rest.rstrip("]"))) if bracket else (name, 0)
+
+
+def _check_context_is_staged(scenario: str, staged: Any, context: dict[str, list[float]]) -> None:
+    """Every named range must be drawn as a scale by some event, or the episode would run nominal physics."""
+    if not context:
+        return
+    engine = BatchedEngine(build_spec(**staged.task), num_envs=4, nthread=1, seed=0)
+    for name, (low, high) in context.items():
+        drawn = engine.physics_context.get(name)
+        if drawn is None or not np.all((drawn >= low) & (drawn <= high)):
+            raise ScenarioError(f"scenario {scenario!r}: context.{name} is not drawn as a scale of nominal physics "
+                                f"by any startup event of this task, so the simulator cannot stage it")
+
+
+def staged_description(record: dict[str, Any]) -> str:
+    """One line for the report: the physics ranges and pushes the evaluation applied."""
+    physics = ", ".join(f"{name} in [{low:g}, {high:g}]" for name, (low, high) in record["context"].items())
+    pushes = ", ".join(f"{k['name']} on {k['column']} ({k['event']}, {k['params']['vel_range'][0]:g} to "
+                       f"{k['params']['vel_range'][1]:g}, once at step {k['at_steps'][0]}-{k['at_steps'][1]})"
+                       for k in record["kicks"])
+    return "; ".join(part for part in (physics and f"physics: {physics}", pushes and f"pushes: {pushes}") if part)
