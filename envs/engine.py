@@ -128,8 +128,10 @@ class BatchedEngine:
         self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
                              if term.mode in TIMED_EVENT_MODES}
         self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
-        # Domain-randomization draws per env by name (e.g. "mass_scale/pole"), 1.0 = nominal physics.
+        # Domain-randomization draws per env by name (e.g. "mass_scale/pole"), 1.0 = nominal physics, and the
+        # names drawn as scales of nominal physics (those a task's context_ranges can set).
         self.physics_context: dict[str, np.ndarray] = {}
+        self.scaled_context: set[str] = set()
         # Observation noise per env: the task's base level, raised during sensor-noise bursts.
         self.noise_std = np.full(num_envs, spec.observation_noise)
         self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
@@ -139,9 +141,9 @@ class BatchedEngine:
         if spec.camera is not None:
             self.id_of("camera", spec.camera, "camera")
         self._apply_startup_events()
-        # Interval events fire late in an episode; try each once now so a bad name or range fails at build.
+        # Timed events fire late in an episode; try each once now so a bad name or range fails at build.
         for term in spec.events:
-            if term.mode == "interval":
+            if term.mode in TIMED_EVENT_MODES:
                 self._call(term, "events", np.arange(1))
         self.reset_envs(np.arange(num_envs))
         self.observation_names = self._observation_names()
@@ -326,12 +328,12 @@ class BatchedEngine:
         self._observation_fns = [(term, bound(term)) for term in self.spec.observations]
         self._reward_fns = [(term, bound(term), self.reward_sums[term.name]) for term in self.spec.rewards]
         self._termination_fns = [(term, bound(term)) for term in self.spec.terminations]
-        # Commands and interval events counted down every step: (timer, term, what firing does).
+        # Commands and timed (interval, once) events counted down every step: (timer, term, what firing does).
         self._tickers = [(self._command_timer[term.name], term, functools.partial(self._resample_command, term))
                          for term in self.spec.commands]
         self._tickers += [(self._event_timer[term.name], term, functools.partial(self._fire_event, term))
                           for term in self.spec.events if term.mode in TIMED_EVENT_MODES]
-        self._reset_and_interval_events = [term for term in self.spec.events
+        self._reset_and_timed_events = [term for term in self.spec.events
                                            if term.mode in ("reset", *TIMED_EVENT_MODES)]
 
     def _check_output(self, term: Term, value: np.ndarray) -> None:
@@ -384,7 +386,7 @@ class BatchedEngine:
         self.noise_burst_until[env_ids] = 0
         for sums in self.reward_sums.values():
             sums[env_ids] = 0.0
-        for term in self._reset_and_interval_events:  # in the task's order: they share the random stream
+        for term in self._reset_and_timed_events:  # in the task's order: they share the random stream
             if term.mode == "reset":
                 self._call(term, "events", env_ids)
             else:
@@ -553,7 +555,8 @@ class BatchedEngine:
                 | (np.abs(self.qvel) > EXPLODED_QVEL).any(axis=1))
 
     def _tick(self, timer: np.ndarray, term: Term, fire) -> None:
-        """Count an interval down by one control step; fire and redraw it for the envs that are due."""
+        """Count a timer down by one control step; fire for the envs that are due and redraw their timers
+        (a ``once`` event is not redrawn: it waits for the next reset)."""
         timer -= 1
         due = (timer <= 0).nonzero()[0]
         if due.size:

@@ -267,12 +267,13 @@ def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], names: Seque
     low, high = _range("scale_range", scale_range, nonnegative=True)
     if low <= 0:
         raise ValueError(f"scale_range={list(scale_range)} must stay above 0 (a zero mass or gain is not physical)")
-    # A staged scenario narrows some names to its own range; the stream of draws stays the same either way.
+    # A staged scenario sets some names' range (context_ranges); the stream of draws stays the same either way.
     bounds = np.array([env.spec.context_ranges.get(name, (low, high)) for name in names], dtype=np.float64)
     unit = env.rng.uniform(size=(env_ids.size, len(names)))
     scales = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * unit
     for column, name in enumerate(names):
         env.set_physics_context(name, env_ids, scales[:, column])
+    env.scaled_context.update(names)
     return scales
 
 
@@ -374,6 +375,13 @@ def sensor_noise_burst(env, env_ids: np.ndarray, std: float, duration_steps: Seq
                                                                                    endpoint=True, size=env_ids.size)
 
 
+def push_all(env, env_ids: np.ndarray, pushes: Sequence[dict]) -> None:
+    """Several pushes at the same step: ``pushes`` lists ``{fn, params}`` of push events of this module
+    (one staged scenario kick on several columns lands all of them at once, as in the world model)."""
+    for push in pushes:
+        PUSHES[push["fn"]](env, env_ids, **push["params"])
+
+
 def push_body_velocity(env, env_ids: np.ndarray, joint: str, axis: Sequence[float],
                        vel_range: Sequence[float]) -> None:
     """A shove along an axis of a free-floating body's own frame (a gust from the side of a car).
@@ -397,3 +405,6 @@ def push_dofs(env, env_ids: np.ndarray, joint: str, dofs: Sequence[int], vel_ran
     ids = start + np.asarray(dofs, dtype=np.int64)
     low, high = _range("vel_range", vel_range)
     env.qvel[np.ix_(env_ids, ids)] += env.rng.uniform(low, high, size=(env_ids.size, ids.size))
+
+
+PUSHES = {fn.__name__: fn for fn in (push_joints, push_dofs, push_body_velocity)}

@@ -3,20 +3,22 @@
 A scenario asks the world model for physics (ranges of the task's domain-randomization context) and
 kicks (deltas on observation columns during a branch). The simulator can apply both:
 
-* **Physics.** Each context range narrows the draws of that name (``context_ranges`` of the task), so
-  every evaluation episode gets, say, a pole 30-60% heavier than nominal. Only scale draws can be
-  narrowed; a name no event draws as a scale is refused.
+* **Physics.** Each context range replaces the range of that name's draw (``context_ranges`` of the
+  task), so every evaluation episode gets, say, a pole 30-60% heavier than nominal, even where
+  training drew only 0.7-1.3. Only scale draws can be set; a name no event draws as a scale is refused.
 * **Kicks.** An observation is a reading of the state, so a kick on a column is a push on what the
   column reads: a joint-velocity column becomes a velocity push on that degree of freedom, a
-  velocimeter column a push along that axis of the sensor's frame on a free-floating body. The push
-  lands once per episode, at a control step drawn from the kick's ``at_steps``, with the delta
-  divided by the column's observation scale. Columns the simulator cannot push (positions, commands,
-  derived features) are refused with the column named.
+  velocimeter column a push along that axis of the sensor's frame on a free-floating body. All columns
+  of one kick land together, once per episode, at a control step of the episode drawn from the kick's
+  ``at_steps`` (in the model those count from the branch's start), with the delta divided by the
+  column's observation scale. Columns the simulator cannot push (positions, commands, derived
+  features) are refused with the column named.
+* **Starts** are not staged: episodes start from the task's own reset. A scenario's ``start_ranges``
+  are listed under ``not_staged`` in the record, so the report says what was left to the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -28,15 +30,6 @@ from physai.envs.spec import build_spec
 from physai.synthetic.scenario import Perturbation, Scenario, ScenarioError
 
 
-@dataclass(frozen=True)
-class StagedKick:
-    """One scenario kick as a simulator event: ``push_dofs`` or ``push_body_velocity`` with its params."""
-
-    name: str
-    column: str
-    event: dict[str, Any]
-
-
 def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[Any, dict[str, Any]]:
     """The task with the scenario's physics (and, unless ``kicks=False``, its kicks) applied as events, and
     a record of what was staged."""
@@ -46,32 +39,31 @@ def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[A
     engine = BatchedEngine(task.task_spec, num_envs=1, nthread=1)
     context = {scenario.context_names[i]: [float(low), float(high)]
                for i, (low, high) in scenario.context_ranges.items()}
-    perturbations = scenario.perturbations if kicks else ()
-    kicks = [kick for perturbation in perturbations for kick in _staged_kicks(scenario.name, perturbation, engine)]
     events = dict(task.task.get("events") or {})
-    for kick in kicks:
-        events[f"scenario_{kick.name}_{len(events)}"] = kick.event
+    staged_kicks = []
+    for kick in scenario.perturbations if kicks else ():
+        columns = [engine.observation_names[column] for column in kick.columns]
+        pushes = [_push(scenario.name, kick, column, engine) for column in columns]
+        events[f"scenario_kick_{kick.name}"] = {"fn": "push_all", "params": {"pushes": pushes}, "mode": "once",
+                                               "every_steps": [kick.first_step, kick.last_step]}
+        staged_kicks.append({"name": kick.name, "columns": columns, "pushes": pushes,
+                             "at_steps": [kick.first_step, kick.last_step]})
     staged = task.with_task_changes(events=events, context_ranges=context)
     _check_context_is_staged(scenario.name, staged, context)
-    record = {"context": context,
-              "kicks": [{"name": k.name, "column": k.column, "event": k.event["fn"], "params": k.event["params"],
-                         "at_steps": k.event["every_steps"]} for k in kicks]}
-    return staged, record
+    not_staged = ([f"start_ranges of {[engine.observation_names[i] for i in scenario.start_ranges]} (episodes "
+                   f"start from the task's own reset)"] if scenario.start_ranges else [])
+    return staged, {"context": context, "kicks": staged_kicks, "not_staged": not_staged}
 
 
-def _staged_kicks(scenario: str, kick: Perturbation, engine: BatchedEngine) -> list[StagedKick]:
-    names = engine.observation_names
-    return [StagedKick(kick.name, names[column], _push_event(scenario, kick, names[column], engine))
-            for column in kick.columns]
-
-
-def _push_event(scenario: str, kick: Perturbation, column: str, engine: BatchedEngine) -> dict[str, Any]:
+def _push(scenario: str, kick: Perturbation, column: str, engine: BatchedEngine) -> dict[str, Any]:
+    """The push event (``fn`` and ``params``) that changes what ``column`` reads by the kick's delta."""
     term_name, index = _split_column(column)
     term = next(t for t in engine.spec.observations if t.name == term_name)
     where = f"scenario {scenario!r}: perturbations.{kick.name} on {column!r}"
     scale = float(term.params.get("scale", 1.0))
+    if scale == 0:
+        raise ScenarioError(f"{where}: the column's observation scale is 0, so no push changes what it reads")
     delta = sorted((kick.low / scale, kick.high / scale))
-    timing = {"mode": "once", "every_steps": [kick.first_step, kick.last_step]}
     model = engine.model
     if term.fn is mdp.joint_vel:
         joints = term.params.get("joints")
@@ -79,8 +71,7 @@ def _push_event(scenario: str, kick: Perturbation, column: str, engine: BatchedE
         dof = int(dofs[index])
         joint = int(model.dof_jntid[dof])
         return {"fn": "push_dofs", "params": {"joint": model.joint(joint).name,
-                                             "dofs": [dof - int(model.jnt_dofadr[joint])], "vel_range": delta},
-                **timing}
+                                             "dofs": [dof - int(model.jnt_dofadr[joint])], "vel_range": delta}}
     if term.fn is mdp.sensor:
         sensor = model.sensor(term.params["name"])
         if sensor.type[0] == mujoco.mjtSensor.mjSENS_VELOCIMETER:
@@ -96,7 +87,7 @@ def _push_event(scenario: str, kick: Perturbation, column: str, engine: BatchedE
             axis = [0.0, 0.0, 0.0]
             axis[index] = 1.0
             return {"fn": "push_body_velocity", "params": {"joint": model.joint(joint).name, "axis": axis,
-                                                           "vel_range": delta}, **timing}
+                                                           "vel_range": delta}}
     raise ScenarioError(f"{where}: the simulator can push only joint-velocity columns (joint_vel) and velocimeter "
                         f"columns of a free-floating body, but this column reads {term.fn.__name__}; kick a velocity "
                         f"column instead, or evaluate this scenario in the world model only")
@@ -111,18 +102,22 @@ def _check_context_is_staged(scenario: str, staged: Any, context: dict[str, list
     """Every named range must be drawn as a scale by some event, or the episode would run nominal physics."""
     if not context:
         return
-    engine = BatchedEngine(build_spec(**staged.task), num_envs=4, nthread=1, seed=0)
-    for name, (low, high) in context.items():
-        drawn = engine.physics_context.get(name)
-        if drawn is None or not np.all((drawn >= low) & (drawn <= high)):
+    engine = BatchedEngine(build_spec(**staged.task), num_envs=1, nthread=1, seed=0)  # draws startup and reset
+    for name in context:
+        if name not in engine.scaled_context:
             raise ScenarioError(f"scenario {scenario!r}: context.{name} is not drawn as a scale of nominal physics "
-                                f"by any startup event of this task, so the simulator cannot stage it")
+                                f"by any startup or reset event of this task, so the simulator cannot stage it")
 
 
 def staged_description(record: dict[str, Any]) -> str:
-    """One line for the report: the physics ranges and pushes the evaluation applied."""
+    """One line for the report: the physics ranges and pushes the evaluation applied, and what it left out."""
     physics = ", ".join(f"{name} in [{low:g}, {high:g}]" for name, (low, high) in record["context"].items())
-    pushes = ", ".join(f"{k['name']} on {k['column']} ({k['event']}, {k['params']['vel_range'][0]:g} to "
-                       f"{k['params']['vel_range'][1]:g}, once at step {k['at_steps'][0]}-{k['at_steps'][1]})"
-                       for k in record["kicks"])
-    return "; ".join(part for part in (physics and f"physics: {physics}", pushes and f"pushes: {pushes}") if part)
+    pushes = ", ".join(
+        f"{kick['name']} on {', '.join(kick['columns'])} ("
+        + ", ".join(f"{p['fn']} {p['params']['vel_range'][0]:g} to {p['params']['vel_range'][1]:g}"
+                    for p in kick["pushes"])
+        + f"; once per episode, at episode step {kick['at_steps'][0]}-{kick['at_steps'][1]})"
+        for kick in record["kicks"])
+    left_out = "; ".join(record.get("not_staged") or [])
+    return "; ".join(part for part in (physics and f"physics: {physics}", pushes and f"pushes: {pushes}",
+                                       left_out and f"not staged: {left_out}") if part)

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from physai.envs.gym_task import GymTask
 from physai.envs.spec import TaskError
+from physai.run.pipeline import prepare
 from physai.envs.registry import packaged_env_configs
 from physai.synthetic.scenario import ScenarioError, Starts, resolve_scenario, sample_starts
 from physai.synthetic.staging import stage_scenario
@@ -133,7 +134,7 @@ def test_a_staged_scenario_runs_its_physics_range_and_one_shove_per_episode():
 
 def test_a_velocimeter_kick_pushes_the_car_sideways_in_its_own_frame():
     task, staged, record = _staged("car_lane", "low_friction_push")
-    assert [k["event"] for k in record["kicks"]] == ["push_body_velocity"]
+    assert [push["fn"] for kick in record["kicks"] for push in kick["pushes"]] == ["push_body_velocity"]
     unkicked = staged.with_task_changes(events=task.task["events"])
     kicked, engine = _qvel_per_step(staged, seed=5, steps=8)
     calm, _ = _qvel_per_step(unkicked, seed=5, steps=8)
@@ -195,3 +196,24 @@ def test_a_scenario_beyond_the_real_datas_physics_is_flagged_with_the_distance()
     assert not flags["actuator_strength/push"]["extrapolation"] and flags["actuator_strength/push"]["outside_by"] == 0
     unrecorded = context_extrapolation(scenario, None, [])
     assert unrecorded["mass_scale/pole"]["extrapolation"] and unrecorded["mass_scale/pole"]["real"] is None
+
+
+def test_a_kick_on_several_columns_lands_on_all_of_them_at_once():
+    task = _task("cartpole_balance")
+    kick = {"name": "both", "observations": ["velocities[0]", "velocities[1]"], "delta_range": [0.5, 1.0],
+            "at_steps": [2, 5]}
+    staged, record = stage_scenario(task, resolve_scenario(_scenario(perturbations=[kick]),
+                                                           "physai/CartpoleBalance-v0", *task.signal_names()))
+    assert [len(k["pushes"]) for k in record["kicks"]] == [2]
+    kicked, _ = _qvel_per_step(staged, seed=1, steps=8)
+    calm, _ = _qvel_per_step(staged.with_task_changes(events=task.task["events"]), seed=1, steps=8)
+    first = np.flatnonzero(np.abs(kicked - calm).max(axis=1) > 0)[0]
+    jump = kicked[first] - calm[first]
+    assert np.all((jump >= 0.5) & (jump <= 1.0))  # both dofs (slider, hinge) pushed at the same step
+
+
+def test_the_synthetic_pipeline_still_takes_a_gymnasium_id(tmp_path):
+    prepare(compose_config(["env=pendulum", "pipeline=synthetic", "scenario=pendulum/hanging_kick"]), tmp_path / "run")
+    with pytest.raises(ScenarioError, match="only physai tasks"):  # the edge-case pipeline needs the simulator
+        prepare(compose_config(["env=pendulum", "pipeline=synthetic_edge_case", "scenario=pendulum/hanging_kick"]),
+                tmp_path / "run")

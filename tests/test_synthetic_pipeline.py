@@ -181,13 +181,14 @@ def test_the_policy_is_evaluated_under_its_scenario_on_real_physics_beside_nomin
     section = summary["scenario_eval"]
     assert section["scenario"] == "heavy_pole_push" and section["staged"]["context"] == {"mass_scale/pole": [1.3, 1.6]}
     # Nominal conditions are the evaluate stage's own episodes: same policy, same seeds, same returns.
-    assert section["nominal"]["seeds"] == section["scenario_returns"]["seeds"] == summary["eval"]["seeds"]
+    assert section["nominal"]["seeds"] == section["under_scenario"]["seeds"] == summary["eval"]["seeds"]
     assert section["nominal"]["episode_returns"] == pytest.approx(summary["eval"]["episode_returns"])
-    paired = np.subtract(section["scenario_returns"]["episode_returns"], section["nominal"]["episode_returns"])
+    paired = np.subtract(section["under_scenario"]["episode_returns"], section["nominal"]["episode_returns"])
     assert section["difference"]["mean"] == pytest.approx(paired.mean()) and section["difference"]["n"] == 3
     report = (synthetic_run / "report" / "report.md").read_text()
     assert "## Scenario `heavy_pole_push` staged in the simulator" in report
-    assert "pushes: pole_shove on velocities[1] (push_dofs, -1.5 to 1.5, once at step 2-5)" in report
+    assert ("pushes: pole_shove on velocities[1] (push_dofs -1.5 to 1.5; once per episode, at episode step 2-5)"
+            in report)
 
 
 def test_before_dreams_train_anything_the_report_says_how_far_the_model_holds_for_the_scenario(synthetic_run):

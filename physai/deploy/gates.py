@@ -8,28 +8,32 @@ bundle against a reference bundle) and in the checks that need a second bundle (
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NotRequired, Optional, Sequence, TypedDict
+from typing import Any, Mapping, Optional, Sequence, TypedDict
 
 import numpy as np
 
 from physai.core.stats import mean_ci95, t_critical_95
 
 
-class GateRow(TypedDict):
-    """One release check. ``status`` says when it did not decide ("not run", "not applicable")."""
-
+class _GateRowKeys(TypedDict):
     name: str
     value: Any
     threshold: Any
     unit: str
     passed: bool
-    ci95: NotRequired[list[float]]
-    n: NotRequired[int]
-    modeled: NotRequired[bool]
-    source: NotRequired[str]
-    basis: NotRequired[str]
-    status: NotRequired[str]
-    detail: NotRequired[str]
+
+
+class GateRow(_GateRowKeys, total=False):
+    """One release check; the keys below are optional. ``status`` says when it did not decide ("not run",
+    "not applicable")."""
+
+    ci95: list[float]
+    n: int
+    modeled: bool
+    source: str
+    basis: str
+    status: str
+    detail: str
 
 
 class GateFigures(TypedDict):

@@ -27,7 +27,7 @@ from physai.config.validate import check_writable_dir, validate_config
 from physai.core.errors import ConfigError
 from physai.core.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
 from physai.deploy.devices.roofline import check_device
-from physai.stages import known_stages, section_mismatch, stage_module, summary_type
+from physai.stages import known_stages, section_mismatch, stage_module
 from physai.train.vec_env import make_training_vec_env
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def check_stages(stages: list[str]) -> None:
     if len(set(stages)) != len(stages):
         raise ConfigError(f"pipeline.stages lists a stage twice: {stages}")
     for stage in stages:
-        untyped = [p for p in stage_module(stage).PRODUCES
-                   if p.startswith("summary:") and summary_type(p.split(":", 1)[1]) is None]
+        module = stage_module(stage)
+        untyped = [p for p in module.PRODUCES if p.startswith("summary:") and getattr(module, "SUMMARY", None) is None]
         if untyped:
             raise ConfigError(f"stage {stage!r} produces {untyped} but declares no SUMMARY; give its module "
                               f"SUMMARY = <a TypedDict of the section's keys> (see physai/stages/evaluate.py)")

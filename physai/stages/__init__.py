@@ -2,7 +2,9 @@
 ``check(cfg, task)`` and ``report_lines(cfg, ctx, summary)``. A module here is a stage: nothing registers it.
 
 A stage that produces ``summary:<section>`` declares the section's keys as a ``TypedDict`` in ``SUMMARY``;
-what it records is checked against it, so every reader of ``summary.json`` can rely on those keys."""
+the top-level keys it records are checked against it, so every reader of ``summary.json`` can rely on
+them. Write a key that may be empty as ``Optional[...]`` and always record it (``None``): with postponed
+annotations, ``NotRequired`` is not seen at run time."""
 
 from __future__ import annotations
 

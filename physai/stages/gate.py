@@ -4,15 +4,18 @@ its task with the action delay each target imposes (read from delay_eval)?"""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from physai.core.errors import ConfigError
 from physai.deploy.gates import GateFigures, delay_gates, gate_result, latency_gates, quality_drop_gate
 from physai.report.format import fmt
-from physai.stages.delay_eval import DelayEvalSummary
-from physai.stages.evaluate import EvalSummary
-from physai.stages.export import BundleSummary
-from physai.stages.profile import ProfileSummary
 from physai.train.evaluation import ReturnFigures
+
+if TYPE_CHECKING:  # the sections the gate reads, named for the reader; importing the stages would load torch
+    from physai.stages.delay_eval import DelayEvalSummary
+    from physai.stages.evaluate import EvalSummary
+    from physai.stages.export import BundleSummary
+    from physai.stages.profile import ProfileSummary
 
 REQUIRES = ["summary:eval", "summary:bundle", "summary:profile"]
 PRODUCES = ["summary:gates"]

@@ -1,5 +1,8 @@
 """Evaluate the trained policy under its scenario, staged in the real simulator, beside nominal conditions.
 
+Requested with ``pipeline=synthetic_edge_case`` or by naming the stage in ``pipeline.stages``; it needs a
+physai task and a scenario whose kicks the simulator can push, and refuses others before anything trains.
+
 The scenario's physics ranges and kicks become events of the task (``physai.synthetic.staging``), so an
 edge case the world model was prompted with is measured on real physics. Both conditions run the same
 evaluation seeds; the difference is paired episode by episode.
@@ -25,7 +28,7 @@ class ScenarioEvalSummary(TypedDict):
     staged: dict[str, Any]       # the physics ranges and push events the simulator applied
     policy: str
     nominal: ReturnFigures
-    scenario_returns: ReturnFigures
+    under_scenario: ReturnFigures
     difference: dict[str, float]  # scenario - nominal, paired by seed: mean, ci95_low, ci95_high, n
 
 
@@ -51,11 +54,11 @@ def run(cfg, ctx) -> ScenarioEvalSummary:
         scenario=str(cfg.scenario.name), edge_case=bool(cfg.scenario.edge_case), staged=record,
         policy="checkpoints/final (stable-baselines3, deterministic)",
         nominal=summarize_returns(nominal, seeds, threshold),
-        scenario_returns=summarize_returns(under_scenario, seeds, threshold),
+        under_scenario=summarize_returns(under_scenario, seeds, threshold),
         difference={key: paired[key] for key in ("mean", "ci95_low", "ci95_high", "n")})
     ctx.record("scenario_eval", figures)
     ctx.tracker.log({"scenario_eval/nominal_return": figures["nominal"]["mean_return"],
-                     "scenario_eval/scenario_return": figures["scenario_returns"]["mean_return"]})
+                     "scenario_eval/scenario_return": figures["under_scenario"]["mean_return"]})
     return figures
 
 
@@ -68,7 +71,7 @@ def report_lines(cfg, ctx, summary: dict) -> list[str]:
     lines = [f"## Scenario `{section['scenario']}` staged in the simulator", "",
              f"Staged as {staged_description(section['staged']) or 'nominal physics (nothing to stage)'}.", "",
              "| condition | mean return | 95% CI | n | solved |", "|---|---|---|---|---|"]
-    for label, figures in (("nominal", section["nominal"]), (section["scenario"], section["scenario_returns"])):
+    for label, figures in (("nominal", section["nominal"]), (section["scenario"], section["under_scenario"])):
         lines.append(f"| {label} | {fmt(figures['mean_return'])} | [{fmt(figures['ci95_low'])}, "
                      f"{fmt(figures['ci95_high'])}] | {figures['n_episodes']} | {fmt(figures['solved'])} |")
     lines += ["", f"Scenario minus nominal, paired by seed: {fmt(difference['mean'])} "
