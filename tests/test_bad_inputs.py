@@ -78,6 +78,7 @@ CASES = [
     (["tracking.project=[1,2]"], "tracking.project"),
     # device
     (["device=[nope]"], "device/nope"),
+    (["device=[]"], "pipeline.stages runs 'profile' but device is empty"),
     (["device.host_cpu.cpu_peak_gflops=-1"], "device.host_cpu.cpu_peak_gflops=-1.0"),
     (["device.jetson_orin_nano.default_power_mode=turbo"], "device.jetson_orin_nano.default_power_mode='turbo'"),
     (["device.host_cpu.kind=tpu"], "device.host_cpu.kind='tpu'"),

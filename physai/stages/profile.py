@@ -19,6 +19,7 @@ from typing import Any, Optional, TypedDict
 
 import numpy as np
 
+from physai.core.errors import ConfigError
 from physai.deploy.devices.microbench import measure_host_overheads
 from physai.deploy.devices.onnx_cost import kernel_groups, node_costs, runtime_kernel_count
 from physai.deploy.devices.report import assumption_footnotes, path_mark, profile_lines
@@ -53,6 +54,13 @@ HOST_MODEL_TARGET = 0.25  # the host model should land within +-25% of the measu
 JITTER_PERCENTILES = np.linspace(0.0, 100.0, 101)
 
 log = logging.getLogger(__name__)
+
+
+def check(cfg, task) -> None:
+    """Before anything trains: there must be a target to profile."""
+    if not cfg.device:
+        raise ConfigError("pipeline.stages runs 'profile' but device is empty; pick targets, e.g. device=all "
+                          "(every file of configs/device/) or device=[host_cpu,jetson_orin_nano]")
 
 
 def _node_table_device(devices) -> str:
