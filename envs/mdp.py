@@ -390,7 +390,8 @@ def push_body_velocity(env, env_ids: np.ndarray, joint: str, axis: Sequence[floa
     body's orientation (the joint's quaternion) before the random speed along it is added.
     """
     low, high = _range("vel_range", vel_range)
-    q = env.qpos[env_ids, env.joint_qpos(joint, "joint") + 3:env.joint_qpos(joint, "joint") + 7]
+    quaternion = env.joint_qpos(joint, "joint") + 3  # a free joint's qpos: position (3), then orientation (4)
+    q = env.qpos[env_ids, quaternion:quaternion + 4]
     w, u = q[:, :1], q[:, 1:]
     v = np.broadcast_to(np.asarray(axis, dtype=np.float64), u.shape)
     t = 2.0 * np.cross(u, v)

@@ -335,6 +335,13 @@ def calibration(model: EnsembleDynamicsModel, obs, act, next_obs, context=None,
 
 # ---------------------------------------------------------------------------- bundle
 
+def transition_split(batch: Any, with_context: bool) -> dict[str, Any]:
+    """A ``TransitionBatch`` as the split dict the report (and the ensemble's fit) take."""
+    return {"obs": batch.obs, "act": batch.act.reshape(len(batch), -1), "next_obs": batch.next_obs,
+            "reward": batch.reward, "terminated": batch.terminated,
+            "context": batch.context if with_context else None}
+
+
 def _split_arrays(split: Mapping[str, Any], name: str):
     missing = [key for key in ("obs", "act", "next_obs", "reward") if key not in split]
     if missing:

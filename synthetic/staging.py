@@ -26,7 +26,6 @@ import numpy as np
 
 from physai.envs import mdp
 from physai.envs.engine import BatchedEngine
-from physai.envs.spec import build_spec
 from physai.synthetic.scenario import Perturbation, Scenario, ScenarioError
 
 
@@ -36,7 +35,7 @@ def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[A
     if task.task is None:
         raise ScenarioError(f"scenario {scenario.name!r}: only physai tasks (physai/<Task>-v0) can stage a "
                             f"scenario in the simulator; {task.id} has no task definition to add events to")
-    engine = BatchedEngine(task.task_spec, num_envs=1, nthread=1)
+    engine = BatchedEngine(task.task_spec, num_envs=1, nthread=1)  # has drawn every startup and reset event
     context = {scenario.context_names[i]: [float(low), float(high)]
                for i, (low, high) in scenario.context_ranges.items()}
     events = dict(task.task.get("events") or {})
@@ -48,8 +47,8 @@ def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[A
                                                "every_steps": [kick.first_step, kick.last_step]}
         staged_kicks.append({"name": kick.name, "columns": columns, "pushes": pushes,
                              "at_steps": [kick.first_step, kick.last_step]})
+    _check_context_is_staged(scenario.name, engine, context)
     staged = task.with_task_changes(events=events, context_ranges=context)
-    _check_context_is_staged(scenario.name, staged, context)
     not_staged = ([f"start_ranges of {[engine.observation_names[i] for i in scenario.start_ranges]} (episodes "
                    f"start from the task's own reset)"] if scenario.start_ranges else [])
     return staged, {"context": context, "kicks": staged_kicks, "not_staged": not_staged}
@@ -98,11 +97,10 @@ def _split_column(column: str) -> tuple[str, int]:
     return (name, int(rest.rstrip("]"))) if bracket else (name, 0)
 
 
-def _check_context_is_staged(scenario: str, staged: Any, context: dict[str, list[float]]) -> None:
-    """Every named range must be drawn as a scale by some event, or the episode would run nominal physics."""
-    if not context:
-        return
-    engine = BatchedEngine(build_spec(**staged.task), num_envs=1, nthread=1, seed=0)  # draws startup and reset
+def _check_context_is_staged(scenario: str, engine: BatchedEngine, context: dict[str, list[float]]) -> None:
+    """Every named range must be drawn as a scale by some event, or the episode would run nominal physics.
+
+    Which names are scale draws depends on the task's events only, so the nominal task's engine tells."""
     for name in context:
         if name not in engine.scaled_context:
             raise ScenarioError(f"scenario {scenario!r}: context.{name} is not drawn as a scale of nominal physics "

@@ -19,7 +19,7 @@ import numpy as np
 
 from physai.synthetic.collect import ActionFn, collect_episodes
 from physai.synthetic.dataset import Episode, TransitionBatch
-from physai.synthetic.model_report import model_report
+from physai.synthetic.model_report import model_report, transition_split
 from physai.synthetic.scenario import Scenario
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
@@ -44,19 +44,13 @@ def context_extrapolation(scenario: Scenario, real_context: Optional[np.ndarray]
     return figures
 
 
-def _split(batch: TransitionBatch, with_context: bool) -> dict[str, Any]:
-    return {"obs": batch.obs, "act": batch.act.reshape(len(batch), -1), "next_obs": batch.next_obs,
-            "reward": batch.reward, "terminated": batch.terminated,
-            "context": batch.context if with_context else None}
-
-
 def staged_model_report(model: EnsembleDynamicsModel, real: TransitionBatch, staged_task: Any, act: ActionFn,
                         steps: int, seed: int, horizons: Sequence[int]) -> dict[str, Any]:
     """The world model's report on real episodes collected under the staged scenario."""
     episodes: list[Episode] = collect_episodes(staged_task, steps, act, seed, progress=False)
     with_context = model.context_dim > 0
     staged = TransitionBatch.concatenate([e.transitions() for e in episodes])
-    report = model_report(model, _split(real, with_context), _split(staged, with_context),
+    report = model_report(model, transition_split(real, with_context), transition_split(staged, with_context),
                           [{"obs": e.observations, "act": e.actions, "context": e.context if with_context else None}
                            for e in episodes], horizons=tuple(horizons))
     return {"episodes": len(episodes), "transitions": len(staged), "report": report}

@@ -10,7 +10,7 @@ import torch
 from physai.report.format import save_png
 from physai.synthetic.artifacts import REAL_DATASET, WORLD_MODEL_FILE
 from physai.synthetic.dataset import read_dataset
-from physai.synthetic.model_report import model_report, open_loop_figure
+from physai.synthetic.model_report import model_report, open_loop_figure, transition_split
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
 
@@ -54,17 +54,11 @@ def run(cfg, ctx) -> WorldModelSummary:
     env.close()
     rows = data.transitions
     context_names = list(data.provenance_tables.context_names) if settings.use_context else []
-    context = rows.context if context_names else None
     rng = np.random.default_rng(cfg.seed)
     train_episodes, report_episodes = split_episodes(data.num_episodes, settings.report_episode_fraction, rng)
     in_train = np.isin(rows.episode_index, train_episodes) if report_episodes.size else np.ones(len(rows), bool)
 
-    def split(mask: np.ndarray) -> dict:
-        return {"obs": rows.obs[mask], "act": rows.act[mask], "next_obs": rows.next_obs[mask],
-                "reward": rows.reward[mask], "terminated": rows.terminated[mask],
-                "context": None if context is None else context[mask]}
-
-    train, heldout = split(in_train), split(~in_train)
+    train, heldout = (transition_split(rows.select(mask), bool(context_names)) for mask in (in_train, ~in_train))
     model = EnsembleDynamicsModel(rows.obs.shape[1], rows.act.reshape(len(rows), -1).shape[1],
                                   context_dim=len(context_names), members=settings.members, elites=settings.elites,
                                   hidden=settings.hidden, layers=settings.layers, seed=cfg.seed,
