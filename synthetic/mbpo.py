@@ -18,6 +18,11 @@ SAC's own update changed:
 * **Update-to-data ratio.** SB3's ``gradient_steps`` (per ``train_freq`` steps of the VecEnv, so per
   ``n_envs`` real transitions) is MBPO's gradient updates per real step (MBPO uses 20; SAC 1).
 
+Prompted branches: with a scenario prompt set (``set_prompt``, the run's ``scenario``) and
+``prompt_share`` > 0, that share of every round's branches start where the prompt says, under its
+physics context and kicks (``physai.synthetic.scenario``), for the prompt's horizon: the policy trains
+on edge cases the real data never staged. The rest branch from real states as above.
+
 Physics context: when the env is a physai task (its engine has ``context_matrix()``) and
 ``use_context`` is set, every real transition records its env's domain-randomization draws and the
 ensemble is conditioned on them; branches keep the context of the real state they start from.
@@ -33,6 +38,7 @@ at its first training step, and samples only real rows until then.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -46,7 +52,7 @@ from physai.core.io import finite_or_null
 from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL
 from physai.synthetic.imagine import imagine
 from physai.synthetic.replay_buffers import MixedReplayBuffer, ModelBuffer
-from physai.synthetic.scenario import Starts
+from physai.synthetic.scenario import Scenario, Starts, sample_starts
 from physai.synthetic.world_model import EnsembleDynamicsModel
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,7 @@ class MBPO(SAC):
     :param model_batch_size, model_holdout_fraction, model_max_epochs, model_patience: its fitting.
     :param model_train_seconds: wall-clock cap of one (re)fit.
     :param use_context: condition the ensemble on a physai task's physics context when it has one.
+    :param prompt_share: share of every round's branches started from the scenario prompt (``set_prompt``).
     """
 
     # synthetic.world_model's keys -> this class's keywords: one world-model config for the stage and MBPO.
@@ -138,6 +145,7 @@ class MBPO(SAC):
         model_patience: int = 5,
         model_train_seconds: Optional[float] = 20.0,
         use_context: bool = True,
+        prompt_share: float = 0.0,
         _init_setup_model: bool = True,
     ) -> None:
         self.real_ratio = float(real_ratio)
@@ -155,12 +163,15 @@ class MBPO(SAC):
         self.model_patience = int(model_patience)
         self.model_train_seconds = None if model_train_seconds is None else float(model_train_seconds)
         self.use_context = bool(use_context)
+        self.prompt_share = float(prompt_share)
+        self.prompt: Optional[Scenario] = None
         self._check_settings()
         # Figures a run records (plain numbers: pickled into model.zip with the rest of the state).
         self.mbpo_stats: dict[str, Any] = {"model_refits": 0, "last_val_mse": None, "synthetic_generated": 0,
                                            "generation_seconds": 0.0, "generation_rate": None,
                                            "model_fit_seconds": 0.0, "rollout_length": None,
-                                           "model_buffer_rows": 0, "real_steps": 0, "model_rounds": 0}
+                                           "model_buffer_rows": 0, "real_steps": 0, "model_rounds": 0,
+                                           "synthetic_prompted": 0}
         self.warm_start_counts: dict[str, int] = {"real": 0, "synthetic": 0, "dropped": 0}
         self.context_names: list[str] = []
         self._next_model_round = 0
@@ -192,6 +203,9 @@ class MBPO(SAC):
         for name in ("model_train_every", "rollout_batch", "model_retain_rounds", "model_members", "model_elites"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"algo.{name}={getattr(self, name)} must be >= 1")
+        if not 0.0 <= self.prompt_share <= 1.0:
+            raise ConfigError(f"algo.prompt_share={self.prompt_share} must lie in [0, 1]: the share of each model "
+                              f"round's branches started from the scenario prompt")
         if self.model_elites > self.model_members:
             raise ConfigError(f"algo.model_elites={self.model_elites} exceeds algo.model_members="
                               f"{self.model_members}; elites are chosen among the members")
@@ -238,8 +252,9 @@ class MBPO(SAC):
 
     def _excluded_save_params(self) -> list[str]:
         # The ensemble and the synthetic rows go to checkpoints through save_extras (see the module docstring).
+        # The prompt is the run's configuration: the train stage sets it again on a resumed model.
         return super()._excluded_save_params() + ["dynamics_model", "model_buffer", "_context_source",
-                                                  "_episode_context"]
+                                                  "_episode_context", "prompt"]
 
     EXTRA_WORLD_MODEL = CHECKPOINT_WORLD_MODEL  # the ensemble's checksummed file (+ its .json sidecar)
     EXTRA_MODEL_BUFFER = "model_buffer.npz"  # the synthetic rows, round by round, as plain arrays
@@ -356,7 +371,8 @@ class MBPO(SAC):
         return rollout_length_at(self.rollout_length, self.num_timesteps)
 
     def _model_round(self) -> None:
-        """Refit the ensemble on all real data, then branch rollouts from real states into the model buffer."""
+        """Refit the ensemble on all real data, then branch rollouts (from real states, and from the prompt
+        when one is set) into the model buffer."""
         self._next_model_round = self.num_timesteps + self.model_train_every
         data = self.replay_buffer.real_transitions()
         rows = int(data["reward"].shape[0])
@@ -372,11 +388,15 @@ class MBPO(SAC):
         stats["last_val_mse"] = float(figures["elite_val_mse"])
         stats["model_fit_seconds"] += float(figures["train_seconds"])
 
-        imagined = self.generate(data, self.rollout_batch, self.current_rollout_length())
-        self.model_buffer.add_round(imagined.obs, imagined.act, imagined.next_obs, imagined.reward,
-                                    imagined.terminated)
-        seconds = float(imagined.stats["seconds"])
-        stats["synthetic_generated"] += len(imagined)
+        prompted = int(round(self.prompt_share * self.rollout_batch)) if self.prompt is not None else 0
+        nominal = self.rollout_batch - prompted
+        parts = ([self.generate(data, nominal, self.current_rollout_length())] if nominal else []) + \
+                ([self.generate_prompted(data, prompted)] if prompted else [])
+        self.model_buffer.add_round(*(np.concatenate([getattr(part, name) for part in parts])
+                                      for name in ("obs", "act", "next_obs", "reward", "terminated")))
+        seconds = sum(float(part.stats["seconds"]) for part in parts)
+        stats["synthetic_generated"] += sum(len(part) for part in parts)
+        stats["synthetic_prompted"] = stats.get("synthetic_prompted", 0) + (len(parts[-1]) if prompted else 0)
         stats["generation_seconds"] += seconds
         stats["generation_rate"] = (stats["synthetic_generated"] / stats["generation_seconds"]
                                     if stats["generation_seconds"] > 0 else None)
@@ -385,17 +405,20 @@ class MBPO(SAC):
         stats["real_steps"] = int(self.num_timesteps)
         stats["model_rounds"] += 1
         stats["last_round"] = {"fit_epochs": int(figures["epochs"]), "fit_seconds": float(figures["train_seconds"]),
-                               "fit_stopped_by": figures["stopped_by"], "transitions": len(imagined),
-                               "mean_depth": float(imagined.stats["mean_depth"]),
-                               "stopped_uncertain": int(imagined.stats["stopped_uncertain"]),
-                               "terminated": int(imagined.stats["terminated"])}
+                               "fit_stopped_by": figures["stopped_by"],
+                               "transitions": sum(len(part) for part in parts),
+                               "prompted_transitions": len(parts[-1]) if prompted else 0,
+                               "mean_depth": float(np.mean([part.stats["mean_depth"] for part in parts])),
+                               "stopped_uncertain": sum(int(part.stats["stopped_uncertain"]) for part in parts),
+                               "terminated": sum(int(part.stats["terminated"]) for part in parts)}
         if hasattr(self, "_logger"):  # set up by learn(); a round run by hand has no logger
             for key in ("model_refits", "last_val_mse", "synthetic_generated", "generation_rate", "rollout_length",
                         "model_buffer_rows", "real_steps"):
                 if stats[key] is not None:
                     self.logger.record(f"mbpo/{key}", stats[key])
+        made = stats["last_round"]["transitions"]
         log.debug("MBPO round at step %d: val mse %.4g, %d synthetic rows (%.0f/s)", self.num_timesteps,
-                  stats["last_val_mse"], len(imagined), len(imagined) / max(seconds, 1e-9))
+                  stats["last_val_mse"], made, made / max(seconds, 1e-9))
 
     def policy_fn(self, deterministic: bool = False):
         """Raw observations -> the [-1, 1] actions the current actor takes (what the model is fed)."""
@@ -409,6 +432,24 @@ class MBPO(SAC):
                 return self.actor(tensor, deterministic=deterministic).cpu().numpy()
 
         return act
+
+    def set_prompt(self, scenario: Optional[Scenario]) -> None:
+        """Start ``prompt_share`` of every round's branches from ``scenario`` (None: every branch from real states)."""
+        if scenario is not None and scenario.context_ranges and not self.context_names:
+            names = [scenario.context_names[i] for i in scenario.context_ranges]
+            raise ConfigError(f"scenario {scenario.name!r} imagines physics context {names}, but this MBPO's world "
+                              f"model is not conditioned on physics context (synthetic.world_model.use_context=false,"
+                              f" or the task randomizes none); set synthetic.world_model.use_context=true")
+        self.prompt = scenario
+
+    def generate_prompted(self, data: dict[str, Optional[np.ndarray]], branches: int, rng=None):
+        """``branches`` rollouts started, pushed and horizoned as the prompt says (``set_prompt``)."""
+        rng = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
+        prompt = replace(self.prompt, branches=branches)
+        starts = sample_starts(prompt, rng, data["obs"], data["context"], np.arange(len(data["obs"])))
+        self.policy.set_training_mode(False)
+        return imagine(self.dynamics_model, self.policy_fn(), starts, prompt.horizon, prompt.max_disagreement, rng,
+                       scenario=prompt)
 
     def generate(self, data: dict[str, Optional[np.ndarray]], branches: int, horizon: int, rng=None):
         """Branch ``branches`` rollouts of ``horizon`` steps from random rows of ``data`` (real transitions)."""
@@ -457,4 +498,6 @@ def training_figures(model: MBPO) -> dict[str, Any]:
         "model_refits": int(stats["model_refits"]), "last_val_mse": stats["last_val_mse"],
         "synthetic_generated": int(stats["synthetic_generated"]), "generation_rate_per_s": stats["generation_rate"],
         "real_steps": int(model.num_timesteps), "model_fit_seconds": float(stats["model_fit_seconds"]),
-        "model_buffer_rows": int(stats["model_buffer_rows"]), "warm_start": dict(model.warm_start_counts)})
+        "model_buffer_rows": int(stats["model_buffer_rows"]), "warm_start": dict(model.warm_start_counts),
+        "synthetic_prompted": int(stats.get("synthetic_prompted", 0)),
+        "prompt": model.prompt.name if model.prompt is not None else None})

@@ -25,6 +25,17 @@ choose_gl_backend()
 NO_VIDEO = ["evaluate.video=false", "synthetic.synthesize.dream_video=false"]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Training tests run torch on one thread (what the benchmarks' workers use), then restore it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def compose_config(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

@@ -56,6 +56,11 @@ CASES = [
     (["algo=mbpo", "synthetic.world_model.elites=9"], "synthetic.world_model.elites=9"),
     (["algo=mbpo", "algo.rollout_length=[1,2,3]"], "algo.rollout_length=[1, 2, 3]"),
     (["algo=mbpo", "algo.real_ratio=1.5"], "algo.real_ratio=1.5"),
+    (["algo=mbpo", "algo.prompt_share=2"], "algo.prompt_share=2"),
+    (["algo=mbpo", "algo.prompt_share=0.5"], "pipeline.stages runs 'train with algo.prompt_share=0.5' but no "
+                                             "scenario is chosen"),
+    (["algo=mbpo", "algo.prompt_share=0.5", "scenario=cartpole_balance/heavy_pole_push",
+      "synthetic.world_model.use_context=false"], "set it true so the world model can be prompted"),
     # preset: a preset made for another env
     (["preset=ppo_hopper"], "algo.tuned_for"),
     # pipeline: unknown stage, wrong order, and stages whose inputs no earlier stage produces

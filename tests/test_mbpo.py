@@ -26,12 +26,7 @@ TINY = dict(learning_starts=100, batch_size=64, gradient_steps=1, learning_rate=
             policy_kwargs={"net_arch": [32, 32]})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pendulum_mbpo(seed=0, **overrides):
@@ -248,3 +243,47 @@ def test_bench_synthetic_reports_its_figures(tmp_path):
     assert saved["generation_ratio"]["pendulum"] == pytest.approx(generation["synthetic_per_s"] / fastest["median"])
     assert (tmp_path / "synthetic_curves.png").stat().st_size > 0
     assert record["command"] == "pytest"
+
+
+def _cartpole_prompt_model(prompt_share, use_context=True):
+    from physai.config.compose import build_task, compose_config as compose
+    from physai.synthetic.scenario import scenario_of_run
+
+    cfg = compose(["env=cartpole_balance", "scenario=cartpole_balance/heavy_pole_push"])
+    task = build_task(cfg.env)
+    venv = make_training_vec_env(task, 2, seed=0)
+    model = MBPO("MlpPolicy", venv, seed=0, device="cpu", prompt_share=prompt_share, use_context=use_context, **TINY)
+    return model, scenario_of_run(cfg.scenario, task, "test"), venv
+
+
+def test_prompted_branches_start_under_the_prompts_physics_and_run_its_horizon():
+    model, scenario, venv = _cartpole_prompt_model(prompt_share=0.5)
+    model.set_prompt(scenario)
+    model.learn(240)
+    last = model.mbpo_stats["last_round"]
+    # Half of the 300 branches come from the prompt, the rest from real states: both kinds were made.
+    assert 0 < last["prompted_transitions"] < last["transitions"]
+    assert training_figures(model)["synthetic_prompted"] >= last["prompted_transitions"]
+    assert training_figures(model)["prompt"] == "heavy_pole_push"
+
+    data = model.replay_buffer.real_transitions()
+    prompted = model.generate_prompted(data, 200, np.random.default_rng(1))
+    pole = model.context_names.index("mass_scale/pole")
+    # The real data saw the pole's mass at most 1.3x nominal; the prompt asks for 1.3-1.6x.
+    assert data["context"][:, pole].max() <= 1.3 + 1e-6
+    assert prompted.context[:, pole].min() >= 1.3 - 1e-6 and prompted.context[:, pole].max() <= 1.6 + 1e-6
+    # Prompted branches run the prompt's 10-step horizon (unless cut), while MBPO's schedule here is 1 step.
+    assert model.current_rollout_length() == 1 and prompted.depth.max() > 1
+    assert prompted.depth.max() <= scenario.horizon
+    venv.close()
+
+
+def test_a_prompt_with_physics_needs_a_context_conditioned_model():
+    from physai.core.errors import ConfigError
+
+    model, scenario, venv = _cartpole_prompt_model(prompt_share=0.5, use_context=False)
+    with pytest.raises(ConfigError, match="use_context"):
+        model.set_prompt(scenario)
+    venv.close()
+    with pytest.raises(ConfigError, match="algo.prompt_share"):
+        pendulum_mbpo(prompt_share=1.5)

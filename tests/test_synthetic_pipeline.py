@@ -191,6 +191,29 @@ def test_the_policy_is_evaluated_under_its_scenario_on_real_physics_beside_nomin
             in report)
 
 
+def test_a_reference_run_plays_the_same_staged_episodes_for_comparison(synthetic_run, tmp_path):
+    # Rerun scenario_eval on a copy with the original run as the reference: the same policy on the same
+    # seeds under the same staged physics must return exactly what this run returns.
+    copy = tmp_path / "run"
+    shutil.copytree(synthetic_run, copy)
+    result = run_cli(["run", str(copy), "--stages", "scenario_eval,report", "tracking=none",
+                      f"evaluate.scenario_reference={synthetic_run}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    section = _summary(copy)["scenario_eval"]
+    reference = section["reference"]
+    assert reference["run_dir"] == str(synthetic_run) and reference["algo"] == "mbpo"
+    assert reference["under_scenario"]["episode_returns"] == section["under_scenario"]["episode_returns"]
+    assert reference["this_minus_reference_under_scenario"]["mean"] == 0.0
+    report = (copy / "report" / "report.md").read_text()
+    assert f"### This run against the reference `{synthetic_run}` (mbpo)" in report
+    assert "No gain under the scenario is established at 95%." in report
+    # A reference that is not a finished run is refused before any stage runs, naming the key.
+    result = run_cli(["run", str(copy), "--stages", "scenario_eval", "tracking=none",
+                      f"evaluate.scenario_reference={tmp_path / 'nowhere'}"])
+    assert result.returncode != 0 and "evaluate.scenario_reference=" in result.stderr
+    assert "not a finished physai run" in result.stderr
+
+
 def test_before_dreams_train_anything_the_report_says_how_far_the_model_holds_for_the_scenario(synthetic_run):
     summary = _summary(synthetic_run)
     trust = summary["synthesize"]["trust"]

@@ -190,6 +190,8 @@ class MBPOConfig(SACConfig):
     rollout_length: List[int] = field(default_factory=lambda: [1_000, 10_000, 1, 5])
     max_disagreement: float = bounded(1.0, low=0.0, low_open=True)
     model_retain_rounds: int = bounded(4, low=1)
+    # Share of every round's branches started from the run's scenario prompt (0: none).
+    prompt_share: float = bounded(0.0, low=0.0, high=1.0)
     # The ensemble itself (members, width, fitting) is synthetic.world_model's: one world-model config.
 
     @staticmethod
@@ -293,6 +295,8 @@ class EvaluateConfig:
     # An MP4 of the first evaluation episode in report/ (needs an off-screen GL backend).
     video: bool = True
     video_max_frames: int = bounded(150, low=1)
+    # scenario_eval: another run's directory whose final policy plays the same episodes, for comparison.
+    scenario_reference: Optional[str] = None
 
 
 @dataclass

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Optional, TypedDict
 
 from physai.report.curves import plot_learning_curve, plot_reward_terms
+from physai.core.errors import ConfigError
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
+from physai.synthetic.scenario import Scenario, scenario_of_run
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
 
 
@@ -29,9 +31,28 @@ OPTIONAL = [REAL_DATASET, SYNTHETIC_DATASET]  # a model-based learner warm-start
 SUMMARY = TrainSummary
 
 
+def _prompt(cfg, task) -> Optional[Scenario]:
+    """The scenario MBPO's prompted branches start from, when ``algo.prompt_share`` asks for them."""
+    share = float(cfg.algo.get("prompt_share", 0.0))
+    if share <= 0:
+        return None
+    scenario = scenario_of_run(cfg.get("scenario"), task, f"train with algo.prompt_share={share}")
+    if scenario.context_ranges and not cfg.synthetic.world_model.use_context:
+        names = [scenario.context_names[i] for i in scenario.context_ranges]
+        raise ConfigError(f"algo.prompt_share={share}: scenario {scenario.name!r} imagines physics context {names}, "
+                          f"but synthetic.world_model.use_context=false; set it true so the world model can be "
+                          f"prompted with that physics")
+    return scenario
+
+
+def check(cfg, task) -> None:
+    """Before anything trains: a prompted learner needs a scenario its world model can imagine."""
+    _prompt(cfg, task)
+
+
 def run(cfg, ctx) -> TrainSummary:
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
-                           world_model=cfg.synthetic.world_model)
+                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task))
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
                     "n_envs": cfg.algo.n_envs})
     ctx.record("train", figures)

@@ -250,8 +250,10 @@ def read_curve(path: Path) -> list[dict[str, float]]:
 
 
 def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool,
-                 world_model: Optional[DictConfig] = None) -> dict[str, Any]:
-    """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need."""
+                 world_model: Optional[DictConfig] = None, prompt=None) -> dict[str, Any]:
+    """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need.
+
+    ``prompt``: the scenario a model-based learner starts ``algo.prompt_share`` of its branches from."""
     torch.set_num_threads(algo.torch_threads)
     _remove_stale_temp_files(run_dir)
     venv = build_vec_env(task, algo, seed)
@@ -269,6 +271,8 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
         if hasattr(model, "warm_start"):
             _warm_start_from_run(model, task, run_dir)
         curve = []
+    if prompt is not None:
+        model.set_prompt(prompt)
     resumed_from = model.num_timesteps
     remaining = max(0, algo.total_timesteps - model.num_timesteps)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
