@@ -129,9 +129,10 @@ class BatchedEngine:
                              if term.mode in TIMED_EVENT_MODES}
         self.extras: dict[str, Any] = {}  # per-task scratch space for term functions (e.g. obstacle layouts)
         # Domain-randomization draws per env by name (e.g. "mass_scale/pole"), 1.0 = nominal physics, and the
-        # names drawn as scales of nominal physics (those a task's context_ranges can set).
+        # names drawn as scales of nominal physics (those a task's context_ranges can set), with the range
+        # the task's own event draws them from.
         self.physics_context: dict[str, np.ndarray] = {}
-        self.scaled_context: set[str] = set()
+        self.scaled_context: dict[str, tuple[float, float]] = {}
         # Observation noise per env: the task's base level, raised during sensor-noise bursts.
         self.noise_std = np.full(num_envs, spec.observation_noise)
         self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)

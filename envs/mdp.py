@@ -273,7 +273,7 @@ def _scales(env, env_ids: np.ndarray, scale_range: Sequence[float], names: Seque
     scales = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * unit
     for column, name in enumerate(names):
         env.set_physics_context(name, env_ids, scales[:, column])
-    env.scaled_context.update(names)
+    env.scaled_context.update({name: (low, high) for name in names})
     return scales
 
 

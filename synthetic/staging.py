@@ -15,6 +15,10 @@ kicks (deltas on observation columns during a branch). The simulator can apply b
   features) are refused with the column named.
 * **Starts** are not staged: episodes start from the task's own reset. A scenario's ``start_ranges``
   are listed under ``not_staged`` in the record, so the report says what was left to the model.
+
+``randomize_scenario`` builds the honest alternative to prompting a world model: a training task whose
+domain randomization covers both the task's own ranges and the scenario's (their hull), with the
+scenario's kicks in every episode, so real steps are spent on the edge case.
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ from physai.synthetic.scenario import Perturbation, Scenario, ScenarioError
 def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[Any, dict[str, Any]]:
     """The task with the scenario's physics (and, unless ``kicks=False``, its kicks) applied as events, and
     a record of what was staged."""
+    return _with_scenario(task, scenario, kicks=kicks, widen=False)
+
+
+def randomize_scenario(task: Any, scenario: Scenario) -> tuple[Any, dict[str, Any]]:
+    """The task randomized over the hull of its own and the scenario's physics ranges, with the scenario's
+    kicks in every episode (domain randomization that spends real steps on the edge case), and its record."""
+    return _with_scenario(task, scenario, kicks=True, widen=True)
+
+
+def _with_scenario(task: Any, scenario: Scenario, kicks: bool, widen: bool) -> tuple[Any, dict[str, Any]]:
     if task.task is None:
         raise ScenarioError(f"scenario {scenario.name!r}: only physai tasks (physai/<Task>-v0) can stage a "
                             f"scenario in the simulator; {task.id} has no task definition to add events to")
@@ -48,6 +62,9 @@ def stage_scenario(task: Any, scenario: Scenario, kicks: bool = True) -> tuple[A
         staged_kicks.append({"name": kick.name, "columns": columns, "pushes": pushes,
                              "at_steps": [kick.first_step, kick.last_step]})
     _check_context_is_staged(scenario.name, engine, context)
+    if widen:
+        context = {name: [min(low, engine.scaled_context[name][0]), max(high, engine.scaled_context[name][1])]
+                   for name, (low, high) in context.items()}
     staged = task.with_task_changes(events=events, context_ranges=context)
     not_staged = ([f"start_ranges of {[engine.observation_names[i] for i in scenario.start_ranges]} (episodes "
                    f"start from the task's own reset)"] if scenario.start_ranges else [])

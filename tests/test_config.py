@@ -34,9 +34,15 @@ def test_every_option_of_every_group_composes(group):
 
 
 def test_every_preset_is_applied_to_its_algo_and_env():
+    envs = set(_options("env"))
     for preset in _options("preset"):
         algo, env = preset.split("_", 1)
-        cfg = compose_config([f"algo={algo}", f"env={env}"])
+        if env in envs:  # <algo>_<env>: applied automatically
+            cfg = compose_config([f"algo={algo}", f"env={env}"])
+        else:  # <algo>_<env>_<variant>: chosen with preset=..., e.g. ppo_half_cheetah_batched
+            env = max((e for e in envs if env.startswith(e + "_")), key=len, default=None)
+            assert env is not None, f"preset {preset} names no env option"
+            cfg = compose_config([f"algo={algo}", f"env={env}", f"preset={preset}"])
         validate_config(cfg)
         assert cfg.algo.name == algo
         # A misnamed preset file would be skipped silently (it is optional): prove this one applied.

@@ -30,14 +30,11 @@ how many. The generation rate is ``physai.bench.generation``'s.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import platform
-import queue
 import sys
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -48,6 +45,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 from physai.bench.generation import POLICY_WEIGHTS, generation_figures
+from physai.bench.jobs import run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
@@ -219,6 +217,7 @@ class Job:
     seed: int
     plan: TaskPlan
     keep_model_in: Optional[str] = None
+    torch_threads: int = 1
 
     @property
     def cost(self) -> int:
@@ -226,9 +225,9 @@ class Job:
         return self.plan.arm_budget(self.arm) * (1 if self.arm == "sac" else self.plan.utd)
 
 
-def run_job(job: Job, torch_threads: int, events=None) -> dict:
+def run_job(job: Job, events=None) -> dict:
     """One (task, arm, seed): in a worker process, or inline when there is one worker."""
-    torch.set_num_threads(torch_threads)
+    torch.set_num_threads(job.torch_threads)
     task = make_task(job.task)
 
     def on_eval(step: int, value: float) -> None:
@@ -239,7 +238,7 @@ def run_job(job: Job, torch_threads: int, events=None) -> dict:
     return train_arm(job.arm, task, job.plan, job.seed, on_eval, keep)
 
 
-def _run_jobs(jobs: list[Job], workers: int, torch_threads: int, progress, bar) -> dict[tuple, dict]:
+def _run_jobs(jobs: list[Job], workers: int, progress, bar) -> dict[tuple, dict]:
     """Every job's record by (task, arm, seed); a rich bar counts real steps of all jobs together."""
     done_steps: dict[tuple, int] = {}
     records: dict[tuple, dict] = {}
@@ -257,28 +256,7 @@ def _run_jobs(jobs: list[Job], workers: int, torch_threads: int, progress, bar) 
         progress.console.log(f"{job.task} {ARM_LABELS[job.arm]} seed {job.seed}: {last['return']:.1f} after "
                              f"{last['steps']:,} real steps, {record['seconds']:.0f} s")
 
-    if workers <= 1:
-        class Inline:
-            def put(self, event) -> None:
-                show(*event)
-
-        for job in jobs:
-            finished(job, run_job(job, torch_threads, Inline()))
-        return records
-
-    context = mp.get_context("spawn")  # torch and MuJoCo state must not be forked mid-run
-    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
-        events = manager.Queue()
-        pending = {pool.submit(run_job, job, torch_threads, events): job for job in jobs}
-        while pending:
-            ready, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            while True:
-                try:
-                    show(*events.get_nowait())
-                except queue.Empty:
-                    break
-            for future in ready:
-                finished(pending.pop(future), future.result())
+    run_jobs(jobs, run_job, workers, show, finished)
     return records
 
 
@@ -515,15 +493,15 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-") as scratch:
         keep = {name: Path(scratch) / name for name in resolved}
-        jobs = [Job(name, arm, seed, plan, str(keep[name]) if arm == "mbpo" and seed == seed_list[-1] else None)
-                for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
+        jobs = [Job(name, arm, seed, plan, str(keep[name]) if arm == "mbpo" and seed == seed_list[-1] else None,
+                    torch_threads) for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
         jobs.sort(key=lambda job: -job.cost)
         total = sum(job.plan.arm_budget(job.arm) for job in jobs)
         columns = (TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} real steps"), TimeElapsedColumn())
         with Progress(*columns, transient=False) as progress:
             bar = progress.add_task(f"bench synthetic: {len(jobs)} runs on {workers} workers", total=total)
-            by_job = _run_jobs(jobs, workers, torch_threads, progress, bar)
+            by_job = _run_jobs(jobs, workers, progress, bar)
             train_seconds = time.perf_counter() - started
             torch.set_num_threads(torch_threads)
             results, generation = {}, {}

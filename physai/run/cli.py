@@ -8,6 +8,8 @@
     physai bench edge [BUNDLE] [--out benchmarks/results]                 edge runtime vs onnxruntime (IOBinding) vs torch
     physai bench sim [--task cartpole_balance]                            batched engine vs EnvPool, gymnasium, rollout
     physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
+    physai bench return [--arms zoo,physai] [--seed 1]                    wall-clock to the zoo's HalfCheetah return
+    physai bench robustness [--scenarios cartpole_balance/heavy_pole_push] prompted synthetic vs nominal vs DR
     physai data info PATH                                                 a dataset's spaces, counts and provenance
     physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
 """
@@ -191,14 +193,19 @@ def _int_arg(flag: str, text: str) -> int:
                           f"e.g. 100,101") from None
 
 
+def _print_markdown(path: str, tables, result_file: str) -> int:
+    """``--markdown JSON``: print the README's tables from a benchmark's saved result; train nothing."""
+    fix = f"give the {result_file} a benchmark wrote"
+    print(tables(read_json_object(Path(path), error=ConfigError, fix=fix,
+                                  missing=f"--markdown {path} does not exist; {fix}")))
+    return 0
+
+
 def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
-    from physai.bench.synthetic import bench_synthetic, markdown_tables
+    from physai.bench.synthetic import RESULT_FILE, bench_synthetic, markdown_tables
 
     if args.markdown:
-        fix = "give the synthetic.json a benchmark wrote"
-        print(markdown_tables(read_json_object(Path(args.markdown), error=ConfigError, fix=fix,
-                                               missing=f"--markdown {args.markdown} does not exist; {fix}")))
-        return 0
+        return _print_markdown(args.markdown, markdown_tables, RESULT_FILE)
     bench_synthetic(_csv(args.tasks), [_int_arg("--seeds", s) for s in _csv(args.seeds)], Path(args.out),
                     workers=args.workers, command="physai " + " ".join(sys.argv[1:]))
     return 0
@@ -212,6 +219,34 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
                        use_envpool=args.envpool)
     _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
     print(json.dumps(result))
+    return 0
+
+
+def _cmd_bench_robustness(args: argparse.Namespace) -> int:
+    from physai.bench.robustness import RESULT_FILE, bench_robustness, markdown_tables
+
+    if args.markdown:
+        return _print_markdown(args.markdown, markdown_tables, RESULT_FILE)
+    bench_robustness(_csv(args.scenarios), [_int_arg("--seeds", s) for s in _csv(args.seeds)],
+                     Path(args.out) if args.out else None, workers=args.workers,
+                     command="physai " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def _cmd_bench_return(args: argparse.Namespace) -> int:
+    from physai.bench.time_to_return import ARMS, bench_time_to_return
+
+    overrides: dict[str, list[str]] = {}
+    for item in args.set or []:
+        arm, _, override = item.partition(":")
+        if arm not in ARMS or "=" not in override:
+            raise ConfigError(f"--set {item!r}: write ARM:key=value with ARM one of {', '.join(ARMS)}, "
+                              f"e.g. --set physai:algo.learning_rate=1e-4")
+        overrides.setdefault(arm, []).append(override)
+    result = bench_time_to_return(_csv(args.arms), args.seed, args.budget, args.eval_every, args.episodes, args.target,
+                                  Path(args.out) if args.out else None, stop_at_target=args.stop_at_target,
+                                  overrides=overrides, command="physai " + " ".join(sys.argv[1:]))
+    print(json.dumps({k: v for k, v in result.items() if k != "arms"}))
     return 0
 
 
@@ -324,6 +359,31 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
     synthetic.add_argument("--out", default="benchmarks/results", help="where synthetic.json and the plot go")
     synthetic.set_defaults(func=_cmd_bench_synthetic)
+    robust = bench_sub.add_parser("robustness", help="edge-case and nominal return of SAC on nominal data, MBPO "
+                                                     "with prompted synthetic data, and SAC with the scenario as DR")
+    robust.add_argument("--scenarios", default="cartpole_balance/heavy_pole_push,car_lane/low_friction_push",
+                        help="comma-separated scenario options with a benchmark plan")
+    robust.add_argument("--seeds", default="100,101,102,103,104",
+                        help="comma-separated training seeds (>= 2); the default five were never used for tuning")
+    robust.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
+    robust.add_argument("--markdown", metavar="JSON", default=None,
+                        help="print the README's tables from a robustness.json already written; train nothing")
+    robust.add_argument("--out", default="benchmarks/results", help="where robustness.json and the plot go")
+    robust.set_defaults(func=_cmd_bench_robustness)
+    ret = bench_sub.add_parser("return", help="training wall-clock to a fixed deterministic HalfCheetah return: "
+                                              "physai's preset vs the stock RL Zoo recipe")
+    ret.add_argument("--arms", default="zoo,physai", help="comma-separated arms: zoo, physai")
+    ret.add_argument("--seed", type=int, default=1, help="training seed of every arm (0 was used for tuning)")
+    ret.add_argument("--budget", type=int, default=2_000_000, help="env steps an arm may take at most")
+    ret.add_argument("--eval-every", type=int, default=50_000, help="env steps between evaluations")
+    ret.add_argument("--episodes", type=int, default=5, help="deterministic evaluation episodes")
+    ret.add_argument("--target", type=float, default=5819.0, help="return to reach (the zoo's published score)")
+    ret.add_argument("--no-stop", dest="stop_at_target", action="store_false",
+                     help="train every arm for its whole budget instead of stopping at the target")
+    ret.add_argument("--set", action="append", metavar="ARM:KEY=VALUE",
+                     help="a Hydra override for one arm, e.g. physai:algo.learning_rate=1e-4 (repeatable)")
+    ret.add_argument("--out", default="benchmarks/results", help="where time_to_return.json and the plot go")
+    ret.set_defaults(func=_cmd_bench_return)
     return parser
 
 

@@ -1,0 +1,45 @@
+"""Benchmark jobs (one training run each) in worker processes, with their progress reported as they go."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Sequence
+
+
+class _Inline:
+    """The event queue of a job run in this process: events go straight to the progress callback."""
+
+    def __init__(self, show: Callable[..., None]) -> None:
+        self.show = show
+
+    def put(self, event: tuple) -> None:
+        self.show(*event)
+
+
+def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: int,
+             show: Callable[..., None], finished: Callable[[Any, Any], None]) -> None:
+    """Run ``run_one(job, events)`` for every job, in ``workers`` spawned processes (inline with one).
+
+    ``run_one`` must be a module-level function (it is pickled into the workers); it reports progress
+    with ``events.put(tuple)``, which reaches ``show(*tuple)`` here. ``finished(job, record)`` receives
+    each job's result as it completes; a job's exception propagates.
+    """
+    if workers <= 1:
+        for job in jobs:
+            finished(job, run_one(job, _Inline(show)))
+        return
+    context = mp.get_context("spawn")  # torch and MuJoCo state must not be forked mid-run
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        events = manager.Queue()
+        pending = {pool.submit(run_one, job, events): job for job in jobs}
+        while pending:
+            ready, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    show(*events.get_nowait())
+                except queue.Empty:
+                    break
+            for future in ready:
+                finished(pending.pop(future), future.result())
