@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "physai's preset vs the stock RL Zoo recipe")
     ret.add_argument("--arms", default="zoo,physai", help="comma-separated arms: zoo, physai")
     ret.add_argument("--seed", type=int, default=1, help="training seed of every arm (0 was used for tuning)")
-    ret.add_argument("--budget", type=int, default=2_000_000, help="env steps an arm may take at most")
+    ret.add_argument("--budget", type=int, default=4_000_000, help="env steps an arm may take at most")
     ret.add_argument("--eval-every", type=int, default=50_000, help="env steps between evaluations")
     ret.add_argument("--episodes", type=int, default=5, help="deterministic evaluation episodes")
     ret.add_argument("--target", type=float, default=5819.0, help="return to reach (the zoo's published score)")
