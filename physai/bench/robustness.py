@@ -43,7 +43,7 @@ from physai.bench.jobs import run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
-from physai.core.stats import mean_ci95
+from physai.core.stats import mean_ci95, paired_ci95
 from physai.deploy.devices.host import cpu_model
 from physai.report.format import save_png
 from physai.synthetic.mbpo import training_figures
@@ -51,6 +51,7 @@ from physai.synthetic.scenario import Scenario, scenario_of_run
 from physai.synthetic.staging import randomize_scenario, stage_scenario
 from physai.train.evaluation import episode_returns
 from physai.train.sb3 import build_model, build_vec_env
+from physai.train.vec_env import batched_engine
 
 RESULT_FILE = "robustness.json"
 PLOT_FILE = "robustness.png"
@@ -121,10 +122,7 @@ class _EdgeCaseSteps(BaseCallback):
         self.in_physics = 0
 
     def _on_training_start(self) -> None:
-        inner = self.training_env
-        while not hasattr(inner, "engine"):
-            inner = inner.venv
-        self.engine = inner.engine
+        self.engine = batched_engine(self.training_env)
         names = list(self.engine.context_names)
         self.columns = [names.index(self.scenario.context_names[i]) for i in self.scenario.context_ranges]
         self.bounds = np.array(list(self.scenario.context_ranges.values()), dtype=np.float64).reshape(-1, 2)
@@ -200,10 +198,6 @@ def _seed_means(records: list[dict], key: str) -> list[float]:
     return [float(np.mean(r[key])) for r in records]
 
 
-def _paired(a: list[float], b: list[float]) -> dict[str, float]:
-    return mean_ci95([x - y for x, y in zip(a, b)])
-
-
 def analyze_scenario(records: dict[str, list[dict]], margin: float) -> dict[str, Any]:
     """Per arm: scenario and nominal return (95% CI over seeds) and edge-case steps; the three targets."""
     edge = {arm: _seed_means(records[arm], "scenario_returns") for arm in ARMS}
@@ -212,10 +206,10 @@ def analyze_scenario(records: dict[str, list[dict]], margin: float) -> dict[str,
                   "steps_in_scenario_physics": mean_ci95([r["steps_in_scenario_physics"] for r in records[arm]]),
                   "steps_in_kicked_episodes": mean_ci95([r["steps_in_kicked_episodes"] for r in records[arm]])}
             for arm in ARMS}
-    edge_gain = _paired(edge["prompted"], edge["nominal"])
-    nominal_change = _paired(nominal["prompted"], nominal["nominal"])
-    versus_randomized = _paired(edge["prompted"], edge["randomized"])
-    versus_unprompted = _paired(edge["prompted"], edge["unprompted"])
+    edge_gain = paired_ci95(edge["prompted"], edge["nominal"])
+    nominal_change = paired_ci95(nominal["prompted"], nominal["nominal"])
+    versus_randomized = paired_ci95(edge["prompted"], edge["randomized"])
+    versus_unprompted = paired_ci95(edge["prompted"], edge["unprompted"])
     half_width = (nominal_change["ci95_high"] - nominal_change["ci95_low"]) / 2
     edge_steps = {arm: arms[arm]["steps_in_scenario_physics"]["mean"] + arms[arm]["steps_in_kicked_episodes"]["mean"]
                   for arm in ARMS}

@@ -29,11 +29,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecNormalize
 
 from physai.bench.synthetic import first_reach
 from physai.config.compose import build_task, compose_config
@@ -63,15 +61,6 @@ ARMS: dict[str, Arm] = {
     "physai": Arm("physai PPO preset, batched physai/HalfCheetah-v5",
                   ("env=physai_half_cheetah", "algo=ppo", "preset=ppo_half_cheetah_batched"), stock=False),
 }
-
-
-def _training_batch(arm: Arm, cfg: DictConfig, task, seed: int):
-    if not arm.stock:
-        return build_vec_env(task, cfg.algo, seed)
-    algo = cfg.algo
-    raw = make_vec_env(task.id, n_envs=algo.n_envs, seed=seed)
-    return VecNormalize(raw, norm_obs=algo.normalize_obs, norm_reward=algo.normalize_reward,
-                        clip_obs=algo.clip_obs, gamma=algo.gamma)
 
 
 class _TimedEvaluation(BaseCallback):
@@ -118,7 +107,7 @@ def train_arm(name: str, seed: int, budget: int, eval_every: int, eval_episodes:
     cfg = compose_config(overrides)
     task = build_task(cfg.env)
     judge = build_task(compose_config(["env=half_cheetah"]).env)  # gymnasium's own env scores both arms
-    venv = _training_batch(arm, cfg, task, seed)
+    venv = build_vec_env(task, cfg.algo, seed, check_finite=not arm.stock)
     model = build_model(cfg.algo, venv, seed)
     seeds = [EVAL_SEED_BASE + i for i in range(eval_episodes)]
 

@@ -32,6 +32,11 @@ def mean_ci95(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
 
 
+def paired_ci95(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
+    """``first - second`` paired item by item (same seeds, episodes or trials): mean and 95% CI."""
+    return mean_ci95([a - b for a, b in zip(first, second)])
+
+
 def latency_percentiles_ms(samples_ns: np.ndarray) -> dict[str, float]:
     """trtexec's vocabulary: min/mean/median/p90/p95/p99/max in milliseconds, plus n."""
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6

@@ -38,7 +38,7 @@ import onnxruntime as ort
 from physai.core.errors import BundleError, ConfigError
 from physai.core.io import write_bytes_atomic, write_json_atomic
 from physai.core.manifest import file_record, verify_bytes
-from physai.core.stats import mean_ci95
+from physai.core.stats import mean_ci95, paired_ci95
 from physai.deploy.gates import score_points
 from physai.deploy.parity import random_observations
 from physai.edge.bundle import BUNDLE_FIX, INPUT_NAME, MANIFEST_FILE, POLICY_FILE, load_manifest
@@ -347,7 +347,7 @@ def judge_variant(bundle_dir: Path, variant: str, fp32: EdgePolicy, task: Any, s
     wide = None if random_obs is None else action_parity(
         fp32.manifest, np.stack([fp32.act(o) for o in random_obs]), np.stack([policy.act(o) for o in random_obs]))
     reference = fp32_eval["episode_returns"]
-    changes = mean_ci95([v - r for v, r in zip(returns, reference)])
+    changes = paired_ci95(returns, reference)
     threshold = fp32_eval.get("solved_threshold")
 
     def points(value: float) -> float:

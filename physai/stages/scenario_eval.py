@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from physai.config.compose import CONFIG_FILE
 from physai.core.errors import ConfigError
-from physai.core.stats import mean_ci95
+from physai.core.stats import paired_ci95
 from physai.report.format import fmt
 from physai.synthetic.scenario import scenario_of_run
 from physai.synthetic.staging import stage_scenario, staged_description
@@ -104,7 +104,7 @@ def run(cfg, ctx) -> ScenarioEvalSummary:
 
 def _paired(first: list[float], second: list[float]) -> dict[str, float]:
     """first - second, paired episode by episode: mean, 95% CI and n."""
-    stats = mean_ci95([a - b for a, b in zip(first, second)])
+    stats = paired_ci95(first, second)
     return {key: stats[key] for key in ("mean", "ci95_low", "ci95_high", "n")}
 
 

@@ -47,7 +47,7 @@ from physai.train.guards import (FiniteCheckVecEnv, NonFiniteError, NonFiniteInE
                                  nonfinite_message, signal_name)
 from physai.train.normalization import (NORMALIZATION_FILE, ObsNormalization, load_obs_normalization,
                                         restore_vecnormalize)
-from physai.train.vec_env import make_training_vec_env
+from physai.train.vec_env import batched_engine, make_training_vec_env
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,12 @@ TERM_PREFIX = "reward_term/"
 PROGRESS_MIN_STEPS = 64
 
 
-def build_vec_env(task, algo: DictConfig, seed: int) -> Any:
-    """The training batch: the task's VecEnv, its outputs checked for NaN/inf, then (optionally) VecNormalize."""
-    raw = make_training_vec_env(task, algo.n_envs, seed)
-    venv = FiniteCheckVecEnv(raw, names=_observation_names(raw))
+def build_vec_env(task, algo: DictConfig, seed: int, check_finite: bool = True) -> Any:
+    """The training batch: the task's VecEnv, its outputs checked for NaN/inf (unless ``check_finite`` is
+    off: a benchmark's stock contender runs without physai's checks), then (optionally) VecNormalize."""
+    venv = make_training_vec_env(task, algo.n_envs, seed)
+    if check_finite:
+        venv = FiniteCheckVecEnv(venv, names=_observation_names(venv))
     if algo.normalize_obs or algo.normalize_reward:
         venv = VecNormalize(venv, norm_obs=algo.normalize_obs, norm_reward=algo.normalize_reward,
                             clip_obs=algo.clip_obs, gamma=algo.gamma)
@@ -93,10 +95,7 @@ def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictCon
 
 def _observation_names(venv) -> Optional[list[str]]:
     """A physai task's observation column names (``velocities[1]``), for messages; None otherwise."""
-    inner = venv
-    while inner is not None and not hasattr(inner, "engine"):
-        inner = getattr(inner, "venv", None)
-    names = getattr(getattr(inner, "engine", None), "observation_names", None)
+    names = getattr(batched_engine(venv), "observation_names", None)
     return list(names) if names else None
 
 

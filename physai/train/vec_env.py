@@ -25,6 +25,14 @@ def make_training_vec_env(task, num_envs: int, seed: int) -> VecEnv:
     return make_vec_env(task.env_fn(), n_envs=num_envs, seed=seed)
 
 
+def batched_engine(venv) -> Optional[BatchedEngine]:
+    """The batched engine under a training VecEnv and its wrappers (VecNormalize, checks); None for others."""
+    inner = venv
+    while inner is not None and not hasattr(inner, "engine"):
+        inner = getattr(inner, "venv", None)
+    return getattr(inner, "engine", None)
+
+
 class PhysaiSB3VecEnv(VecEnv):
     """SB3's ``VecEnv`` interface over the engine: PPO and SAC train on the batch directly.
 
