@@ -66,13 +66,15 @@ RANDOM = [-90.0, -110.0]  # the random policy's episodes: mean -100
 SAC = [[0.0, 40.0, 70.0, 85.0, 90.0], [0.0, 60.0, 90.0, 95.0, 100.0], [0.0, 50.0, 80.0, 100.0, 110.0]]
 # SAC at MBPO's UTD: means 0, 68.3, 80.7 reach at 400, but only seed 0 does on its own.
 SAC_UTD = [[0.0, 70.0, 85.0], [0.0, 75.0, 78.0], [0.0, 60.0, 79.0]]
+# DroQ-regularized SAC at MBPO's UTD: means 0, 79, 87.7 reach at 400; per seed at 200, 200, 400.
+DROQ = [[0.0, 85.0, 90.0], [0.0, 82.0, 88.0], [0.0, 70.0, 85.0]]
 # MBPO: means 0, 85, 85 reach at 200, every seed at 200.
 MBPO = [[0.0, 85.0, 90.0], [0.0, 80.0, 70.0], [0.0, 90.0, 95.0]]
 
 
-def _analyze(sac=SAC, sac_utd=SAC_UTD, mbpo=MBPO):
+def _analyze(sac=SAC, sac_utd=SAC_UTD, mbpo=MBPO, droq=DROQ):
     return analyze_task("pendulum", PLAN, {"sac": _records(sac, LONG), "sac_utd": _records(sac_utd, SHORT),
-                                           "mbpo": _records(mbpo, SHORT)}, RANDOM)
+                                           "droq": _records(droq, SHORT), "mbpo": _records(mbpo, SHORT)}, RANDOM)
 
 
 def test_analysis_on_hand_built_curves():
@@ -107,8 +109,12 @@ def test_analysis_on_hand_built_curves():
     assert mbpo["best_return"] == pytest.approx(85.0) and mbpo["best_return_at_steps"] == 200  # the first best
     assert mbpo["return_at_budget"]["mean"] == pytest.approx(85.0)
 
+    droq = result["arms"]["droq"]
+    assert droq["utd"] == 20 and droq["budget_steps"] == 400
+    assert droq["steps_to_reach"] == 400 and droq["steps_to_reach_per_seed"] == [200, 200, 400]
     assert result["real_steps_ratio"] == {"sac": {"value": pytest.approx(0.5), "below": None},
-                                          "sac_utd": {"value": pytest.approx(0.5), "below": None}}
+                                          "sac_utd": {"value": pytest.approx(0.5), "below": None},
+                                          "droq": {"value": pytest.approx(0.5), "below": None}}
 
 
 def test_analysis_when_the_control_arm_never_reaches():
@@ -190,9 +196,10 @@ def test_markdown_tables_come_from_the_json_as_written(tmp_path, capsys):
     assert main(["bench", "synthetic", "--markdown", str(path)]) == 0
     text = capsys.readouterr().out
     # The hand-built curves' figures: reference 80 from SAC's 100 at 800 steps and a random policy's -100;
-    # SAC reaches it at 400 (per seed 600 / 400 / 400), the control arm at 400, MBPO at 200.
+    # SAC reaches it at 400 (per seed 600 / 400 / 400), the control arm and DroQ at 400, MBPO at 200.
     assert "| `pendulum` (20) | 80.0 (SAC's 100.0 [" in text and "less 10% of its span to random, -100.0)" in text
-    assert "| 400 (600 / 400 / 400) | 400 (400 / - / -) | 200 (200 / 200 / 200) | 0.50 | 0.50 |" in text
+    assert ("| 400 (600 / 400 / 400) | 400 (400 / - / -) | 400 (200 / 200 / 400) | 200 (200 / 200 / 200) | "
+            "0.50 | 0.50 | 0.50 |") in text
     assert "| `pendulum` | 200,000 | single env 9,000 [8,000, 9,500]; EnvPool 64 80,000 [79,000, 81,000] | " \
            "EnvPool 64 | 2.50x |" in text
     assert main(["bench", "synthetic", "--markdown", str(tmp_path / "none.json")]) != 0

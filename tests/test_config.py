@@ -106,6 +106,8 @@ def test_composition_refuses_unknown_keys_and_wrong_types(override, needle):
     (["algo.activation=swish"], "algo.activation"),
     (["algo.batch_size=100000"], "algo.batch_size"),
     (["algo=sac", "algo.tau=0"], "algo.tau"),
+    (["algo=sac", "algo.critic_dropout=1.0"], "algo.critic_dropout"),
+    (["+algo.critic_layer_norm=true"], "algo.critic_layer_norm is not a setting of PPO"),
     (["device.jetson_orin_nano.power_w=0"], "device.jetson_orin_nano.power_w"),
     (["+algo.n_env=4"], "algo.n_env is not a setting of PPO"),
     (["algo=sac", "algo.learning_starts=5000", "algo.total_timesteps=2000"], "algo.learning_starts=5000"),

@@ -221,17 +221,19 @@ def test_bench_synthetic_reports_its_figures(tmp_path):
     # One env, every arm evaluated at the start and then every 100 real steps: SAC for twice the budget.
     curves = saved["curves_per_seed"]["pendulum"]
     assert [c["steps"] for c in curves["sac"]] == [[0, 100, 200, 300, 400]] * 2
-    assert [c["steps"] for c in curves["sac_utd"]] == [c["steps"] for c in curves["mbpo"]] == [[0, 100, 200]] * 2
+    for arm in ("sac_utd", "droq", "mbpo"):
+        assert [c["steps"] for c in curves[arm]] == [[0, 100, 200]] * 2, arm
     runs = saved["runs"]["pendulum"]
-    # Gradient steps after the 100 warm-up steps: SAC one per real step, the other two arms two.
+    # Gradient steps after the 100 warm-up steps: SAC one per real step, the other arms two.
     assert [r["gradient_steps"] for r in runs["sac"]] == [300, 300]
-    assert [r["gradient_steps"] for r in runs["sac_utd"]] == [r["gradient_steps"] for r in runs["mbpo"]] == [200, 200]
+    for arm in ("sac_utd", "droq", "mbpo"):
+        assert [r["gradient_steps"] for r in runs[arm]] == [200, 200], arm
     # Scored from the per-seed curves as saved: SAC's final seed mean less 5% of its span to the random
     # policy, then the first checkpoint whose seed mean reaches it, for every arm.
     sac_final = (curves["sac"][0]["return"][-1] + curves["sac"][1]["return"][-1]) / 2
     reference = sac_final - 0.05 * (sac_final - detail["random_policy_return"])
     assert detail["reference_return"] == pytest.approx(reference)
-    for arm in ("sac", "sac_utd", "mbpo"):
+    for arm in ("sac", "sac_utd", "droq", "mbpo"):
         mean = [(a + b) / 2 for a, b in zip(curves[arm][0]["return"], curves[arm][1]["return"])]
         reach = next((step for step, value in zip(curves[arm][0]["steps"], mean) if value >= reference), None)
         assert detail["arms"][arm]["steps_to_reach"] == reach, arm

@@ -1,6 +1,6 @@
 """Does synthetic experience pay? MBPO against model-free SAC at UTD 1 and at MBPO's own UTD.
 
-Three arms train on every task and seed, with the same SAC network, batch, learning rate, warm-up,
+Four arms train on every task and seed, with the same SAC network, batch, learning rate, warm-up,
 discount and entropy tuning, on the same observations (MBPO's ensemble is not given the physics
 context SAC cannot see):
 
@@ -8,6 +8,9 @@ context SAC cannot see):
   its final return sets the reference.
 * ``sac_utd``: the same SAC at MBPO's update-to-data ratio and no world model (the control arm: on
   some tasks all of MBPO's gain is its higher UTD).
+* ``droq``: ``sac_utd`` with the critic regularization high-UTD methods rely on (DroQ's published
+  dropout 0.01 and layer norm in every critic layer, ``physai.train.critics``; not tuned here), the
+  strongest model-free baseline at that UTD.
 * ``mbpo``: ``physai.synthetic.mbpo`` (SAC + ensemble + short synthetic rollouts), its world-model
   fit bounded by epochs (never by seconds, so machine load cannot change the result).
 
@@ -53,6 +56,7 @@ from physai.core.stats import mean_ci95
 from physai.deploy.devices.host import cpu_model
 from physai.report.format import save_png
 from physai.synthetic.mbpo import MBPO, training_figures
+from physai.train.critics import sac_policy
 from physai.train.evaluation import episode_returns
 from physai.train.vec_env import make_training_vec_env
 
@@ -60,8 +64,13 @@ RESULT_FILE = "synthetic.json"
 PLOT_FILE = "synthetic_curves.png"
 # Evaluation episodes reset with these seeds at every checkpoint, for every arm and seed: paired curves.
 EVAL_SEED_BASE = 1_000_000
-ARMS = ("sac", "sac_utd", "mbpo")
-ARM_LABELS = {"sac": "SAC, UTD 1", "sac_utd": "SAC at MBPO's UTD", "mbpo": "MBPO"}
+ARMS = ("sac", "sac_utd", "droq", "mbpo")
+# The model-free arms MBPO's real steps are set against.
+BASELINES = ("sac", "sac_utd", "droq")
+ARM_LABELS = {"sac": "SAC, UTD 1", "sac_utd": "SAC at MBPO's UTD", "droq": "DroQ-regularized SAC at MBPO's UTD",
+              "mbpo": "MBPO"}
+# DroQ's published critic regularization (Hiraoka et al., 2022), used as published.
+DROQ_CRITICS: dict[str, Any] = {"critic_dropout": 0.01, "critic_layer_norm": True}
 # Never used to choose any setting below (see the module docstring).
 REPORT_SEEDS = (100, 101, 102, 103, 104)
 
@@ -113,6 +122,11 @@ PLANS: dict[str, TaskPlan] = {
     # per real step, branches growing from 1 to 5 steps.
     "cartpole_balance": TaskPlan(budget=4_000, eval_every=250, eval_episodes=5,
                                  mbpo={"rollout_length": [500, 3_000, 1, 5]}),
+    # Gymnasium's Hopper-v5: contacts, a learned termination, 1,000-step episodes. The budget (SAC at UTD 1:
+    # four times it) is sized so five seeds of four arms fit the benchmark's two-hour allowance on two
+    # cores; MBPO's branches grow from 1 to 10 steps.
+    "hopper": TaskPlan(budget=5_000, eval_every=500, eval_episodes=5,
+                       mbpo={"rollout_length": [1_000, 4_000, 1, 10]}),
     # Gymnasium's MuJoCo cart-pole, the alternative to the physai one.
     "inverted_pendulum": TaskPlan(budget=3_000, eval_every=250, eval_episodes=5,
                                   mbpo={"rollout_length": [500, 3_000, 1, 5]}),
@@ -167,8 +181,10 @@ def arm_settings(arm: str, plan: TaskPlan) -> dict[str, Any]:
     if arm == "mbpo":
         settings.update(SHARED_MBPO)
         settings.update(plan.mbpo)
-    elif arm == "sac_utd":
+    elif arm in ("sac_utd", "droq"):
         settings["gradient_steps"] = plan.utd
+        if arm == "droq":
+            settings.update(DROQ_CRITICS)
     elif arm != "sac":
         raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
     return settings
@@ -183,7 +199,10 @@ def train_arm(arm: str, task, plan: TaskPlan, seed: int, on_eval: Callable[[int,
     """
     venv = make_training_vec_env(task, 1, seed)
     algo = MBPO if arm == "mbpo" else SAC
-    model = algo("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **arm_settings(arm, plan))
+    settings = arm_settings(arm, plan)
+    policy, critic_kwargs = sac_policy(settings.pop("critic_dropout", 0.0), settings.pop("critic_layer_norm", False))
+    settings["policy_kwargs"] = {**settings["policy_kwargs"], **critic_kwargs}
+    model = algo(policy, venv, seed=seed, device="cpu", verbose=0, **settings)
     seeds = eval_seeds(plan)
 
     def evaluate(trained) -> list[float]:
@@ -348,13 +367,13 @@ def analyze_task(name: str, plan: TaskPlan, records: dict[str, list[dict]], rand
         "reference_return": reference,
         "arms": arms,
         "real_steps_ratio": {other: steps_ratio(mbpo, arms[other], plan.arm_budget(other))
-                             for other in ("sac", "sac_utd") if other in arms},
+                             for other in BASELINES if other in arms},
     }
 
 
 # ---------------------------------------------------------------------- report
 
-ARM_COLORS = {"sac": "tab:blue", "sac_utd": "tab:green", "mbpo": "tab:orange"}
+ARM_COLORS = {"sac": "tab:blue", "sac_utd": "tab:green", "droq": "tab:red", "mbpo": "tab:orange"}
 
 
 def _plot(results: dict[str, dict], target: Path) -> None:
@@ -415,11 +434,11 @@ def _print_table(results: dict[str, dict], generation: dict[str, dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Real env steps to the reference return (seed mean; per seed in brackets)")
-    for column in ("task", "reference", *[ARM_LABELS[a] for a in ARMS], "MBPO / SAC", "MBPO / SAC at UTD"):
+    for column in ("task", "reference", *[ARM_LABELS[a] for a in ARMS], *[f"MBPO / {a}" for a in BASELINES]):
         table.add_column(column, justify="right")
     for name, r in results.items():
         table.add_row(name, f"{r['reference_return']:.1f}", *[_steps_text(r["arms"][a]) for a in ARMS],
-                      _ratio_text(r["real_steps_ratio"]["sac"]), _ratio_text(r["real_steps_ratio"]["sac_utd"]))
+                      *[_ratio_text(r["real_steps_ratio"][a]) for a in BASELINES])
     gen = Table(title="Synthetic transitions/s vs the fastest simulator path (same policy, interleaved)")
     for column in ("task", "synthetic/s", "fastest simulator path", "steps/s", "ratio"):
         gen.add_column(column, justify="right")
@@ -438,23 +457,27 @@ def _ci_text(ci: Optional[dict], digits: int = 1) -> str:
 
 
 def markdown_tables(record: dict) -> str:
-    """The README's tables, from a ``synthetic.json`` as written (``physai bench synthetic --markdown``)."""
+    """The README's tables, from a ``synthetic.json`` as written (``physai bench synthetic --markdown``);
+    the arms are those every task's record holds (older records lack the DroQ arm)."""
+    details = record["tasks_detail"].values()
+    arms = [a for a in ARMS if all(a in r["arms"] for r in details)]
+    baselines = [a for a in BASELINES if a in arms]
     lines = ["| task (UTD of MBPO and the control arm) | reference return | " +
-             " | ".join(f"{ARM_LABELS[a]}: real steps to it" for a in ARMS) +
-             " | MBPO / SAC | MBPO / SAC at UTD |", "|---" * (4 + len(ARMS)) + "|"]
+             " | ".join(f"{ARM_LABELS[a]}: real steps to it" for a in arms) +
+             " | " + " | ".join(f"MBPO / {ARM_LABELS[a]}" for a in baselines) + " |",
+             "|---" * (2 + len(arms) + len(baselines)) + "|"]
     for name, r in record["tasks_detail"].items():
         reference = (f"{r['reference_return']:.1f} (SAC's {_ci_text(r['sac_final_return'])} at "
                      f"{r['reference_budget_steps']:,} less {r['band']:.0%} of its span to random, "
                      f"{r['random_policy_return']:.1f})")
         lines.append(f"| `{name}` ({r['utd']}) | {reference} | " +
-                     " | ".join(_steps_text(r["arms"][a]) for a in ARMS) +
-                     f" | {_ratio_text(r['real_steps_ratio']['sac'])} | "
-                     f"{_ratio_text(r['real_steps_ratio']['sac_utd'])} |")
-    lines += ["", "| task | " + " | ".join(f"{ARM_LABELS[a]}: return at the budget" for a in ARMS) + " |",
-              "|---" * (1 + len(ARMS)) + "|"]
+                     " | ".join(_steps_text(r["arms"][a]) for a in arms) + " | " +
+                     " | ".join(_ratio_text(r["real_steps_ratio"][a]) for a in baselines) + " |")
+    lines += ["", "| task | " + " | ".join(f"{ARM_LABELS[a]}: return at the budget" for a in arms) + " |",
+              "|---" * (1 + len(arms)) + "|"]
     for name, r in record["tasks_detail"].items():
         lines.append(f"| `{name}` ({r['budget_steps']:,} real steps) | " +
-                     " | ".join(_ci_text(r["arms"][a]["return_at_budget"]) for a in ARMS) + " |")
+                     " | ".join(_ci_text(r["arms"][a]["return_at_budget"]) for a in arms) + " |")
     lines += ["", "| task | synthetic transitions/s | simulator paths, steps/s (median [min, max]) | fastest | "
               "`generation_ratio` |", "|---|---|---|---|---|"]
     for name, g in record["generation"].items():

@@ -42,6 +42,8 @@ ALGO_FRAMEWORK_KEYS = frozenset({
     "_target_", "name", "total_timesteps", "n_envs", "normalize_obs", "normalize_reward", "clip_obs", "net_arch",
     "activation", "log_std_init", "ortho_init", "checkpoint_every_steps", "keep_checkpoints", "torch_threads",
     "tuned_for"})
+# SAC-family settings physai turns into the critic network (physai.train.critics), not SB3 keywords.
+SAC_CRITIC_KEYS = frozenset({"critic_dropout", "critic_layer_norm"})
 
 # Keys that change how a run is executed or judged, not which policy it trains. Everything
 # else is the run's training identity: hashed into the bundle's provenance, and frozen once
@@ -161,6 +163,9 @@ class SACConfig(AlgoConfig):
     train_freq: int = bounded(1, low=1)
     gradient_steps: int = bounded(1, low=-1)
     ent_coef: str = "auto"
+    # DroQ-style critic regularization for high gradient_steps (physai.train.critics); off = stock SB3.
+    critic_dropout: float = bounded(0.0, low=0.0, high=0.9, hint="DroQ uses 0.01")
+    critic_layer_norm: bool = False
 
     @staticmethod
     def check(node: DictConfig, prefix: str) -> None:

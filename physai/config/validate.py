@@ -18,7 +18,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS
 from physai.core.errors import ConfigError
 
 
@@ -35,6 +35,10 @@ def _check_algo_keys(algo: DictConfig) -> None:
     except Exception as exc:  # hydra raises ImportError or ValueError depending on the path
         raise ConfigError(f"algo._target_={algo._target_!r} cannot be imported: {exc}") from exc
     accepted = set(inspect.signature(algorithm_class.__init__).parameters)
+    from stable_baselines3 import SAC  # imported with the algorithm class above anyway
+
+    if issubclass(algorithm_class, SAC):
+        accepted |= SAC_CRITIC_KEYS
     for key in algo.keys():
         if key not in ALGO_FRAMEWORK_KEYS and key not in accepted:
             raise ConfigError(f"algo.{key} is not a setting of {algorithm_class.__name__}; remove it or fix the "

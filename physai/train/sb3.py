@@ -32,7 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS
 from physai.core.errors import PhysaiError
 from physai.core.io import write_text_atomic
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
@@ -42,6 +42,7 @@ from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, LA
                                       REPLAY_FILE, CheckpointError, latest_checkpoint, load_replay_buffer,
                                       read_trainer_state, restore_rng, save_checkpoint, step_name,
                                       verify_checkpoint, write_progress)
+from physai.train.critics import sac_policy
 from physai.train.guards import (FiniteCheckVecEnv, NonFiniteError, NonFiniteInEnv, StopSignals,
                                  TrainingInterrupted, check_losses, check_parameters, model_parameters,
                                  nonfinite_message, signal_name)
@@ -73,13 +74,16 @@ def build_vec_env(task, algo: DictConfig, seed: int, check_finite: bool = True) 
 
 
 def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
-    kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items() if k not in ALGO_FRAMEWORK_KEYS}
+    kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items()
+              if k not in ALGO_FRAMEWORK_KEYS | SAC_CRITIC_KEYS}
     policy_kwargs: dict[str, Any] = {"net_arch": list(algo.net_arch),
                                      "activation_fn": ACTIVATIONS[algo.activation],
                                      "log_std_init": algo.log_std_init}
     if "ortho_init" in algo:
         policy_kwargs["ortho_init"] = algo.ortho_init
-    kwargs["policy_kwargs"] = policy_kwargs
+    policy, critic_kwargs = sac_policy(algo.get("critic_dropout", 0.0), algo.get("critic_layer_norm", False))
+    kwargs["policy"] = policy
+    kwargs["policy_kwargs"] = {**policy_kwargs, **critic_kwargs}
     return kwargs
 
 
@@ -90,7 +94,7 @@ def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictCon
     kwargs = algorithm_kwargs(algo)
     if world_model is not None and hasattr(algorithm_class, "world_model_keywords"):
         kwargs.update(algorithm_class.world_model_keywords(OmegaConf.to_container(world_model, resolve=True)))
-    return algorithm_class("MlpPolicy", venv, seed=seed, verbose=0, device="cpu", **kwargs)
+    return algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs)
 
 
 def _observation_names(venv) -> Optional[list[str]]:
