@@ -409,7 +409,7 @@ def _plot(results: dict[str, dict], target: Path) -> None:
         ax.set_ylabel(f"return ({r['eval_episodes']} fixed episodes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Deterministic return vs real env steps: seed mean, 95% CI band; dotted: first reach of the "
+    fig.suptitle("Deterministic return vs real env steps: seed mean, 95% CI band;\ndotted: first reach of the "
                  "reference", fontsize=10)
     fig.tight_layout()
     save_png(fig, target)
