@@ -558,7 +558,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         **figures,
-        "settings": {"shared_sac": SHARED_SAC, "shared_mbpo": SHARED_MBPO,
+        "settings": {"shared_sac": SHARED_SAC, "shared_mbpo": SHARED_MBPO, "droq_critics": DROQ_CRITICS,
                      "plans": {n: asdict(p) for n, p in resolved.items()}, "torch_threads": torch_threads,
                      "eval": f"deterministic actions, episodes reset with seeds {EVAL_SEED_BASE}+i at every "
                              f"checkpoint for every arm",
