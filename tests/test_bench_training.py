@@ -109,3 +109,15 @@ def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, cap
     capsys.readouterr()
     assert main(["bench", "robustness", "--markdown", str(tmp_path / "robustness.json")]) == 0
     assert "| `cartpole_balance/heavy_pole_push` | (b0) MBPO, unprompted (control) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seeds", "100"], "at least 2 distinct seeds"),
+    (["--scenarios", "cartpole_balance/nope"], "'cartpole_balance/nope', which has no benchmark plan"),
+])
+def test_robustness_bad_arguments_fail_before_anything_trains(argv, says, tmp_path, capsys):
+    from physai.run.cli import main
+
+    assert main(["bench", "robustness", "--out", str(tmp_path), *argv]) != 0
+    assert says in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from physai.core.errors import ConfigError
+
+
+def job_inputs(names: Sequence[str], known: Mapping[str, Any], overrides: Optional[Mapping[str, dict]],
+               seeds: Sequence[int], workers: Optional[int], flag: str) -> tuple[dict[str, Any], list[int], int]:
+    """A training benchmark's checked inputs, before anything trains: each named plan (with ``overrides``
+    of its fields), at least two distinct seeds for a 95% CI, and the worker count (default: one per core).
+    ``flag`` is the command-line option that names the plans, for the error."""
+    seed_list = [int(s) for s in seeds]
+    if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"--seeds {seeds!r}: give at least 2 distinct seeds for a 95% CI (5 recommended)")
+    resolved = {}
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{flag} names {name!r}, which has no benchmark plan; choose from {sorted(known)}")
+        resolved[name] = replace(known[name], **(overrides or {}).get(name, {}))
+    return resolved, seed_list, max(1, int(workers or os.cpu_count() or 1))
 
 
 class _Inline:

@@ -30,7 +30,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -39,7 +39,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from physai.bench.jobs import run_jobs
+from physai.bench.jobs import job_inputs, run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
@@ -285,15 +285,7 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
     """Train every (scenario, arm, seed), evaluate, analyze; write ``robustness.json`` and the plot."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    seed_list = [int(s) for s in seeds]
-    if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
-        raise ConfigError(f"--seeds {seeds!r}: give at least 2 distinct seeds for a 95% CI (5 recommended)")
-    resolved: dict[str, RobustnessPlan] = {}
-    for name in scenarios:
-        if name not in PLANS:
-            raise ConfigError(f"--scenarios names {name!r}, which has no benchmark plan; choose from {sorted(PLANS)}")
-        resolved[name] = replace(PLANS[name], **(plans or {}).get(name, {}))
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    resolved, seed_list, workers = job_inputs(scenarios, PLANS, plans, seeds, workers, "--scenarios")
     jobs = sorted((Job(name, arm, seed, plan, torch_threads) for name, plan in resolved.items() for arm in ARMS
                    for seed in seed_list), key=lambda job: -job.cost)
     records: dict[tuple, dict] = {}

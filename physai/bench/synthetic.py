@@ -38,7 +38,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -48,9 +48,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 from physai.bench.generation import POLICY_WEIGHTS, generation_figures
-from physai.bench.jobs import run_jobs
+from physai.bench.jobs import job_inputs, run_jobs
 from physai.config.compose import build_task, compose_config
-from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95
 from physai.deploy.devices.host import cpu_model
@@ -504,15 +503,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    seed_list = [int(s) for s in seeds]
-    if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
-        raise ConfigError(f"--seeds {seeds!r}: give at least 2 distinct seeds for a 95% CI (5 recommended)")
-    resolved: dict[str, TaskPlan] = {}
-    for name in tasks:
-        if name not in PLANS:
-            raise ConfigError(f"--tasks names {name!r}, which has no benchmark plan; choose from {sorted(PLANS)}")
-        resolved[name] = replace(PLANS[name], **(plans or {}).get(name, {}))
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    resolved, seed_list, workers = job_inputs(tasks, PLANS, plans, seeds, workers, "--tasks")
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-") as scratch:
