@@ -85,3 +85,13 @@ def collect_episodes(task, steps: int, act: ActionFn, seed: int, progress: bool 
     finally:
         env.close()
     return episodes
+
+
+def random_action_episodes(task, steps: int, seed: int) -> tuple[list[Episode], object, object]:
+    """``steps`` env steps of uniformly random actions on ``task``, with its spaces: the smallest real dataset
+    (fixtures, format checks, world-model smoke fits)."""
+    env = task.make()
+    observation_space, action_space = env.observation_space, env.action_space
+    env.close()
+    act, _ = make_action_fn("random", action_space, np.random.default_rng(0))
+    return collect_episodes(task, steps, act, seed=seed, progress=False), observation_space, action_space

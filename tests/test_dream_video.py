@@ -13,7 +13,7 @@ from physai.envs import rendering
 from physai.report.dream_video import open_loop_dream, record_dream_vs_real
 from physai.envs.gym_task import GymTask
 from physai.envs.registry import packaged_task_configs
-from physai.synthetic.collect import collect_episodes, make_action_fn
+from physai.synthetic.collect import random_action_episodes
 from physai.synthetic.dataset import ProvenanceTables, read_dataset, write_dataset
 from physai.synthetic.world_model import EnsembleDynamicsModel
 from physai.report.video import NoVideo
@@ -25,11 +25,7 @@ ENV_ID = "physai/CartpoleBalance-v0"
 def cartpole_case(tmp_path_factory):
     """A real dataset of a few random-action cartpole episodes and a tiny ensemble fit on it."""
     task = GymTask(id=ENV_ID, task=packaged_task_configs()["cartpole_balance"]["task"])
-    env = task.make()
-    observation_space, action_space = env.observation_space, env.action_space
-    env.close()
-    act, _ = make_action_fn("random", action_space, np.random.default_rng(0))
-    episodes = collect_episodes(task, 100, act, seed=7, progress=False)  # the pole falls after 20-50 steps
+    episodes, observation_space, action_space = random_action_episodes(task, 100, seed=7)  # the pole falls after 20-50 steps
     assert 2 <= len(episodes) <= 3, [len(e) for e in episodes]
     _, context_names = task.signal_names()
     directory = tmp_path_factory.mktemp("dream") / "real"

@@ -11,6 +11,7 @@
     physai bench return [--arms zoo,physai] [--seed 1]                    wall-clock to the zoo's HalfCheetah return
     physai bench robustness [--scenarios cartpole_balance/heavy_pole_push] prompted synthetic vs nominal vs DR
     physai data info PATH                                                 a dataset's spaces, counts and provenance
+    physai data export PATH --format lerobot OUT [--fps N]                a dataset as a LeRobot v3.0 dataset
     physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
 """
 
@@ -133,6 +134,39 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     info = dataset_info(args.path)
     print(json.dumps(info, indent=2, default=str) if args.json else format_dataset_info(info))
     return 0
+
+
+def _cmd_data_export(args: argparse.Namespace) -> int:
+    from physai.synthetic.dataset import read_metadata
+    from physai.synthetic.dataset.lerobot import export_lerobot, refuse_export_target
+
+    path, out = Path(args.path), Path(args.out)
+    refuse_export_target(out)  # before anything is read or built
+    fps = args.fps if args.fps is not None else _control_rate(path, read_metadata(path)["task_id"])
+    export_lerobot(path, out, fps=fps)
+    print(f"wrote {out} (LeRobot v3.0, {fps:g} fps); load it with "
+          f"lerobot.datasets.lerobot_dataset.LeRobotDataset(repo_id, root='{out}')")
+    return 0
+
+
+def _control_rate(dataset: Path, task_id: str) -> float:
+    """The rate the dataset's task acts at: its run's configured task (``<run>/datasets/<name>``), since a run
+    may change the control rate, else the task id's registered definition."""
+    from omegaconf import OmegaConf
+
+    from physai.config.compose import CONFIG_FILE, build_task
+    from physai.envs.gym_task import GymTask
+
+    run_config = dataset.resolve().parent.parent / CONFIG_FILE
+    try:
+        task = build_task(OmegaConf.load(run_config).env) if run_config.is_file() else GymTask(task_id)
+        rate = task.control_rate_hz()
+    except PhysaiError as exc:
+        raise ConfigError(f"cannot tell the control rate of the dataset's task {task_id!r} ({exc}); "
+                          f"pass it as --fps N") from exc
+    if not rate:
+        raise ConfigError(f"task {task_id!r} does not say its control rate; pass it as --fps N")
+    return rate
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -282,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="a dataset directory, e.g. <run_dir>/datasets/synthetic")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
     info.set_defaults(func=_cmd_data_info)
+    export = data_sub.add_parser("export", help="write a dataset in another format: LeRobot v3.0 (Parquet, MP4, "
+                                                "meta/) for robot-learning tools")
+    export.add_argument("path", help="a dataset directory, e.g. <run_dir>/datasets/real")
+    export.add_argument("--format", required=True, choices=["lerobot"], help="the output format")
+    export.add_argument("out", help="a new (or empty) directory for the exported dataset")
+    export.add_argument("--fps", type=float, help="frames per second (default: the task's control rate)")
+    export.set_defaults(func=_cmd_data_export)
     profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime (measured)")
     profile.add_argument("bundle", help="a bundle directory (holds manifest.json and policy.onnx)")
     amount = profile.add_mutually_exclusive_group()

@@ -25,7 +25,8 @@ A dataset is assembled in a staging directory beside its target and swapped in w
 killed write never leaves a half-written dataset where a good one was.
 
 The package: ``records`` (in-memory forms and provenance), ``spaces`` (Minari's JSON for spaces),
-``storage`` (write and read) and ``info`` (``physai data info``).
+``storage`` (write and read), ``info`` (``physai data info``) and ``lerobot`` (``physai data export``: the
+LeRobot v3.0 format, imported on its own so reading a dataset never loads pyarrow).
 """
 
 from physai.synthetic.dataset.info import dataset_info, format_dataset_info
