@@ -263,6 +263,9 @@ class DeviceConfig:
     # A policy whose bytes fit in this per-core cache streams at cpu_cache_bandwidth_gbs instead.
     cpu_cache_kb: Optional[float] = bounded(None, low=0.0, low_open=True)
     cpu_cache_bandwidth_gbs: Optional[float] = bounded(None, low=0.0, low_open=True)
+    # Beyond it, the shared last-level cache (read from the machine on a host with read_host).
+    cpu_llc_kb: Optional[float] = bounded(None, low=0.0, low_open=True)
+    cpu_llc_bandwidth_gbs: Optional[float] = bounded(None, low=0.0, low_open=True)
     cpu_cores: Optional[int] = bounded(None, low=1)
     cpu_op_overhead_us: float = bounded(2.0, low=0.0)
     # Fixed cost of one runtime call (binding, input checks, output allocation).

@@ -41,7 +41,7 @@ from physai.core.manifest import file_record, verify_bytes
 from physai.core.stats import mean_ci95, paired_ci95
 from physai.deploy.gates import score_points
 from physai.deploy.parity import random_observations
-from physai.edge.bundle import BUNDLE_FIX, INPUT_NAME, MANIFEST_FILE, POLICY_FILE, load_manifest
+from physai.edge.bundle import BUNDLE_FIX, MANIFEST_FILE, POLICY_FILE, load_manifest
 from physai.edge.runtime import EdgePolicy
 from physai.train.evaluation import episode_returns
 
@@ -258,7 +258,7 @@ def to_fp16(fp32_bytes: bytes) -> bytes:
 
 
 def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[np.ndarray] = None) -> bytes:
-    """INT8 weights via onnxruntime quantization; ``static`` needs ``calibration`` observations (n, obs_dim)."""
+    """INT8 weights via onnxruntime quantization; ``static`` needs ``calibration`` inputs (n, ...), one per call."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
@@ -278,6 +278,7 @@ def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[np
             if calibration is None or len(calibration) == 0:
                 raise ValueError("static INT8 quantization needs calibration observations")
             rows = np.asarray(calibration, dtype=np.float32)
+            input_name = model.graph.input[0].name  # "observation" in a bundle; any name in `physai profile --onnx`
 
             class Reader(CalibrationDataReader):
                 def __init__(self) -> None:
@@ -285,7 +286,7 @@ def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[np
 
                 def get_next(self) -> Optional[dict]:
                     i = next(self._rows, None)
-                    return None if i is None else {INPUT_NAME: rows[i:i + 1]}
+                    return None if i is None else {input_name: rows[i:i + 1]}
 
             quantize_static(model, target, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, op_types_to_quantize=list(_COMPUTE_OPS),

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,12 +42,12 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from physai.config.compose import CONFIG_FILE, build_task
-from physai.config.schema import DeviceConfig, GateConfig, packaged_device_keys
+from physai.config.schema import GateConfig, packaged_device_keys
 from physai.core.errors import BundleError, ConfigError
 from physai.core.io import write_json_atomic
 from physai.deploy.delayed_evaluation import evaluate_delays
 from physai.deploy.devices.onnx_cost import node_costs
-from physai.deploy.devices.roofline import check_device, model_device
+from physai.deploy.devices.roofline import load_device, model_device
 from physai.deploy.gates import (GATE_SUFFIX, delay_gates, gate_result, gate_row, latency_gates,
                                  quality_drop_gate)
 from physai.deploy.latency import latency_figures
@@ -101,23 +100,6 @@ def recorded_evaluation(bundle_dir: Path, manifest: dict) -> Optional[dict]:
         if bundle.get("policy_sha256") == manifest["files"][POLICY_FILE]["sha256"] and bundle.get("eval"):
             return {**bundle["eval"], "source": str(summary_path)}
     return None
-
-
-# ----- targets -------------------------------------------------------------------------------------
-def load_device(key: str) -> Any:
-    """A target from ``configs/device/<key>.yaml``, checked against the schema."""
-    known = packaged_device_keys()
-    if key not in known:
-        raise ConfigError(f"unknown device {key!r}; known devices: {', '.join(known)} "
-                          f"(one file each under configs/device/)")
-    loaded = OmegaConf.create((files("physai.configs") / "device" / f"{key}.yaml").read_text())
-    loaded.pop("defaults", None)
-    try:
-        device = OmegaConf.merge(OmegaConf.structured(DeviceConfig), loaded)
-    except Exception as exc:  # omegaconf raises several types; all mean a bad key or value
-        raise ConfigError(f"configs/device/{key}.yaml does not fit the device schema: {exc}") from exc
-    check_device(key, device)
-    return device
 
 
 # ----- measuring ------------------------------------------------------------------------------------

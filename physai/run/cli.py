@@ -4,8 +4,10 @@
     physai run RUN_DIR [--stages export,profile,gate] [key=value ...]   rerun stages on an existing run
     physai verify BUNDLE                                                  check a bundle's checksums
     physai profile BUNDLE [--iterations N | --duration S] [--batch 1,8]  trtexec-style latency of the edge runtime
+    physai profile --onnx MODEL.onnx [--precision fp16] [--device KEY]  any ONNX file: measured here, modeled everywhere
     physai gate CANDIDATE --reference BUNDLE [--device KEY]              release gates; exit 3 when one fails
     physai bench edge [BUNDLE] [--out benchmarks/results]                 edge runtime vs onnxruntime (IOBinding) vs torch
+    physai bench conv [--out benchmarks/results]                          host model vs measured on three conv nets
     physai bench sim [--task cartpole_balance]                            batched engine vs EnvPool, gymnasium, rollout
     physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
     physai bench return [--arms zoo,physai] [--seed 1]                    wall-clock to the zoo's HalfCheetah return
@@ -170,12 +172,33 @@ def _control_rate(dataset: Path, task_id: str) -> float:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from physai.deploy.profiling import parse_batches, print_profile, profile_bundle
+    from physai.deploy import profiling
 
-    result = profile_bundle(Path(args.bundle), iterations=args.iterations, duration_s=args.duration,
-                            warmup=args.warmup, batches=parse_batches(args.batch), threads=args.threads,
-                            variant=args.variant, out_dir=args.out)
-    print_profile(result)
+    if (args.bundle is None) == (args.onnx is None):
+        raise ConfigError("give a bundle directory or --onnx MODEL.onnx (one of them), e.g. physai profile "
+                          "outputs/.../bundle, or physai profile --onnx encoder.onnx --batch 1,8")
+    if args.onnx is not None:
+        if args.variant is not None:
+            raise ConfigError("--variant picks one of a bundle's graphs; with --onnx give --precision fp16|int8")
+        devices = [d.strip() for item in (args.device or []) for d in item.split(",") if d.strip()]
+        result = profiling.profile_onnx(
+            args.onnx, precision=args.precision or "fp32",
+            batches=profiling.parse_batches(args.batch) if args.batch is not None else None,
+            devices=devices or None, iterations=args.iterations, duration_s=args.duration,
+            warmup=profiling.ONNX_WARMUP_CALLS if args.warmup is None else args.warmup, threads=args.threads,
+            out_dir=args.out)
+        profiling.print_onnx_profile(result)
+        return 0
+    for flag, value in (("--precision", args.precision), ("--device", args.device)):
+        if value is not None:
+            raise ConfigError(f"{flag} applies to --onnx MODEL.onnx; for a bundle, --variant fp32|fp16|int8 picks "
+                              f"the graph and `physai gate --device` models the targets")
+    result = profiling.profile_bundle(
+        Path(args.bundle), iterations=args.iterations, duration_s=args.duration,
+        warmup=200 if args.warmup is None else args.warmup,
+        batches=profiling.parse_batches("1,8,64,256" if args.batch is None else args.batch), threads=args.threads,
+        variant=args.variant or "fp32", out_dir=args.out)
+    profiling.print_profile(result)
     return 0
 
 
@@ -232,6 +255,18 @@ def _print_markdown(path: str, tables, result_file: str) -> int:
     fix = f"give the {result_file} a benchmark wrote"
     print(tables(read_json_object(Path(path), error=ConfigError, fix=fix,
                                   missing=f"--markdown {path} does not exist; {fix}")))
+    return 0
+
+
+def _cmd_bench_conv(args: argparse.Namespace) -> int:
+    from physai.bench.conv_model import bench_conv, summary_lines
+
+    result = bench_conv(Path(args.out) if args.out else None, rounds=args.rounds, round_s=args.seconds,
+                        command="physai " + " ".join(sys.argv[1:]),
+                        onnx_dir=Path(args.onnx_dir) if args.onnx_dir else None)
+    print("\n".join(summary_lines(result)))
+    print(f"host model within +-{100 * result['target']['abs_error_max']:.0f}% on every net: "
+          f"{'met' if result['target']['met'] else 'MISSED'} (worst {100 * result['target']['worst_abs_error']:.1f}%)")
     return 0
 
 
@@ -323,16 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="a new (or empty) directory for the exported dataset")
     export.add_argument("--fps", type=float, help="frames per second (default: the task's control rate)")
     export.set_defaults(func=_cmd_data_export)
-    profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime (measured)")
-    profile.add_argument("bundle", help="a bundle directory (holds manifest.json and policy.onnx)")
+    profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime, or of any "
+                                             "ONNX file (--onnx): measured on this host, modeled on every device")
+    profile.add_argument("bundle", nargs="?", help="a bundle directory (holds manifest.json and policy.onnx)")
+    profile.add_argument("--onnx", metavar="MODEL.onnx", help="instead of a bundle: any ONNX file, as trtexec "
+                                                              "--onnx; also modeled on every device")
     amount = profile.add_mutually_exclusive_group()
-    amount.add_argument("--iterations", type=int, help="timed calls per batch size (default 1000)")
+    amount.add_argument("--iterations", type=int, help="timed calls per batch size (default: 1000 for a bundle; "
+                                                       "--onnx times for 3 s, as trtexec)")
     amount.add_argument("--duration", type=float, help="or: seconds of timed calls per batch size")
-    profile.add_argument("--warmup", type=int, default=200, help="untimed calls before each batch size")
-    profile.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes")
+    profile.add_argument("--warmup", type=int, help="untimed calls before each batch size (default 200; --onnx 10)")
+    profile.add_argument("--batch", help="comma-separated batch sizes (default 1,8,64,256; --onnx: the model's "
+                                         "fixed batch, and required where its batch axis is dynamic)")
     profile.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    profile.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"],
-                         help="which of the bundle's graphs to time")
+    profile.add_argument("--variant", choices=["fp32", "fp16", "int8"],
+                         help="which of the bundle's graphs to time (default fp32)")
+    profile.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                         help="--onnx: the precision to time on the host (the file converted, as trtexec "
+                              "--fp16/--int8) and to headline on the devices (default fp32)")
+    profile.add_argument("--device", action="append", help="--onnx: target(s) from configs/device to model "
+                                                           "(repeat or comma-separate; default: all)")
     profile.add_argument("--out", help="where profile.json and the histogram go (default: the run's "
                                        "report/profile/, or ./physai-profile)")
     profile.set_defaults(func=_cmd_profile)
@@ -376,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--warmup", type=int, default=1000, help="untimed interleaved calls before each round")
     edge.add_argument("--out", help="where edge.json and edge.png go, e.g. benchmarks/results (default: print only)")
     edge.set_defaults(func=_cmd_bench_edge)
+    conv = bench_sub.add_parser("conv", help="host model vs measured p50 on three conv nets (64x64 NatureCNN, "
+                                             "96x96 IMPALA, 224x224 ResNet-18), predicted before timing")
+    conv.add_argument("--rounds", type=int, default=5, help="rounds that time every net in turn")
+    conv.add_argument("--seconds", type=float, default=1.0, help="timed seconds per net and round")
+    conv.add_argument("--out", help="where conv_host_model.json goes, e.g. benchmarks/results (default: print only)")
+    conv.add_argument("--onnx-dir", help="also keep the three exported ONNX files here (for physai profile --onnx)")
+    conv.set_defaults(func=_cmd_bench_conv)
     sim = bench_sub.add_parser("sim", help="batched engine vs EnvPool, gymnasium Sync/Async and bare mujoco.rollout")
     sim.add_argument("--task", default="cartpole_balance",
                      help="a physai env option (configs/env/<task>.yaml), e.g. physai_half_cheetah")

@@ -25,7 +25,7 @@ from physai.deploy.devices.onnx_cost import kernel_groups, node_costs, runtime_k
 from physai.deploy.devices.report import assumption_footnotes, path_mark, profile_lines
 from physai.deploy.devices.roofline import CPU_FUSION, check_device, model_device, node_table
 from physai.deploy.latency import latency_figures, time_calls
-from physai.deploy.profiling import HISTOGRAM_PNG, plot_latency_histogram
+from physai.deploy.profiling import HISTOGRAM_PNG, HOST_MODEL_TARGET, plot_latency_histogram
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
 from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
@@ -50,7 +50,6 @@ REQUIRES = [f"bundle/{MANIFEST_FILE}"]
 PRODUCES = ["summary:profile"]
 SUMMARY = ProfileSummary
 
-HOST_MODEL_TARGET = 0.25  # the host model should land within +-25% of the measured median
 JITTER_PERCENTILES = np.linspace(0.0, 100.0, 101)
 
 log = logging.getLogger(__name__)

@@ -162,7 +162,7 @@ def this_machine() -> CpuFacts:
     return cpu_facts(text, CPU0)
 
 
-class _Overlay:
+class Overlay:
     """A device config with some figures replaced; every other attribute reads through."""
 
     def __init__(self, base: Any, overrides: Mapping[str, Any]) -> None:
@@ -223,6 +223,11 @@ def host_device(device: Any, facts: Optional[CpuFacts] = None) -> tuple[Any, Opt
         used["from_file"].append("cpu_cache_kb")
         _note("cache", f"this machine exposes no per-core cache size in sysfs: the host model uses the device "
                        f"file's cpu_cache_kb={device.cpu_cache_kb}")
+    shared = [(int(name[1:].rstrip("d")), kb) for name, kb in facts.caches_kb.items()
+              if name[1:].rstrip("d").isdigit() and int(name[1:].rstrip("d")) > (facts.cache_level or 0)]
+    if shared:
+        level, overrides["cpu_llc_kb"] = max(shared)
+        used["from_machine"].append(f"L{level} {overrides['cpu_llc_kb']:g} KB last-level cache (sysfs)")
     if clock and file_clock and device.cpu_cache_bandwidth_gbs:
         overrides["cpu_cache_bandwidth_gbs"] = device.cpu_cache_bandwidth_gbs / file_clock * clock
     if clock:
@@ -234,4 +239,5 @@ def host_device(device: Any, facts: Optional[CpuFacts] = None) -> tuple[Any, Opt
     used["cpu_peak_gflops"] = overrides.get("cpu_peak_gflops", device.cpu_peak_gflops)
     used["cpu_cache_kb"] = overrides.get("cpu_cache_kb", device.cpu_cache_kb)
     used["cpu_cache_bandwidth_gbs"] = overrides.get("cpu_cache_bandwidth_gbs", device.cpu_cache_bandwidth_gbs)
-    return _Overlay(device, overrides), used
+    used["cpu_llc_kb"] = overrides.get("cpu_llc_kb", device.cpu_llc_kb)
+    return Overlay(device, overrides), used

@@ -12,6 +12,11 @@ Power modes scale the published figures: CPU clock (peak, cache bandwidth and ev
 overhead, GPU launches included, since the driver runs on the CPU), GPU peak (clock x active
 TPC share) and memory bandwidth (EMC clock). Energy per action assumes the board draws the mode's budget.
 
+Precision: the GPU path runs at the published peak of the precision asked for (FP16 and INT8 are
+tensor-core figures; a sparse-only figure counts half) with its bytes scaled to that width; the
+CPU path stays FP32. The measured host may replace its spec-sheet peak and bandwidths with the
+ceilings its micro-benchmark timed on other graphs (``measured_ceilings``).
+
 Every figure produced here is modeled, and says which published spec it came from.
 """
 
@@ -19,10 +24,14 @@ from __future__ import annotations
 
 import math
 import re
+from importlib.resources import files
 from typing import Any, Mapping, Optional, Sequence
 
+from omegaconf import OmegaConf
+
+from physai.config.schema import DeviceConfig, packaged_device_keys
 from physai.core.errors import ConfigError
-from physai.deploy.devices.host import host_device
+from physai.deploy.devices.host import Overlay, host_device
 from physai.deploy.devices.onnx_cost import NodeCost, kernel_groups
 
 PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
@@ -59,15 +68,37 @@ def check_device(key: str, device: Any) -> None:
                           f"read from this machine, so they can only stand for this machine")
 
 
-def gpu_peak_gflops(device: Any) -> tuple[Optional[float], str]:
-    """The GPU peak at the device's precision in GFLOP/s, and how it was read from the published figures."""
+def load_device(key: str) -> Any:
+    """A target from ``configs/device/<key>.yaml``, checked against the schema."""
+    known = packaged_device_keys()
+    if key not in known:
+        raise ConfigError(f"unknown device {key!r}; known devices: {', '.join(known)} "
+                          f"(one file each under configs/device/)")
+    loaded = OmegaConf.create((files("physai.configs") / "device" / f"{key}.yaml").read_text())
+    loaded.pop("defaults", None)
+    try:
+        device = OmegaConf.merge(OmegaConf.structured(DeviceConfig), loaded)
+    except Exception as exc:  # omegaconf raises several types; all mean a bad key or value
+        raise ConfigError(f"configs/device/{key}.yaml does not fit the device schema: {exc}") from exc
+    check_device(key, device)
+    return device
+
+
+def gpu_peak_gflops(device: Any, precision: Optional[str] = None) -> tuple[Optional[float], str]:
+    """The GPU peak at ``precision`` (default: the device's) in GFLOP/s, and how it was read from its file."""
+    precision = precision or device.precision
     peaks = device.gpu_peak_tflops or {}
-    dense, sparse = peaks.get(f"{device.precision}_dense"), peaks.get(f"{device.precision}_sparse")
+    dense, sparse = peaks.get(f"{precision}_dense"), peaks.get(f"{precision}_sparse")
     if dense:
-        return float(dense) * 1e3, f"{device.precision}_dense as published"
+        return float(dense) * 1e3, f"{precision}_dense as published"
     if sparse:
-        return float(sparse) * 1e3 / 2, f"{device.precision}_sparse / 2 (2:4 sparsity doubles the dense rate)"
-    return None, f"no {device.precision} figure"
+        return float(sparse) * 1e3 / 2, f"{precision}_sparse / 2 (2:4 sparsity doubles the dense rate)"
+    return None, f"no {precision} figure"
+
+
+def _has_gpu(device: Any, precision: Optional[str] = None) -> bool:
+    return bool(gpu_peak_gflops(device, precision)[0] and device.gpu_memory_bandwidth_gbs
+                and device.gpu_kernel_launch_us is not None)
 
 
 def power_modes(device: Any) -> list[dict[str, Any]]:
@@ -113,16 +144,40 @@ def path_latency(costs: Sequence[NodeCost], groups: Sequence[int], peak_gflops: 
 
 
 def cpu_bandwidth_gbs(costs: Sequence[NodeCost], device: Any) -> tuple[float, str, str]:
-    """The CPU path's bandwidth: the cache's when every byte the graph touches fits in it, else memory's.
+    """The CPU path's bandwidth: that of the smallest cache every byte the graph touches fits in, else memory's.
 
-    Returns (GB/s, why, which scale of a power mode applies: the CPU clock's for a cache, the EMC's for memory).
+    The caches are the core's own (``cpu_cache_kb``) and, where the file or the machine gives one, the
+    last-level cache (``cpu_llc_kb``): a call repeated in a control loop finds its weights where the
+    previous call left them. Returns (GB/s, why, which scale of a power mode applies: the CPU clock's
+    for a cache, the EMC's for memory).
     """
     working_set = sum(cost.bytes for cost in costs)
-    if device.cpu_cache_kb and device.cpu_cache_bandwidth_gbs and working_set <= device.cpu_cache_kb * 1024:
-        return (float(device.cpu_cache_bandwidth_gbs),
-                f"cache ({working_set / 1024:.0f} KB fit in {device.cpu_cache_kb:g} KB)", "cpu_clock_scale")
+    for name, kb, gbs in (("cache", device.cpu_cache_kb, device.cpu_cache_bandwidth_gbs),
+                          ("last-level cache", device.cpu_llc_kb, device.cpu_llc_bandwidth_gbs)):
+        if kb and gbs and working_set <= kb * 1024:
+            return float(gbs), f"{name} ({working_set / 1024:.0f} KB fit in {kb:g} KB)", "cpu_clock_scale"
     return (float(device.cpu_memory_bandwidth_gbs), f"memory ({working_set / 1024:.0f} KB touched per call)",
             "memory_scale")
+
+
+def measured_ceilings(device: Any, host_overheads: Optional[Mapping[str, Any]]) -> tuple[Any, Optional[dict]]:
+    """A measured host with the compute and bandwidth ceilings its micro-benchmark timed, where it timed them.
+
+    Spec-sheet peaks overstate what onnxruntime's kernels reach on a real core (a 512-bit FMA split in
+    two, turbo clocks a VM hides), and a convolution net is compute-bound, so its prediction is only as
+    good as its peak: an empirical roofline (the ceilings measured on this machine, on graphs that are
+    not the one profiled) replaces the spec figures. Other devices, and a host measured without
+    ceilings, come back unchanged (and None).
+    """
+    ceilings = (host_overheads or {}).get("ceilings")
+    if not ceilings or not device.measured_host or device.overheads_from != "microbenchmark":
+        return device, None
+    overrides = {"cpu_peak_gflops": ceilings["compute_gflops"]}
+    for field, key in (("cpu_cache_bandwidth_gbs", "cache_gbs"), ("cpu_llc_bandwidth_gbs", "llc_gbs"),
+                       ("cpu_memory_bandwidth_gbs", "memory_gbs")):
+        if ceilings.get(key):
+            overrides[field] = ceilings[key]
+    return Overlay(device, overrides), dict(ceilings)
 
 
 def _cpu_overheads(device: Any, host_overheads: Optional[Mapping[str, Any]]) -> tuple[float, float, str]:
@@ -166,20 +221,28 @@ def verdict_path(device: Any, paths: Mapping[str, Any]) -> str:
 
 
 def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float | None,
-                 host_overheads: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """Modeled latency, throughput, energy and cost of one batch-1 action on ``device``, per power mode.
+                 host_overheads: Optional[Mapping[str, Any]] = None, precision: Optional[str] = None,
+                 batch: int = 1) -> dict[str, Any]:
+    """Modeled latency, throughput, energy and cost of one call of ``batch`` actions on ``device``, per power mode.
 
-    The top-level figures are those of the default power mode (the first, unless
-    ``default_power_mode`` names another): the gates and the delay-aware evaluation use them.
+    ``costs`` are counted at that batch. ``precision`` (default: the device's) picks the GPU path's
+    published peak (FP16/INT8 are tensor-core figures) and scales its bytes; the CPU path is FP32
+    arithmetic, as onnxruntime's CPU kernels run a float graph. The top-level figures are those of
+    the default power mode (the first, unless ``default_power_mode`` names another): the gates and
+    the delay-aware evaluation use them.
     """
+    precision = precision or device.precision
+    if precision not in PRECISION_BYTES:
+        raise ConfigError(f"precision {precision!r} is not known; use one of {sorted(PRECISION_BYTES)}")
     device, host_facts = host_device(device)  # a measured host with read_host: this machine's clock and caches
+    device, ceilings = measured_ceilings(device, host_overheads)
     op_us, call_us, overhead_source = _cpu_overheads(device, host_overheads)
     assumed = assumed_constants(device, host_overheads)
     cpu_groups = kernel_groups(costs, CPU_FUSION)
     gpu_groups = kernel_groups(costs, GPU_FUSION)
-    gpu_peak, gpu_peak_basis = gpu_peak_gflops(device)
-    has_gpu = bool(gpu_peak and device.gpu_memory_bandwidth_gbs and device.gpu_kernel_launch_us is not None)
-    gpu_byte_scale = PRECISION_BYTES[device.precision] / 4.0
+    gpu_peak, gpu_peak_basis = gpu_peak_gflops(device, precision)
+    has_gpu = _has_gpu(device, precision)
+    gpu_byte_scale = PRECISION_BYTES[precision] / 4.0
     cpu_bandwidth, cpu_bandwidth_basis, cpu_bandwidth_scale = cpu_bandwidth_gbs(costs, device)
     period_ms = 1e3 / control_rate_hz if control_rate_hz else None
     modes = {}
@@ -196,7 +259,7 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
             paths["gpu"]["assumed"] = assumed["gpu"]
         chosen = verdict_path(device, paths)
         latency_ms = paths[chosen]["latency_ms"]
-        actions_per_s = 1e3 / latency_ms
+        actions_per_s = batch * 1e3 / latency_ms
         figures = {"modeled": True, "power_w": mode["power_w"], "scales": {k: mode[k] for k in (
                        "cpu_clock_scale", "gpu_peak_scale", "memory_scale")},
                    "paths": paths, "path_used": chosen, "latency_ms": latency_ms, "actions_per_s": actions_per_s,
@@ -217,7 +280,7 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
         "actions_per_s": head["actions_per_s"], "actions_per_joule": head["actions_per_joule"],
         "power_w": head["power_w"], "usd_per_million_actions": head["usd_per_million_actions"],
         "compute_bound_nodes": head["compute_bound_nodes"], "memory_bound_nodes": head["memory_bound_nodes"],
-        "precision": device.precision, "gpu_peak_gflops": gpu_peak if has_gpu else None,
+        "precision": precision, "batch": batch, "gpu_peak_gflops": gpu_peak if has_gpu else None,
         "gpu_peak_basis": gpu_peak_basis if has_gpu else None,
         "published_gpu_peaks_tflops": dict(device.gpu_peak_tflops or {}),
         "cpu_overheads": {"op_us": op_us, "call_us": call_us, "source": overhead_source},
@@ -228,7 +291,7 @@ def model_device(costs: Sequence[NodeCost], device: Any, control_rate_hz: float 
         "cost_basis": device.cost_basis, "notes": device.notes,
         "total_mflops": sum(c.flops for c in costs) / 1e6, "nodes": len(costs),
         "cpu_peak_gflops": float(device.cpu_peak_gflops), "cpu_cache_kb": device.cpu_cache_kb,
-        "assumed_constants": assumed, "host_facts": host_facts,
+        "assumed_constants": assumed, "host_facts": host_facts, "measured_ceilings": ceilings,
         "gpu_overheads": {"kernel_launch_us": device.gpu_kernel_launch_us,
                           "transfer_us": device.gpu_transfer_overhead_us,
                           "measured": getattr(device, "gpu_overheads_measured", "") or None} if has_gpu else None,
@@ -251,15 +314,18 @@ def verdict_text(mode_figures: Mapping[str, Any], control_rate_hz: float) -> str
             f"{1 / headroom:.3g}x the control period")
 
 
-def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = None) -> list[dict[str, Any]]:
+def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = None, precision: Optional[str] = None,
+               host_overheads: Optional[Mapping[str, Any]] = None) -> list[dict[str, Any]]:
     """Per node: op type, FLOPs, bytes, intensity, kernel and roofline bound on each path of ``device``."""
+    precision = precision or device.precision
     device, _ = host_device(device)
+    device, _ = measured_ceilings(device, host_overheads)
     chosen = next((m for m in power_modes(device) if m["name"] == (mode or device.default_power_mode)),
                   power_modes(device)[0])
     cpu_groups = kernel_groups(costs, CPU_FUSION)
     gpu_groups = kernel_groups(costs, GPU_FUSION)
-    gpu_peak, _ = gpu_peak_gflops(device)
-    has_gpu = bool(gpu_peak and device.gpu_memory_bandwidth_gbs and device.gpu_kernel_launch_us is not None)
+    gpu_peak, _ = gpu_peak_gflops(device, precision)
+    has_gpu = _has_gpu(device, precision)
     cpu_bandwidth, _, cpu_bandwidth_scale = cpu_bandwidth_gbs(costs, device)
     rows = []
     for i, cost in enumerate(costs):
@@ -272,6 +338,6 @@ def node_table(costs: Sequence[NodeCost], device: Any, mode: Optional[str] = Non
             row["gpu_kernel"] = gpu_groups[i]
             row["gpu_bound"] = _bound(cost, gpu_peak * chosen["gpu_peak_scale"],
                                       device.gpu_memory_bandwidth_gbs * chosen["memory_scale"],
-                                      PRECISION_BYTES[device.precision] / 4.0)
+                                      PRECISION_BYTES[precision] / 4.0)
         rows.append(row)
     return rows
