@@ -22,6 +22,7 @@ from typing import Any, Optional
 import mujoco
 import numpy as np
 
+from physai.envs.camera import BatchCamera
 from physai.envs.spec import DEFAULT_BACKEND, TIMED_EVENT_MODES, TaskError, TaskSpec, Term
 
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -138,6 +139,7 @@ class BatchedEngine:
         self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
         self.noise_burst_std = np.zeros(num_envs)
         self._last_obs: Optional[np.ndarray] = None
+        self.camera: Optional[BatchCamera] = None
         self._bind_terms()
         if spec.camera is not None:
             self.id_of("camera", spec.camera, "camera")
@@ -146,9 +148,15 @@ class BatchedEngine:
         for term in spec.events:
             if term.mode in TIMED_EVENT_MODES:
                 self._call(term, "events", np.arange(1))
+        if spec.pixels is not None:
+            self.camera = BatchCamera(self, spec.pixels)
         self.reset_envs(np.arange(num_envs))
         self.observation_names = self._observation_names()
         self.observation_dim = len(self.observation_names)
+        # The state columns a camera policy keeps beside its pixels (pixels.state), in the task's order.
+        kept = set(spec.pixels.state) if spec.pixels is not None else set()
+        self.policy_state_columns = np.array([i for i, name in enumerate(self.observation_names)
+                                              if name.split("[")[0] in kept], dtype=np.int64)
         for term in spec.rewards + spec.terminations:
             self._check_output(term, self._call(term, "rewards" if term in spec.rewards else "terminations"))
 
@@ -398,6 +406,20 @@ class BatchedEngine:
         if self._backend_reset is not None:
             self._backend_reset(env_ids)
         self._forward(env_ids)
+        if self.camera is not None:
+            self.camera.restart(env_ids)
+
+    def policy_observation(self, state_obs: np.ndarray, env_ids: Optional[np.ndarray] = None,
+                           images: Optional[dict[str, np.ndarray]] = None) -> Any:
+        """What the policy sees: the state observation, or for a camera task a dict of its images
+        (``pixels``, ``depth``) and the state terms it keeps (``state``). ``state_obs`` holds the rows of
+        ``env_ids`` (all envs by default); ``images`` replaces the current frame stacks (final observations)."""
+        if self.camera is None:
+            return state_obs
+        observation = dict(images) if images is not None else self.camera.observation(env_ids)
+        if self.policy_state_columns.size:
+            observation["state"] = state_obs[:, self.policy_state_columns]
+        return observation
 
     def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
         """Draw new command values for ``env_ids``; their timers are redrawn by the caller."""
@@ -513,6 +535,8 @@ class BatchedEngine:
         obs = self.observe()
         if any_exploded and self._last_obs is not None:
             obs[exploded] = self._last_obs[exploded]  # the last observation that was real
+        if self.camera is not None:
+            self.camera.capture()
         info: dict[str, Any] = {"exploded": exploded}
         if n == 1:
             done_ids = np.zeros(1, dtype=np.int64) if terminated[0] or truncated[0] else None
@@ -527,6 +551,8 @@ class BatchedEngine:
             info["done_ids"] = done_ids
             if autoreset:
                 info["final_obs"] = obs[done_ids]
+                if self.camera is not None:
+                    info["final_images"] = self.camera.observation(done_ids)
                 self.reset_envs(done_ids)
                 obs[done_ids] = self.observe()[done_ids]
         self._last_obs = obs
@@ -583,6 +609,8 @@ class BatchedEngine:
 
     def close(self) -> None:
         self.backend.close()
+        if self.camera is not None:
+            self.camera.close()
 
 
 def _backend_class(spec: TaskSpec, path: str) -> Any:
@@ -596,4 +624,5 @@ def _backend_class(spec: TaskSpec, path: str) -> Any:
 
 def _count(model: mujoco.MjModel, kind: str) -> int:
     return {"actuator": model.nu, "joint": model.njnt, "body": model.nbody, "geom": model.ngeom,
-            "sensor": model.nsensor, "site": model.nsite, "camera": model.ncam}[kind]
+            "sensor": model.nsensor, "site": model.nsite, "camera": model.ncam, "light": model.nlight,
+            "material": model.nmat}[kind]

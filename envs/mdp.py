@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import mujoco
 import numpy as np
 
 
@@ -350,10 +351,65 @@ def randomize_action_delay(env, env_ids: np.ndarray, steps: Sequence[int]) -> No
 randomize_action_delay.edits_model = False  # a startup draw needs no per-env MjModel copies
 
 
+# ----- events: visual randomization (what a camera policy sees; physics untouched) -----------
+def randomize_geom_color(env, env_ids: np.ndarray, geoms: Sequence[str], jitter: float = 0.2) -> None:
+    """Shift each named geom's RGB by up to ``jitter`` per channel around its MJCF colour, per env."""
+    ids = np.array([env.id_of("geom", g, "geoms") for g in geoms])
+    if not 0 <= jitter <= 1:
+        raise ValueError(f"jitter={jitter} must be in [0, 1] (a share of the colour range)")
+    shifts = env.rng.uniform(-jitter, jitter, size=(env_ids.size, ids.size, 3))
+    for row, i in enumerate(env_ids):
+        env.models[i].geom_rgba[ids, :3] = np.clip(env.model.geom_rgba[ids, :3] + shifts[row], 0.0, 1.0)
+
+
+def randomize_light(env, env_ids: np.ndarray, pos_range: Sequence[float] = (0.0, 0.0),
+                    intensity_range: Sequence[float] = (1.0, 1.0), lights: Optional[Sequence[str]] = None) -> None:
+    """Move every light (or the named ones) by an offset in ``pos_range`` per axis and scale its diffuse
+    intensity by a factor in ``intensity_range``, per env."""
+    ids = np.arange(env.model.nlight) if lights is None else np.array([env.id_of("light", n, "lights") for n in lights])
+    low, high = _range("pos_range", pos_range)
+    scale_low, scale_high = _range("intensity_range", intensity_range, nonnegative=True)
+    offsets = env.rng.uniform(low, high, size=(env_ids.size, ids.size, 3))
+    scales = env.rng.uniform(scale_low, scale_high, size=(env_ids.size, ids.size, 1))
+    for row, i in enumerate(env_ids):
+        env.models[i].light_pos[ids] = env.model.light_pos[ids] + offsets[row]
+        env.models[i].light_diffuse[ids] = np.clip(env.model.light_diffuse[ids] * scales[row], 0.0, 1.0)
+
+
+def randomize_camera_pose(env, env_ids: np.ndarray, camera: str, pos_range: Sequence[float] = (0.0, 0.0),
+                          angle_range: Sequence[float] = (0.0, 0.0)) -> None:
+    """Jitter a camera's mounting: an offset in ``pos_range`` (metres) per axis and a rotation about a random
+    axis by an angle in ``angle_range`` (radians), per env: a camera bracket is never mounted twice alike."""
+    cam = env.id_of("camera", camera, "camera")
+    low, high = _range("pos_range", pos_range)
+    angle_low, angle_high = _range("angle_range", angle_range)
+    offsets = env.rng.uniform(low, high, size=(env_ids.size, 3))
+    axes = env.rng.normal(size=(env_ids.size, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = env.rng.uniform(angle_low, angle_high, size=env_ids.size)
+    turn = np.zeros(4)
+    for row, i in enumerate(env_ids):
+        env.models[i].cam_pos[cam] = env.model.cam_pos[cam] + offsets[row]
+        mujoco.mju_axisAngle2Quat(turn, axes[row], angles[row])
+        mujoco.mju_mulQuat(env.models[i].cam_quat[cam], env.model.cam_quat[cam], turn)
+
+
+def randomize_geom_material(env, env_ids: np.ndarray, geom: str, materials: Sequence[str]) -> None:
+    """Give a geom one of the named MJCF materials (a floor texture, a table finish), per env."""
+    gid = env.id_of("geom", geom, "geom")
+    choices = np.array([env.id_of("material", m, "materials") for m in materials])
+    if choices.size == 0:
+        raise ValueError("materials is empty; name at least one material of the MJCF")
+    picks = env.rng.integers(0, choices.size, size=env_ids.size)
+    for row, i in enumerate(env_ids):
+        env.models[i].geom_matid[gid] = choices[picks[row]]
+
+
 # Model-editing events: the engine gives every env its own MjModel when a task uses one of these,
 # and edits always start from the nominal model, so draws never compound.
 for _edit in (randomize_body_mass, randomize_friction, randomize_joint_damping, randomize_actuator_gain,
-              randomize_geom_size):
+              randomize_geom_size, randomize_geom_color, randomize_light, randomize_camera_pose,
+              randomize_geom_material):
     _edit.edits_model = True
 
 

@@ -18,12 +18,34 @@ VECTOR_ENTRY_POINT = "physai.envs.vector:make_vector_env"
 
 
 def packaged_env_configs() -> dict[str, dict[str, Any]]:
-    """Env option name (``cartpole_balance``, ``hopper``) -> its YAML config, for every file in configs/env."""
-    configs = {}
+    """Env option name (``cartpole_balance``, ``hopper``) -> its YAML config, for every file in configs/env.
+
+    A file may extend another env option through its Hydra defaults list (``defaults: [cartpole_balance,
+    _self_]``, as ``cartpole_balance_pixels`` does): its fields are merged over that option's, as Hydra does."""
+    raw = {}
     for source in sorted((files("physai.configs") / "env").iterdir(), key=lambda p: p.name):
         if source.name.endswith(".yaml"):
-            configs[source.name[:-len(".yaml")]] = yaml.safe_load(source.read_text()) or {}
-    return configs
+            raw[source.name[:-len(".yaml")]] = yaml.safe_load(source.read_text()) or {}
+    return {name: _extended(name, raw) for name in raw}
+
+
+def _extended(name: str, raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for entry in raw[name].get("defaults") or []:
+        if isinstance(entry, str) and entry in raw and entry != name:
+            merged = _merge(merged, _extended(entry, raw))
+    own = {key: value for key, value in raw[name].items() if key != "defaults"}
+    return _merge(merged, own)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def packaged_task_configs() -> dict[str, dict[str, Any]]:

@@ -12,11 +12,28 @@ from physai.envs.engine import BatchedEngine
 from physai.envs.spec import build_spec
 
 
-def task_spaces(engine: BatchedEngine) -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    """One env's spaces: unbounded float32 observations, actions in [-1, 1] per actuator."""
-    obs = gym.spaces.Box(-np.inf, np.inf, shape=(engine.observation_dim,), dtype=np.float32)
+def task_spaces(engine: BatchedEngine) -> tuple[gym.spaces.Space, gym.spaces.Box]:
+    """One env's spaces: unbounded float32 observations (for a camera task a ``Dict`` of uint8 ``pixels``,
+    ``depth`` in metres and the kept ``state`` terms), actions in [-1, 1] per actuator."""
     act = gym.spaces.Box(-1.0, 1.0, shape=(engine.num_actions,), dtype=np.float32)
-    return obs, act
+    if engine.camera is None:
+        return gym.spaces.Box(-np.inf, np.inf, shape=(engine.observation_dim,), dtype=np.float32), act
+    camera = engine.camera.spec
+    image = (camera.height, camera.width)
+    spaces = {"pixels": gym.spaces.Box(0, 255, shape=(*image, 3 * camera.frame_stack), dtype=np.uint8)}
+    if camera.depth:
+        spaces["depth"] = gym.spaces.Box(0.0, engine.camera.far, shape=(*image, camera.frame_stack), dtype=np.float32)
+    if engine.policy_state_columns.size:
+        spaces["state"] = gym.spaces.Box(-np.inf, np.inf, shape=(engine.policy_state_columns.size,),
+                                         dtype=np.float32)
+    return gym.spaces.Dict(spaces), act
+
+
+def env_row(obs: Any, row: int) -> Any:
+    """Row ``row`` of a batch of observations, flat or a dict of arrays."""
+    if isinstance(obs, dict):
+        return {key: value[row] for key, value in obs.items()}
+    return obs[row]
 
 
 class PhysaiEnv(gym.Env):
@@ -41,7 +58,7 @@ class PhysaiEnv(gym.Env):
         else:
             self.engine.rng = self.np_random
         self.engine.reset_envs(np.arange(1))
-        return self.engine.observe()[0], {}
+        return env_row(self.engine.policy_observation(self.engine.observe()), 0), {}
 
     def step(self, action):
         out = self.engine.step(np.asarray(action, dtype=np.float64).reshape(1, -1), autoreset=False)
@@ -50,7 +67,8 @@ class PhysaiEnv(gym.Env):
         if "episode_terms" in raw:
             info["episode_terms"] = {k: float(v[0]) for k, v in raw["episode_terms"].items()}
         # ``item()`` gives the Python float/bool of a one-element array, as float(x[0])/bool(x[0]) would.
-        return out["obs"][0], out["reward"].item(), out["terminated"].item(), out["truncated"].item(), info
+        obs = env_row(self.engine.policy_observation(out["obs"]), 0)
+        return obs, out["reward"].item(), out["terminated"].item(), out["truncated"].item(), info
 
     def render(self):
         if self.render_mode != "rgb_array":

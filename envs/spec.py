@@ -41,6 +41,25 @@ class Term:
     every_steps: tuple[int, int] = (0, 0)  # timed events and commands: resample range, in control steps
 
 
+@dataclass(frozen=True)
+class CameraSpec:
+    """A camera observation (``pixels:`` in a task file): what the policy sees instead of, or beside, state."""
+
+    camera: str                   # an MJCF camera name
+    height: int = 64
+    width: int = 64
+    frame_stack: int = 1          # the last k frames, oldest first, stacked along the channels
+    depth: bool = False           # also a depth image in metres (``depth`` key, float32)
+    state: tuple[str, ...] = ()   # observation terms the policy keeps beside the pixels (e.g. joint angles)
+    quality: str = "fast"         # fast: no shadows, reflections, skybox, fog or haze; full: as the MJCF says
+    # Commands drawn into the image as spheres (a reach target the MJCF has no body for): name -> (radius, rgba).
+    markers: tuple[tuple[str, float, tuple[float, float, float, float]], ...] = ()
+
+
+CAMERA_KEYS = ("camera", "height", "width", "frame_stack", "depth", "state", "quality", "markers")
+CAMERA_QUALITIES = ("fast", "full")
+
+
 @dataclass
 class TaskSpec:
     name: str
@@ -60,6 +79,7 @@ class TaskSpec:
     # Physics-context name -> [low, high]: scale draws of that name come from this range instead of their
     # event's (how a scenario's physics is staged in the simulator; see physai.synthetic.staging).
     context_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    pixels: Optional[CameraSpec] = None  # camera observations; None: a state-only task
 
 
 def resolve_mjcf(task: str, mjcf: str) -> Path:
@@ -136,11 +156,12 @@ def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, action
                observations: dict, rewards: dict, terminations: dict | None = None, commands: dict | None = None,
                events: dict | None = None, solved_threshold: Optional[float] = None,
                observation_noise: float = 0.0, camera: Optional[str] = None,
-               context_ranges: Optional[dict[str, Any]] = None, **unknown: Any) -> TaskSpec:
+               context_ranges: Optional[dict[str, Any]] = None, pixels: Optional[dict[str, Any]] = None,
+               **unknown: Any) -> TaskSpec:
     if unknown:
         raise TaskError(f"task {name}: unknown field(s) {sorted(unknown)}; a task takes name, mjcf, camera, "
                         f"frame_skip, episode_steps, solved_threshold, observation_noise, actions, observations, "
-                        f"rewards, terminations, commands, events, context_ranges")
+                        f"rewards, terminations, commands, events, context_ranges, pixels")
     extra = sorted(set(actions) - set(ACTION_KEYS))
     if extra:
         raise TaskError(f"task {name}: actions has unknown field(s) {extra}; it takes {list(ACTION_KEYS)}")
@@ -160,7 +181,47 @@ def build_spec(name: str, mjcf: str, frame_skip: int, episode_steps: int, action
         terminations=_terms(name, "terminations", terminations), commands=_terms(name, "commands", commands),
         events=_terms(name, "events", events), solved_threshold=solved_threshold,
         observation_noise=float(observation_noise), camera=camera,
-        context_ranges=_context_ranges(name, context_ranges))
+        context_ranges=_context_ranges(name, context_ranges), pixels=_camera_spec(name, pixels, observations, commands))
+
+
+def _camera_spec(task: str, pixels: Optional[dict[str, Any]], observations: dict,
+                 commands: Optional[dict]) -> Optional[CameraSpec]:
+    if not pixels:
+        return None
+    pixels = dict(pixels)
+    unknown = sorted(set(pixels) - set(CAMERA_KEYS))
+    if unknown:
+        raise TaskError(f"task {task}: pixels has unknown field(s) {unknown}; it takes {list(CAMERA_KEYS)}")
+    if not pixels.get("camera"):
+        raise TaskError(f"task {task}: pixels.camera is missing; name a camera of the MJCF")
+    for key in ("height", "width", "frame_stack"):
+        if key in pixels and (not isinstance(pixels[key], int) or isinstance(pixels[key], bool) or pixels[key] < 1):
+            raise TaskError(f"task {task}: pixels.{key}={pixels[key]!r} must be a whole number >= 1")
+    if pixels.get("quality", "fast") not in CAMERA_QUALITIES:
+        raise TaskError(f"task {task}: pixels.quality={pixels['quality']!r} must be one of {list(CAMERA_QUALITIES)}")
+    kept = tuple(pixels.get("state") or ())
+    missing = [term for term in kept if term not in (observations or {}) or observations[term] is None]
+    if missing:
+        raise TaskError(f"task {task}: pixels.state names {missing}, which are not observation terms of the task; "
+                        f"use some of {sorted(k for k, v in (observations or {}).items() if v is not None)}")
+    pixels["state"] = kept
+    pixels["depth"] = bool(pixels.get("depth", False))
+    pixels["markers"] = _markers(task, pixels.get("markers"), commands)
+    return CameraSpec(**pixels)
+
+
+def _markers(task: str, markers: Optional[dict[str, Any]], commands: Optional[dict]) -> tuple:
+    checked = []
+    for name, entry in (markers or {}).items():
+        if name not in (commands or {}):
+            raise TaskError(f"task {task}: pixels.markers.{name} names no command of the task; markers draw commands "
+                            f"({sorted(commands or {})})")
+        entry = dict(entry or {})
+        radius, rgba = float(entry.pop("size", 0.02)), tuple(float(v) for v in entry.pop("rgba", (0.1, 0.8, 0.2, 1.0)))
+        if entry or radius <= 0 or len(rgba) != 4:
+            raise TaskError(f"task {task}: pixels.markers.{name} takes size (a radius > 0, metres) and rgba (4 values)")
+        checked.append((str(name), radius, rgba))
+    return tuple(checked)
 
 
 def _context_ranges(task: str, ranges: Optional[dict[str, Any]]) -> dict[str, tuple[float, float]]:

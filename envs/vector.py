@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from physai.envs.engine import DEFAULT_BACKEND, BatchedEngine
-from physai.envs.single import task_spaces
+from physai.envs.single import env_row, task_spaces
 from physai.envs.spec import TaskError, TaskSpec, build_spec
 
 
@@ -31,12 +31,13 @@ class PhysaiVectorEnv(gym.vector.VectorEnv):
         if seed is not None:
             self.engine.seed(seed)
         self.engine.reset_envs(np.arange(self.num_envs))
-        return self.engine.observe(), {}
+        return self.engine.policy_observation(self.engine.observe()), {}
 
     def step(self, actions):
         out = self.engine.step(np.asarray(actions))
-        info = _vector_info(out["info"], self.num_envs)
-        return out["obs"], out["reward"], out["terminated"], out["truncated"], info
+        info = _vector_info(self.engine, out["info"], self.num_envs)
+        obs = self.engine.policy_observation(out["obs"])
+        return obs, out["reward"], out["terminated"], out["truncated"], info
 
     def close_extras(self, **kwargs: Any) -> None:
         self.engine.close()
@@ -57,14 +58,20 @@ def make_vector_env(num_envs: int, task: dict[str, Any], seed: Optional[int] = N
     return PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread, backend=backend)
 
 
-def _vector_info(raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
+def final_observations(engine: BatchedEngine, raw: dict[str, Any]) -> list[Any]:
+    """The last observation of each env that finished this step, in ``done_ids`` order, as the policy sees it."""
+    final = engine.policy_observation(raw["final_obs"], raw["done_ids"], images=raw.get("final_images"))
+    return [env_row(final, row) for row in range(raw["done_ids"].size)]
+
+
+def _vector_info(engine: BatchedEngine, raw: dict[str, Any], num_envs: int) -> dict[str, Any]:
     info: dict[str, Any] = {"exploded": raw["exploded"]}
     if "done_ids" in raw:
         mask = np.zeros(num_envs, dtype=bool)
         mask[raw["done_ids"]] = True
         final_obs = np.empty(num_envs, dtype=object)  # None where no episode ended
         if "final_obs" in raw:
-            for env_id, row in zip(raw["done_ids"].tolist(), raw["final_obs"]):
+            for env_id, row in zip(raw["done_ids"].tolist(), final_observations(engine, raw)):
                 final_obs[env_id] = row
         info.update({"final_obs": final_obs, "_final_obs": mask})
         episode_return = np.zeros(num_envs)

@@ -66,7 +66,7 @@ def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, tar
                    max_frames: int = 150) -> str:
     """Render one deterministic episode to ``target`` and return its path; ``NoVideo`` says why not."""
     env, obs, first = open_render_env(task, seed)
-    frames = [first]
+    frames = [with_policy_view(first, obs)]
     try:
         # Show the whole episode: render every k-th step so it fits in max_frames, played in real time.
         steps = getattr(getattr(env.unwrapped, "spec_", None), "episode_steps", None) or \
@@ -79,11 +79,25 @@ def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, tar
             step += 1
             done = terminated or truncated
             if step % stride == 0 or done:
-                frames.append(env.render())
+                frames.append(with_policy_view(env.render(), obs))
     finally:
         env.close()
     write_mp4(target, frames, fps)
     return str(target)
+
+
+def with_policy_view(frame: np.ndarray, obs: Any) -> np.ndarray:
+    """The scene frame, and for a camera policy beside it what the policy saw: its newest camera frame at its
+    own resolution, scaled up by whole pixels (nearest) so no detail it lacked is invented."""
+    if not isinstance(obs, dict) or "pixels" not in obs:
+        return frame
+    view = np.asarray(obs["pixels"])[..., -3:]
+    scale = max(1, frame.shape[0] // view.shape[0])
+    view = np.repeat(np.repeat(view, scale, axis=0), scale, axis=1)[:frame.shape[0]]
+    panel = np.zeros((frame.shape[0], view.shape[1], 3), dtype=np.uint8)
+    top = (frame.shape[0] - view.shape[0]) // 2
+    panel[top:top + view.shape[0]] = view
+    return np.concatenate([frame, panel], axis=1)
 
 
 def write_mp4(target: Path, frames, fps: float) -> None:

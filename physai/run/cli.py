@@ -281,6 +281,16 @@ def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    if args.camera:
+        from physai.bench.camera import bench_camera, print_camera_table
+
+        result = bench_camera(args.task, args.camera, _int_arg("--size", args.size),
+                              [_int_arg("--envs", n) for n in _csv(args.envs)],
+                              [_int_arg("--threads", t) for t in _csv(args.threads)], args.seconds, args.rounds)
+        print_camera_table(result)
+        _save_benchmark(Path(args.out) / f"sim_camera_{args.task}.json", result)
+        print(json.dumps(result))
+        return 0
     from physai.bench.sim import bench_sim
 
     result = bench_sim(args.task, [_int_arg("--envs", n) for n in _csv(args.envs)],
@@ -441,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ppo-repeats", type=int, default=3, help="alternating repeats of the PPO contenders")
     sim.add_argument("--no-envpool", dest="envpool", action="store_false",
                      help="measure without EnvPool (it comes with the bench extra)")
+    sim.add_argument("--camera", help="measure rendered env-steps/s from this MJCF camera instead (e.g. side), "
+                                      "against gymnasium's rgb_array rendering")
+    sim.add_argument("--size", default="64", help="camera frame height and width with --camera")
     sim.set_defaults(func=_cmd_bench_sim)
     synthetic = bench_sub.add_parser("synthetic", help="real steps MBPO needs to reach SAC's return; generation rate")
     synthetic.add_argument("--tasks", default="pendulum,cartpole_balance", help="comma-separated env options")

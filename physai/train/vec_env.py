@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from physai.envs.engine import DEFAULT_BACKEND, BatchedEngine
 from physai.envs.single import task_spaces
+from physai.envs.vector import final_observations
 from physai.envs.spec import TaskSpec
 
 
@@ -47,13 +48,15 @@ class PhysaiSB3VecEnv(VecEnv):
         super().__init__(num_envs, observation_space, action_space)
         self._actions: Optional[np.ndarray] = None
         self.render_mode = None
+        self.state_obs: Optional[np.ndarray] = None
 
     def reset(self):
         if self._seeds[0] is not None:
             self.engine.seed(self._seeds[0])
         self._reset_seeds()
         self.engine.reset_envs(np.arange(self.num_envs))
-        return self.engine.observe()
+        self.state_obs = self.engine.observe()
+        return self.engine.policy_observation(self.state_obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs, -1)
@@ -62,9 +65,10 @@ class PhysaiSB3VecEnv(VecEnv):
         out = self.engine.step(self._actions)
         raw = out["info"]
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        final = final_observations(self.engine, raw) if "done_ids" in raw else []
         for row, env_id in enumerate(raw.get("done_ids", [])):
             infos[env_id] = {
-                "terminal_observation": raw["final_obs"][row],
+                "terminal_observation": final[row],
                 "TimeLimit.truncated": bool(out["truncated"][env_id]),
                 "episode": {"r": float(raw["episode_return"][row]), "l": int(raw["episode_length"][row]),
                             "terms": {k: float(v[row]) for k, v in raw["episode_terms"].items()}},
@@ -72,7 +76,8 @@ class PhysaiSB3VecEnv(VecEnv):
         for env_id in np.flatnonzero(raw["exploded"]):
             infos[env_id]["exploded"] = True
         dones = out["terminated"] | out["truncated"]
-        return out["obs"], out["reward"].astype(np.float32), dones, infos
+        self.state_obs = out["obs"]  # every state term, after autoreset: what a state teacher acts on
+        return self.engine.policy_observation(out["obs"]), out["reward"].astype(np.float32), dones, infos
 
     def close(self) -> None:
         self.engine.close()
