@@ -42,6 +42,8 @@ ALGO_FRAMEWORK_KEYS = frozenset({
     "_target_", "name", "total_timesteps", "n_envs", "normalize_obs", "normalize_reward", "clip_obs", "net_arch",
     "activation", "log_std_init", "ortho_init", "checkpoint_every_steps", "keep_checkpoints", "torch_threads",
     "tuned_for"})
+# Distillation settings physai resolves into a teacher policy before training (physai.train.distill).
+TEACHER_KEYS = frozenset({"teacher_run", "teacher_preset", "teacher_timesteps"})
 # SAC-family settings physai turns into the critic network (physai.train.critics), not SB3 keywords.
 SAC_CRITIC_KEYS = frozenset({"critic_dropout", "critic_layer_norm"})
 
@@ -207,6 +209,36 @@ class MBPOConfig(SACConfig):
             raise ConfigError(f"{prefix}rollout_length={schedule} must be [start_step, end_step, min_len, max_len] "
                               f"with end_step >= start_step and lengths >= 1, e.g. {prefix}rollout_length="
                               f"[1000,10000,1,5]")
+
+
+@dataclass
+class DistillConfig(AlgoConfig):
+    """Teacher-student distillation (DAgger) of a state policy into a camera policy; see physai.train.distill."""
+
+    _target_: str = "physai.train.distill.DAggerDistill"
+    name: str = "distill"
+    normalize_obs: bool = False  # images are scaled in the network; a kept state part is small and bounded
+    total_timesteps: int = bounded(50_000, low=1)
+    n_envs: int = bounded(16, low=1)
+    batch_size: int = bounded(256, low=1)
+    activation: str = one_of("relu", "tanh", "relu", "elu")
+    n_steps: int = bounded(256, low=1, hint="env steps per env in each DAgger round")
+    n_epochs: int = bounded(4, low=1, hint="passes over the aggregated dataset after each round")
+    beta_decay: float = bounded(0.5, low=0.0, high=1.0, hint="the teacher drives beta_decay**round of the steps")
+    max_dataset: int = bounded(100_000, low=1, hint="labelled frames kept (the oldest go first)")
+    max_grad_norm: float = bounded(1.0, low=0.0, low_open=True)
+    image_shift: int = bounded(0, low=0, hint="DrQ's random shift in pixels, e.g. 4 for 64x64 frames; 0: off")
+    # The teacher: a trained state policy's run directory, or a preset trained first on the task's state twin.
+    teacher_run: Optional[str] = None
+    teacher_preset: Optional[str] = None
+    teacher_timesteps: Optional[int] = bounded(None, low=1)
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        AlgoConfig.check(node, prefix)
+        if node.normalize_obs or node.normalize_reward:
+            raise ConfigError(f"{prefix}normalize_obs and {prefix}normalize_reward must be false for distillation: "
+                              f"images are scaled inside the network and there is no reward to learn from")
 
 
 @dataclass
@@ -553,7 +585,7 @@ class PhysaiConfig:
 
 def algo_schema_for(target: str) -> type:
     """The schema dataclass of the algorithm whose ``_target_`` is ``target``."""
-    for schema in (PPOConfig, SACConfig, MBPOConfig):
+    for schema in (PPOConfig, SACConfig, MBPOConfig, DistillConfig):
         if schema._target_ == target:
             return schema
     raise KeyError(target)
@@ -580,6 +612,7 @@ def register_configs() -> None:
     store.store(group="algo", name="ppo_schema", node=PPOConfig)
     store.store(group="algo", name="sac_schema", node=SACConfig)
     store.store(group="algo", name="mbpo_schema", node=MBPOConfig)
+    store.store(group="algo", name="distill_schema", node=DistillConfig)
     store.store(group="pipeline", name="pipeline_schema", node=PipelineConfig)
     store.store(group="tracking", name="tracking_schema", node=TrackingConfig)
     store.store(group="scenario", name="scenario_schema", node=ScenarioConfig)

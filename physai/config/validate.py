@@ -18,7 +18,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS, TEACHER_KEYS
 from physai.core.errors import ConfigError
 
 
@@ -40,7 +40,7 @@ def _check_algo_keys(algo: DictConfig) -> None:
     if issubclass(algorithm_class, SAC):
         accepted |= SAC_CRITIC_KEYS
     for key in algo.keys():
-        if key not in ALGO_FRAMEWORK_KEYS and key not in accepted:
+        if key not in ALGO_FRAMEWORK_KEYS | TEACHER_KEYS and key not in accepted:
             raise ConfigError(f"algo.{key} is not a setting of {algorithm_class.__name__}; remove it or fix the "
                               f"spelling (its settings: {sorted(accepted - {'self', 'policy', 'env'})})")
 

@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from physai.config.identity import identity_hash
-from physai.core.errors import PhysaiError
+from physai.core.errors import ConfigError, PhysaiError
 from physai.core.io import fresh_staging_dir, replace_dir_atomically
 from physai.deploy.fallback_model import resolve_fallback
 from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
@@ -53,7 +53,13 @@ class ExportError(PhysaiError):
 
 
 def check(cfg, task) -> None:
-    """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has."""
+    """Before anything trains: a camera policy is not exported yet (the bundle takes one flat observation), and
+    a guard fallback that reads the task's MJCF names parts the MJCF has."""
+    spec = getattr(task, "task_spec", None)
+    if spec is not None and spec.pixels is not None:
+        raise ConfigError(f"env {task.id} gives the policy camera images, and the export stage writes bundles "
+                          f"for flat observations only; run pixel policies with pipeline.stages=[train,evaluate,"
+                          f"report] (what the distill presets set)")
     if "guard" in cfg and cfg.guard.enabled and cfg.guard.get("fallback"):
         resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
 

@@ -8,6 +8,7 @@ from physai.report.curves import plot_learning_curve, plot_reward_terms
 from physai.core.errors import ConfigError
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
 from physai.synthetic.scenario import Scenario, scenario_of_run
+from physai.train.distill import check_teacher_source, prepare_teacher
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
 
 
@@ -23,6 +24,8 @@ class TrainSummary(TypedDict):
     total_timesteps: int
     n_envs: int
     model_based: Optional[dict[str, Any]]  # MBPO's model fits, rollouts and synthetic share; None model-free
+    teacher: Optional[dict[str, Any]]      # distillation: where the teacher came from; None otherwise
+    distillation: Optional[dict[str, int]]  # DAgger rounds, frames seen and labelled; None otherwise
 
 
 REQUIRES: list[str] = []
@@ -46,15 +49,21 @@ def _prompt(cfg, task) -> Optional[Scenario]:
 
 
 def check(cfg, task) -> None:
-    """Before anything trains: a prompted learner needs a scenario its world model can imagine."""
+    """Before anything trains: a prompted learner needs a scenario its world model can imagine, and a distilling
+    one a camera task and a teacher that fits it."""
     _prompt(cfg, task)
+    if cfg.algo.name == "distill":
+        check_teacher_source(cfg.algo, task)
 
 
 def run(cfg, ctx) -> TrainSummary:
+    teacher, teacher_figures = None, None
+    if cfg.algo.name == "distill":
+        teacher, teacher_figures = prepare_teacher(cfg.algo, ctx.task, cfg.seed, ctx.run_dir, ctx.tracker, cfg.resume)
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
-                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task))
+                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task), teacher=teacher)
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
-                    "n_envs": cfg.algo.n_envs})
+                    "n_envs": cfg.algo.n_envs, "teacher": teacher_figures})
     ctx.record("train", figures)
     return figures
 

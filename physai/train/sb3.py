@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import gymnasium as gym
 import numpy as np
 import torch
 from hydra.utils import get_class
@@ -32,7 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS, TEACHER_KEYS
 from physai.core.errors import PhysaiError
 from physai.core.io import write_text_atomic
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
@@ -75,7 +76,7 @@ def build_vec_env(task, algo: DictConfig, seed: int, check_finite: bool = True) 
 
 def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items()
-              if k not in ALGO_FRAMEWORK_KEYS | SAC_CRITIC_KEYS}
+              if k not in ALGO_FRAMEWORK_KEYS | SAC_CRITIC_KEYS | TEACHER_KEYS}
     policy_kwargs: dict[str, Any] = {"net_arch": list(algo.net_arch),
                                      "activation_fn": ACTIVATIONS[algo.activation],
                                      "log_std_init": algo.log_std_init}
@@ -92,6 +93,8 @@ def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictCon
     (``synthetic.world_model``, the same settings the world_model stage fits with)."""
     algorithm_class = get_class(algo._target_)
     kwargs = algorithm_kwargs(algo)
+    if isinstance(venv.observation_space, gym.spaces.Dict) and kwargs["policy"] == "MlpPolicy":
+        kwargs["policy"] = "MultiInputPolicy"  # a camera task: a CNN per image, an MLP for the kept state terms
     if world_model is not None and hasattr(algorithm_class, "world_model_keywords"):
         kwargs.update(algorithm_class.world_model_keywords(OmegaConf.to_container(world_model, resolve=True)))
     return algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs)
@@ -253,10 +256,11 @@ def read_curve(path: Path) -> list[dict[str, float]]:
 
 
 def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool,
-                 world_model: Optional[DictConfig] = None, prompt=None) -> dict[str, Any]:
+                 world_model: Optional[DictConfig] = None, prompt=None, teacher=None) -> dict[str, Any]:
     """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need.
 
-    ``prompt``: the scenario a model-based learner starts ``algo.prompt_share`` of its branches from."""
+    ``prompt``: the scenario a model-based learner starts ``algo.prompt_share`` of its branches from.
+    ``teacher``: the policy a distilling learner imitates (``physai.train.distill``)."""
     torch.set_num_threads(algo.torch_threads)
     _remove_stale_temp_files(run_dir)
     venv = build_vec_env(task, algo, seed)
@@ -276,6 +280,8 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
         curve = []
     if prompt is not None:
         model.set_prompt(prompt)
+    if teacher is not None:
+        model.set_teacher(teacher)
     resumed_from = model.num_timesteps
     remaining = max(0, algo.total_timesteps - model.num_timesteps)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
@@ -305,7 +311,8 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
                "resumed_from_step": int(resumed_from) if checkpoint is not None else None,
                "episodes": len(curve),
                # model-based: refits, synthetic rows, warm start from the run's datasets
-               "model_based": training_figures(model) if hasattr(model, "mbpo_stats") else None}
+               "model_based": training_figures(model) if hasattr(model, "mbpo_stats") else None,
+               "distillation": model.distillation_figures() if hasattr(model, "distillation_figures") else None}
     return figures
 
 
@@ -369,12 +376,16 @@ class TrainedPolicy:
     def timesteps(self) -> int:
         return int(self.model.num_timesteps)
 
-    def normalize(self, obs: np.ndarray) -> np.ndarray:
+    def normalize(self, obs: Any) -> Any:
         return obs if self.normalizer is None else self.normalizer.normalize_obs(obs)
 
-    def predict(self, obs: np.ndarray) -> np.ndarray:
-        """SB3's deterministic action for raw observations, exactly as at training time."""
-        action, _ = self.model.predict(np.asarray(self.normalize(obs), dtype=np.float32), deterministic=True)
+    def predict(self, obs: Any) -> np.ndarray:
+        """SB3's deterministic action for raw observations (an array, or a camera task's dict), exactly as
+        at training time."""
+        obs = self.normalize(obs)
+        if not isinstance(obs, dict):
+            obs = np.asarray(obs, dtype=np.float32)
+        action, _ = self.model.predict(obs, deterministic=True)
         return action
 
 
