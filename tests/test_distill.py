@@ -116,3 +116,11 @@ def test_sb3_learns_on_a_camera_task_through_its_multi_input_policy(algo, one_to
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (2, 1) and np.isfinite(action).all()
     venv.close()
+
+
+def test_observation_normalization_of_a_camera_task_is_refused_before_training():
+    from physai.stages import train as train_stage
+
+    cfg = compose_config(["env=cartpole_balance_pixels", "algo=ppo"])  # PPO normalizes observations by default
+    with pytest.raises(ConfigError, match="algo.normalize_obs=false"):
+        train_stage.check(cfg, build_task(cfg.env))

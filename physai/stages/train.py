@@ -52,6 +52,11 @@ def check(cfg, task) -> None:
     """Before anything trains: a prompted learner needs a scenario its world model can imagine, and a distilling
     one a camera task and a teacher that fits it."""
     _prompt(cfg, task)
+    spec = getattr(task, "task_spec", None)
+    if spec is not None and spec.pixels is not None and cfg.algo.normalize_obs:
+        raise ConfigError(f"env {task.id} gives the policy camera images, and algo.normalize_obs=true normalizes "
+                          f"flat observations only; set algo.normalize_obs=false (images are scaled inside the "
+                          f"network)")
     if cfg.algo.name == "distill":
         check_teacher_source(cfg.algo, task)
 
