@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from physai.config.compose import build_task
 from physai.config.validate import validate_config
-from physai.core.errors import ConfigError
+from physai.core.errors import BundleError, ConfigError
+from physai.edge.runtime import EdgePolicy
 from physai.train.distill import (DAggerDistill, check_teacher_matches, check_teacher_source, teacher_algo,
                                   teacher_task)
 from physai.train.vec_env import make_training_vec_env
@@ -80,7 +82,21 @@ def test_train_py_distills_a_pixel_policy_from_a_teacher_run(smoke_run, tmp_path
     assert summary["train"]["teacher"]["source"] == str(smoke_run)
     assert summary["train"]["distillation"] == {"rounds": 4, "frames": 2048, "labelled_frames": 2048}
     assert summary["eval"]["n_episodes"] == 3 and (run_dir / "checkpoints" / "final" / "model.zip").is_file()
-    assert not (run_dir / "bundle").exists()  # the preset stops camera policies before export
+    # The student leaves as a bundle: uint8 camera frames in, parity on the frames it met, evaluated closed loop.
+    bundle = summary["bundle"]
+    assert bundle["parity"]["max_abs_error"] <= 1e-4 and bundle["parity"]["samples"] > 100
+    assert bundle["eval"]["n_episodes"] == 3
+    manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
+    (pixels,) = manifest["io"]["inputs"]
+    assert pixels["name"] == "pixels" and pixels["dtype"] == "uint8" and pixels["shape"] == ["batch", 64, 64, 9]
+    assert pixels["layout"] == "NHWC" and pixels["camera"]["name"] == "side"
+    policy = EdgePolicy.load(run_dir / "bundle")
+    frame = np.zeros((64, 64, 9), dtype=np.uint8)
+    assert policy.act({"pixels": frame}).shape == (1,) and policy.act({"pixels": frame[None]}).shape == (1, 1)
+    for bad, needle in [({"pixels": frame.astype(np.float32)}, "uint8 images"), ({"pixels": frame[:32]}, "shape"),
+                        ({"image": frame}, "missing ['pixels']"), (frame, "pass a dict")]:
+        with pytest.raises(BundleError, match=re.escape(needle)):
+            policy.act(bad)
 
 
 def test_random_shift_moves_images_by_at_most_the_pad_and_keeps_their_values():

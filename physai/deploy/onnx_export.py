@@ -27,8 +27,8 @@ from physai.core.io import write_json_atomic
 from physai.core.manifest import files_section
 from physai.deploy.fallback_model import resolve_fallback
 from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
-                                WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS, describe_space,
-                                load_manifest)
+                                WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS, describe_inputs,
+                                describe_space, load_manifest)
 from physai.edge.guard import GuardedPolicy
 from physai.synthetic.world_model import EnsembleDynamicsModel
 from physai.train.evaluation import episode_returns, summarize_returns
@@ -37,13 +37,33 @@ from physai.train.normalization import ObsNormalization
 log = logging.getLogger(__name__)
 
 
+def is_image(space: Any) -> bool:
+    """An SB3 image input: uint8 with three dimensions (channels first inside the policy)."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def bundle_inputs(observation_space: Any) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+    """(name, dtype, shape of one observation) of each graph input. A camera policy's images enter as the
+    camera gives them, height x width x channels uint8 (the policy sees them channels first, transposed by
+    SB3's VecTransposeImage; the graph transposes them back)."""
+    if not isinstance(observation_space, gym.spaces.Dict):
+        return [(INPUT_NAME, np.dtype(np.float32), (int(np.prod(observation_space.shape)),))]
+    return [(key, np.dtype(np.uint8), (part.shape[1], part.shape[2], part.shape[0])) if is_image(part)
+            else (key, np.dtype(np.float32), tuple(int(d) for d in part.shape))
+            for key, part in observation_space.spaces.items()]
+
+
 class DeployablePolicy(nn.Module):
-    """Raw observation in, env-unit action out: what SB3's deterministic ``predict`` computes."""
+    """Raw observation in, env-unit action out: what SB3's deterministic ``predict`` computes. A camera
+    policy takes one input per observation key; its images are uint8 HxWxC, transposed and scaled in here."""
 
     def __init__(self, model: Any, obs_norm: Optional[ObsNormalization]) -> None:
         super().__init__()
         self.policy = model.policy
         self.kind = _policy_kind(model)
+        space = model.observation_space
+        self.input_keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
+        self.image_keys = {key for key in self.input_keys or [] if is_image(space.spaces[key])}
         self.normalize = obs_norm is not None
         if obs_norm is not None:
             self.register_buffer("obs_mean", torch.as_tensor(obs_norm.mean, dtype=torch.float32))
@@ -55,8 +75,11 @@ class DeployablePolicy(nn.Module):
             self.register_buffer("action_low", torch.as_tensor(space.low, dtype=torch.float32))
             self.register_buffer("action_high", torch.as_tensor(space.high, dtype=torch.float32))
 
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        obs = observation
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        obs: Any = inputs[0]
+        if self.input_keys is not None:
+            obs = {key: value.permute(0, 3, 1, 2) if key in self.image_keys else value
+                   for key, value in zip(self.input_keys, inputs)}
         if self.normalize:
             obs = torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
         if self.kind == "squashed_gaussian":
@@ -86,12 +109,16 @@ def _policy_kind(model: Any) -> str:
 
 def export_onnx(model: Any, obs_norm: Optional[ObsNormalization], target: Path, opset: int) -> None:
     module = DeployablePolicy(model, obs_norm).eval()
-    obs_dim = int(np.prod(model.observation_space.shape))
-    example = torch.zeros(1, obs_dim, dtype=torch.float32)
+    inputs = bundle_inputs(model.observation_space)
+    # A batch of 2 in the examples: torch.export specializes dimensions of size 1, which would pin the batch.
+    examples = tuple(torch.zeros(2, *shape, dtype=torch.uint8 if dtype == np.uint8 else torch.float32)
+                     for _, dtype, shape in inputs)
+    batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), _quiet_exporter_logs(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(target), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+        torch.onnx.export(module, examples, str(target), input_names=[name for name, _, _ in inputs],
+                          output_names=[OUTPUT_NAME],
+                          dynamic_shapes=(tuple({0: batch} for _ in inputs),),  # forward(*inputs): one varargs
                           opset_version=opset, dynamo=True, external_data=False, verbose=False)
 
 
@@ -124,7 +151,8 @@ def git_provenance() -> dict[str, Any]:
 
 def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: Path, *, opset: int,
                  control_rate_hz: Optional[float], provenance: dict[str, Any],
-                 observation_names: Optional[list[str]] = None, action_names: Optional[list[str]] = None) -> dict:
+                 observation_names: Optional[list[str]] = None, action_names: Optional[list[str]] = None,
+                 camera: Optional[dict[str, Any]] = None) -> dict:
     """Write ``policy.onnx`` and then ``manifest.json`` into ``bundle_dir``.
 
     The export stage points this at a staging directory and swaps it in only once the bundle
@@ -133,20 +161,21 @@ def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: P
     bundle_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, obs_norm, bundle_dir / POLICY_FILE, opset)
     obs_space, action_space = model.observation_space, model.action_space
-    obs_dim = int(np.prod(obs_space.shape))
+    obs_dim = 0 if isinstance(obs_space, gym.spaces.Dict) else int(np.prod(obs_space.shape))
     act_dim = int(np.prod(action_space.shape)) if isinstance(action_space, gym.spaces.Box) else 1
     discrete = isinstance(action_space, gym.spaces.Discrete)
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "io": {
-            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", obs_dim],
-                        "units": "raw environment observation (normalization is inside the graph)"}],
+            "inputs": _input_entries(obs_space, camera),
             "outputs": [{"name": OUTPUT_NAME, "dtype": "int64" if discrete else "float32",
                          "shape": ["batch"] if discrete else ["batch", act_dim],
                          "units": "action index" if discrete else "environment action units (already clipped/scaled)"}],
         },
-        "observation_space": describe_space(obs_space, observation_names or [f"obs_{i}" for i in range(obs_dim)]),
+        "observation_space": (describe_inputs(_camera_layout(obs_space), observation_names or [])
+                              if isinstance(obs_space, gym.spaces.Dict) else
+                              describe_space(obs_space, observation_names or [f"obs_{i}" for i in range(obs_dim)])),
         "action_space": describe_space(action_space, action_names or [f"act_{i}" for i in range(act_dim)]),
         "control_rate_hz": control_rate_hz,
         "normalization": None if obs_norm is None else {
@@ -158,6 +187,30 @@ def write_bundle(model: Any, obs_norm: Optional[ObsNormalization], bundle_dir: P
     }
     write_json_atomic(bundle_dir / MANIFEST_FILE, manifest)
     return manifest
+
+
+def _input_entries(obs_space: Any, camera: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest's description of each graph input: name, dtype, shape, layout, and for images the camera."""
+    if not isinstance(obs_space, gym.spaces.Dict):
+        return [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", int(np.prod(obs_space.shape))],
+                 "units": "raw environment observation (normalization is inside the graph)"}]
+    entries = []
+    for name, dtype, shape in bundle_inputs(obs_space):
+        entry: dict[str, Any] = {"name": name, "dtype": str(dtype), "shape": ["batch", *shape]}
+        if dtype == np.uint8:
+            entry.update({"layout": "NHWC", "units": "RGB 0-255, frames stacked along channels, oldest first; "
+                                                     "scaling to [0, 1] and the NCHW layout are inside the graph",
+                          "camera": dict(camera or {})})
+        else:
+            entry["units"] = "raw state terms the policy keeps beside its images (no normalization)"
+        entries.append(entry)
+    return entries
+
+
+def _camera_layout(obs_space: Any) -> Any:
+    """The observation space as the camera gives it (images HxWxC), which is what the bundle takes."""
+    return gym.spaces.Dict({name: gym.spaces.Box(0, 255, shape, np.uint8) if dtype == np.uint8 else
+                            obs_space.spaces[name] for name, dtype, shape in bundle_inputs(obs_space)})
 
 
 # ----- what the edge guard needs (physai.edge.guard) ------------------------------------------------

@@ -48,6 +48,23 @@ def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
             "low": bounds(space.low), "high": bounds(space.high), "names": names}
 
 
+def takes_named_inputs(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's policy reads several named inputs (a camera policy) instead of one observation."""
+    inputs = (manifest.get("io") or {}).get("inputs") or []
+    return len(inputs) != 1 or inputs[0].get("name") != INPUT_NAME
+
+
+def describe_inputs(space: Any, names: list[str]) -> dict[str, Any]:
+    """A JSON description of a gymnasium Dict observation space (duck-typed), one entry per named input;
+    an image's bounds are written once (0-255), not per pixel."""
+    def describe(key: str, part: Any) -> dict[str, Any]:
+        if np.dtype(part.dtype) == np.uint8:
+            return {"type": "Box", "shape": list(part.shape), "dtype": "uint8", "low": 0, "high": 255}
+        return describe_space(part, names if key == "state" else [])
+
+    return {"type": "Dict", "spaces": {key: describe(key, part) for key, part in space.spaces.items()}}
+
+
 def load_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_FILE

@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import onnxruntime as ort
 
-from physai.edge.bundle import INPUT_NAME, OUTPUT_NAME, POLICY_FILE, onnx_opsets, read_verified_bundle
+from physai.edge.bundle import (INPUT_NAME, OUTPUT_NAME, POLICY_FILE, load_manifest, onnx_opsets,
+                                read_verified_bundle, takes_named_inputs)
 from physai.core.errors import BundleError
 
 DEFAULT_THREADS = 1
@@ -124,7 +125,10 @@ class EdgePolicy:
             self.act = self._act  # answered by the closure itself: no method frame, no attribute lookups
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, **kwargs: Any) -> "EdgePolicy":
+    def load(cls, bundle_dir: str | Path, **kwargs: Any) -> "EdgePolicy | CameraPolicy":
+        """The bundle's policy: an ``EdgePolicy`` for one flat observation, a ``CameraPolicy`` for named inputs."""
+        if cls is EdgePolicy and takes_named_inputs(load_manifest(bundle_dir)):
+            return CameraPolicy(bundle_dir, **kwargs)
         return cls(bundle_dir, **kwargs)
 
     @property
@@ -211,3 +215,85 @@ def _single_path(row: np.ndarray, out: np.ndarray, zeros: np.ndarray, run: Calla
 
     act.__doc__ = EdgePolicy.act.__doc__
     return act
+
+
+class CameraPolicy:
+    """A bundle whose policy reads named inputs: a camera policy's uint8 images (``pixels``, height x width x
+    channels as the camera gives them; scaling and layout are inside the graph) and the state terms it keeps.
+
+    ``act`` takes a dict with exactly the manifest's inputs, one observation or a batch; each input's dtype
+    and shape are checked (an image must already be uint8: a float image is a bug upstream, not something to
+    cast), float inputs must be finite. One ``session.run`` per call: an image dwarfs a dict's cost.
+    """
+
+    def __init__(self, bundle_dir: str | Path, intra_op_threads: Optional[int] = None,
+                 inter_op_threads: Optional[int] = None) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest, self.contents = read_verified_bundle(self.bundle_dir)
+        try:
+            self.inputs = {i["name"]: (np.dtype(i["dtype"]), tuple(int(d) for d in i["shape"][1:]))
+                           for i in self.manifest["io"]["inputs"]}
+            output = self.manifest["io"]["outputs"][0]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section (io.inputs with name, "
+                              f"dtype and shape; io.outputs[0]); re-export the bundle") from exc
+        settings = self.manifest.get("runtime") or {}
+        self.intra_op_threads = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
+        self.inter_op_threads = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
+        self.session = create_session(self.contents[POLICY_FILE], str(self.bundle_dir / POLICY_FILE),
+                                      self.intra_op_threads, self.inter_op_threads)
+        graph_inputs = sorted(i.name for i in self.session.get_inputs())
+        if graph_inputs != sorted(self.inputs) or OUTPUT_NAME not in [o.name for o in self.session.get_outputs()]:
+            raise BundleError(f"{self.bundle_dir / POLICY_FILE} reads {graph_inputs}, the manifest names "
+                              f"{sorted(self.inputs)}; re-export the bundle")
+        self.discrete = output.get("dtype") == "int64"
+        self.action_shape: tuple[int, ...] = () if self.discrete else (int(output["shape"][1]),)
+        self._outputs = [OUTPUT_NAME]
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, **kwargs: Any) -> "CameraPolicy":
+        return cls(bundle_dir, **kwargs)
+
+    @property
+    def control_rate_hz(self) -> float | None:
+        return self.manifest.get("control_rate_hz")
+
+    def check_observation(self, obs: Any) -> tuple[dict[str, np.ndarray], bool]:
+        """``(feeds, single)``: every input as a batch of its dtype, after checking names, dtypes and shapes."""
+        if not isinstance(obs, dict):
+            raise BundleError(f"this bundle's policy reads named inputs {sorted(self.inputs)}; pass a dict of "
+                              f"arrays, not {type(obs).__name__}")
+        missing, extra = sorted(set(self.inputs) - set(obs)), sorted(set(obs) - set(self.inputs))
+        if missing or extra:
+            raise BundleError(f"observation inputs {sorted(obs)} do not match the bundle's {sorted(self.inputs)} "
+                              f"(missing {missing}, unexpected {extra})")
+        feeds, singles = {}, set()
+        for name, (dtype, shape) in self.inputs.items():
+            array = np.asarray(obs[name])
+            if dtype == np.uint8 and array.dtype != np.uint8:
+                raise BundleError(f"input {name!r} has dtype {array.dtype}; the bundle takes uint8 images "
+                                  f"(0-255, as the camera gives them)")
+            if dtype != np.uint8 and array.dtype.kind not in "fiu":
+                raise BundleError(f"input {name!r} has dtype {array.dtype}; pass numbers ({dtype})")
+            if array.shape == shape:
+                array, single = array[None], True
+            elif array.shape[1:] == shape:
+                single = False
+            else:
+                raise BundleError(f"input {name!r} has shape {array.shape}; the bundle takes {shape} or "
+                                  f"(batch, {', '.join(map(str, shape))})")
+            array = np.ascontiguousarray(array, dtype=dtype)
+            if dtype.kind == "f" and not np.isfinite(array).all():
+                raise BundleError(f"input {name!r} contains NaN or inf; the policy refuses non-finite input")
+            feeds[name] = array
+            singles.add(single)
+        if len(singles) > 1 or len({a.shape[0] for a in feeds.values()}) > 1:
+            raise BundleError(f"inputs {sorted(obs)} mix single observations and batches, or batches of different "
+                              f"sizes; give every input the same leading batch size")
+        return feeds, singles.pop()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """One observation (a dict of unbatched arrays) gives one action; a dict of batches gives a batch."""
+        feeds, single = self.check_observation(obs)
+        action = self.session.run(self._outputs, feeds)[0]
+        return action[0] if single else action

@@ -13,11 +13,11 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from physai.config.identity import identity_hash
-from physai.core.errors import ConfigError, PhysaiError
+from physai.core.errors import PhysaiError
 from physai.core.io import fresh_staging_dir, replace_dir_atomically
 from physai.deploy.fallback_model import resolve_fallback
 from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
-from physai.deploy.parity import parity_report
+from physai.deploy.parity import parity_on_observations, parity_report
 from physai.deploy.precision import add_variants
 from physai.deploy.release import record_bundle_evaluation
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
@@ -53,13 +53,7 @@ class ExportError(PhysaiError):
 
 
 def check(cfg, task) -> None:
-    """Before anything trains: a camera policy is not exported yet (the bundle takes one flat observation), and
-    a guard fallback that reads the task's MJCF names parts the MJCF has."""
-    spec = getattr(task, "task_spec", None)
-    if spec is not None and spec.pixels is not None:
-        raise ConfigError(f"env {task.id} gives the policy camera images, and the export stage writes bundles "
-                          f"for flat observations only; run pixel policies with pipeline.stages=[train,evaluate,"
-                          f"report] (what the distill presets set)")
+    """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has."""
     if "guard" in cfg and cfg.guard.enabled and cfg.guard.get("fallback"):
         resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
 
@@ -76,16 +70,14 @@ def run(cfg, ctx) -> BundleSummary:
     target = ctx.path("bundle")
     staging = fresh_staging_dir(target)
     try:
+        camera = camera_of(ctx.task)
         manifest = write_bundle(trained.model, trained.obs_norm, staging, opset=cfg.export.opset,
                                 control_rate_hz=ctx.task.control_rate_hz(), provenance=provenance,
-                                observation_names=ctx.task.signal_names()[0])
+                                observation_names=_kept_state_names(ctx.task) if camera else ctx.task.signal_names()[0],
+                                camera=camera)
         policy = EdgePolicy.load(staging)
-        parity = parity_report(trained, policy, cfg.export.parity_samples, seed=cfg.seed)
-        if parity["max_abs_error"] > cfg.export.parity_tolerance:
-            raise ExportError(
-                f"the exported graph differs from the trained policy by {parity['max_abs_error']:.3g} "
-                f"(> export.parity_tolerance={cfg.export.parity_tolerance}); the previous bundle was kept. "
-                f"Report this with the run directory, or raise export.parity_tolerance if the gap is expected")
+        if camera is None:
+            parity = _check_parity(parity_report(trained, policy, cfg.export.parity_samples, seed=cfg.seed), cfg)
         seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.n_episodes)
         seen: list = []  # (observation, action) pairs: the edge guard's reference statistics
 
@@ -96,14 +88,15 @@ def run(cfg, ctx) -> BundleSummary:
 
         closed_loop = summarize_returns(episode_returns(ctx.task, recording_act, seeds), seeds,
                                         ctx.task.solved_threshold)
-        guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
-                          ctx.task, np.stack([o for o, _ in seen]), np.stack([a for _, a in seen]), len(seeds),
-                          world_model_path=world_model_path, opset=cfg.export.opset,
-                          intra_op_threads=cfg.profile.intra_op_threads,
-                          guard_seeds=_guard_seeds(cfg, len(seeds)))
-        # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
-        variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
-        record_bundle_evaluation(staging, closed_loop)
+        if camera is not None:  # a camera policy's parity is judged on the frames it met, not on random pixels
+            parity = _check_parity(parity_on_observations(trained, [o for o, _ in seen], [a for _, a in seen],
+                                                          cfg.export.parity_samples), cfg)
+            record_bundle_evaluation(staging, closed_loop)
+            guard, variants = None, {}
+        else:
+            guard, variants = _guard_and_variants(cfg, ctx, staging, policy, seen, seeds, closed_loop,
+                                                  world_model_path)
+            record_bundle_evaluation(staging, closed_loop)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -115,6 +108,42 @@ def run(cfg, ctx) -> BundleSummary:
                             guard=guard)
     ctx.record("bundle", figures)
     return figures
+
+
+def camera_of(task) -> Optional[dict[str, Any]]:
+    """What the manifest says about a camera policy's camera; None for a state policy."""
+    spec = getattr(task, "task_spec", None)
+    pixels = None if spec is None else spec.pixels
+    if pixels is None:
+        return None
+    return {"name": pixels.camera, "height": pixels.height, "width": pixels.width, "frame_stack": pixels.frame_stack,
+            "quality": pixels.quality, "depth": pixels.depth}
+
+
+def _kept_state_names(task) -> list[str]:
+    spec = task.task_spec
+    return [name for name in task.signal_names()[0] if name.split("[")[0] in spec.pixels.state]
+
+
+def _check_parity(parity: dict[str, Any], cfg) -> dict[str, Any]:
+    if parity["max_abs_error"] > cfg.export.parity_tolerance:
+        raise ExportError(
+            f"the exported graph differs from the trained policy by {parity['max_abs_error']:.3g} "
+            f"(> export.parity_tolerance={cfg.export.parity_tolerance}); the previous bundle was kept. "
+            f"Report this with the run directory, or raise export.parity_tolerance if the gap is expected")
+    return parity
+
+
+def _guard_and_variants(cfg, ctx, staging, policy, seen, seeds, closed_loop, world_model_path):
+    """The edge guard and the FP16/INT8 variants of a state policy's bundle (a camera policy's are not built
+    yet: the guard's statistics and the variants' calibration read flat observations)."""
+    guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
+                      ctx.task, np.stack([o for o, _ in seen]), np.stack([a for _, a in seen]), len(seeds),
+                      world_model_path=world_model_path, opset=cfg.export.opset,
+                      intra_op_threads=cfg.profile.intra_op_threads, guard_seeds=_guard_seeds(cfg, len(seeds)))
+    # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
+    variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
+    return guard, variants
 
 
 def _guard_seeds(cfg, n_eval: int) -> list[int]:
@@ -133,7 +162,9 @@ def report_lines(cfg, ctx, summary: dict) -> list[str]:
         return []
     lines = ["## Bundle", "", f"`bundle/policy.onnx` sha256 `{bundle['policy_sha256']}`, "
              f"{bundle['policy_bytes']} bytes, control rate {fmt(bundle['control_rate_hz'])} Hz; parity with "
-             f"SB3 on {bundle['parity']['samples']} random observations: max abs error "
+             f"SB3 on {bundle['parity']['samples']} "
+             f"{'recorded frames' if 'frames' in bundle['parity'].get('reference', '') else 'random observations'}: "
+             f"max abs error "
              f"{bundle['parity']['max_abs_error']:.2e}.", ""]
     return lines + _variant_lines(bundle.get("variants") or {})
 
