@@ -80,7 +80,7 @@ def test_train_py_distills_a_pixel_policy_from_a_teacher_run(smoke_run, tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["train"]["teacher"]["source"] == str(smoke_run)
-    assert summary["train"]["distillation"] == {"rounds": 4, "frames": 2048, "labelled_frames": 2048}
+    assert summary["train"]["distillation"] == {"rounds": 4, "frames": 1024, "labelled_frames": 1024}
     assert summary["eval"]["n_episodes"] == 3 and (run_dir / "checkpoints" / "final" / "model.zip").is_file()
     # The student leaves as a bundle: uint8 camera frames in, parity on the frames it met, evaluated closed loop.
     bundle = summary["bundle"]
