@@ -11,7 +11,9 @@ import pytest
 from physai.config.compose import build_task
 from physai.config.validate import validate_config
 from physai.core.errors import BundleError, ConfigError
+from physai.deploy.release import release_gates
 from physai.edge.runtime import EdgePolicy
+from physai.run.cli import main
 from physai.train.distill import (DAggerDistill, check_teacher_matches, check_teacher_source, teacher_algo,
                                   teacher_task)
 from physai.train.vec_env import make_training_vec_env
@@ -97,6 +99,13 @@ def test_train_py_distills_a_pixel_policy_from_a_teacher_run(smoke_run, tmp_path
                         ({"image": frame}, "missing ['pixels']"), (frame, "pass a dict")]:
         with pytest.raises(BundleError, match=re.escape(needle)):
             policy.act(bad)
+    # `physai profile BUNDLE` profiles the camera graph (measured and modeled); the gates refuse it, saying why.
+    assert main(["profile", str(run_dir / "bundle"), "--iterations", "100", "--batch", "1", "--device",
+                 "jetson_orin_nano", "--out", str(tmp_path / "profile")]) == 0
+    figures = json.loads((tmp_path / "profile" / "profile.json").read_text())
+    assert figures["measured"] is True
+    with pytest.raises(ConfigError, match="camera policy's bundle"):
+        release_gates(run_dir / "bundle", reference=run_dir / "bundle", devices=["host_cpu"])
 
 
 def test_random_shift_moves_images_by_at_most_the_pad_and_keeps_their_values():
