@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ class PoleController:
         return np.clip(4.0 * state[:, 1:2] + 0.5 * state[:, 4:5] + 0.1 * state[:, 3:4], -1.0, 1.0)
 
 
-def test_dagger_rounds_label_every_visited_frame_and_fit_the_labels(one_torch_thread):
+def test_dagger_rounds_label_every_visited_frame_and_fit_the_labels(one_torch_thread, tmp_path):
     require_rendering()
     cfg = compose_config(["env=cartpole_balance_pixels", "algo=distill", "algo.teacher_preset=ppo_cartpole_balance",
                           "env.task.pixels.height=48", "env.task.pixels.width=48"])
@@ -47,6 +48,12 @@ def test_dagger_rounds_label_every_visited_frame_and_fit_the_labels(one_torch_th
     student_error = float(np.mean((predicted - labels[:256]) ** 2))
     baseline_error = float(np.mean((labels[:256] - labels.mean()) ** 2))
     assert student_error < 0.5 * baseline_error, (student_error, baseline_error)
+    # A checkpoint keeps the round count but no frames, and no row count of frames it does not hold: a resumed
+    # run starts a fresh dataset instead of regressing onto rows never written.
+    model.save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        saved = json.loads(archive.read("data"))
+    assert saved["rounds"] == 3 and not {"_stored", "_observations", "_labels", "teacher"} & set(saved)
     venv.close()
 
 

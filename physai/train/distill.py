@@ -72,8 +72,9 @@ class DAggerDistill(BaseAlgorithm):
         self._rng = np.random.default_rng(self.seed)
 
     def _excluded_save_params(self) -> list[str]:
-        # The teacher and the labelled frames stay out of checkpoints: a resumed run starts a fresh dataset.
-        return [*super()._excluded_save_params(), "teacher", "_observations", "_labels", "_rng"]
+        # The teacher and the labelled frames stay out of checkpoints: a resumed run starts a fresh dataset (and
+        # its row count with it, so no unwritten row is ever read).
+        return [*super()._excluded_save_params(), "teacher", "_observations", "_labels", "_stored", "_rng"]
 
     def set_teacher(self, teacher: Any) -> None:
         """The policy that labels: anything with ``predict(state_obs) -> actions`` (a ``TrainedPolicy``)."""
