@@ -53,6 +53,16 @@ def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THRE
             f"physai tests) or install a newer onnxruntime on the robot") from exc
 
 
+def _policy_session(bundle_dir: Path, manifest: dict[str, Any], contents: dict[str, bytes],
+                    intra_op_threads: Optional[int], inter_op_threads: Optional[int]) -> tuple[Any, int, int]:
+    """A bundle's policy session and its thread counts: the caller's, else what the export recorded from the
+    config, else one each."""
+    settings = manifest.get("runtime") or {}
+    intra = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
+    inter = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
+    return create_session(contents[POLICY_FILE], str(bundle_dir / POLICY_FILE), intra, inter), intra, inter
+
+
 class EdgePolicy:
     def __init__(self, bundle_dir: str | Path, intra_op_threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None) -> None:
@@ -66,12 +76,8 @@ class EdgePolicy:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section "
                               f"(io.inputs[0].shape, io.outputs[0]); re-export the bundle") from exc
-        # Thread settings: the caller's, else what the export recorded from the config, else one each.
-        settings = self.manifest.get("runtime") or {}
-        self.intra_op_threads = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
-        self.inter_op_threads = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
-        self.session = create_session(contents[POLICY_FILE], str(self.bundle_dir / POLICY_FILE),
-                                      self.intra_op_threads, self.inter_op_threads)
+        self.session, self.intra_op_threads, self.inter_op_threads = _policy_session(
+            self.bundle_dir, self.manifest, contents, intra_op_threads, inter_op_threads)
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
@@ -237,11 +243,8 @@ class CameraPolicy:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section (io.inputs with name, "
                               f"dtype and shape; io.outputs[0]); re-export the bundle") from exc
-        settings = self.manifest.get("runtime") or {}
-        self.intra_op_threads = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
-        self.inter_op_threads = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
-        self.session = create_session(self.contents[POLICY_FILE], str(self.bundle_dir / POLICY_FILE),
-                                      self.intra_op_threads, self.inter_op_threads)
+        self.session, self.intra_op_threads, self.inter_op_threads = _policy_session(
+            self.bundle_dir, self.manifest, self.contents, intra_op_threads, inter_op_threads)
         graph_inputs = sorted(i.name for i in self.session.get_inputs())
         if graph_inputs != sorted(self.inputs) or OUTPUT_NAME not in [o.name for o in self.session.get_outputs()]:
             raise BundleError(f"{self.bundle_dir / POLICY_FILE} reads {graph_inputs}, the manifest names "

@@ -91,12 +91,11 @@ def run(cfg, ctx) -> BundleSummary:
         if camera is not None:  # a camera policy's parity is judged on the frames it met, not on random pixels
             parity = _check_parity(parity_on_observations(trained, [o for o, _ in seen], [a for _, a in seen],
                                                           cfg.export.parity_samples), cfg)
-            record_bundle_evaluation(staging, closed_loop)
             guard, variants = None, {}
         else:
             guard, variants = _guard_and_variants(cfg, ctx, staging, policy, seen, seeds, closed_loop,
                                                   world_model_path)
-            record_bundle_evaluation(staging, closed_loop)
+        record_bundle_evaluation(staging, closed_loop)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
