@@ -106,13 +106,24 @@ def test_train_py_distills_a_pixel_policy_from_a_teacher_run(smoke_run, tmp_path
                         ({"image": frame}, "missing ['pixels']"), (frame, "pass a dict")]:
         with pytest.raises(BundleError, match=re.escape(needle)):
             policy.act(bad)
-    # `physai profile BUNDLE` profiles the camera graph (measured and modeled); the gates refuse it, saying why.
-    assert main(["profile", str(run_dir / "bundle"), "--iterations", "100", "--batch", "1", "--device",
-                 "jetson_orin_nano", "--out", str(tmp_path / "profile")]) == 0
+    # FP16 and static INT8 variants, the INT8 calibrated on the run's own frames, each judged on the frames it met.
+    variants = bundle["variants"]
+    assert variants["int8"]["method"].startswith("onnxruntime static") and variants["int8"]["calibration_observations"] > 0
+    for name in ("fp16", "int8"):
+        assert variants[name]["parity_vs_fp32"]["samples"] > 100 and variants[name]["eval"]["seeds"] == bundle["eval"]["seeds"]
+        if variants[name]["written"]:
+            assert EdgePolicy.load(run_dir / "bundle", variant=name).act({"pixels": frame}).shape == (1,)
+    # `physai profile BUNDLE` times the camera policy through the runtime on frames of its input shape.
+    assert main(["profile", str(run_dir / "bundle"), "--iterations", "100", "--batch", "1,4", "--out",
+                 str(tmp_path / "profile")]) == 0
     figures = json.loads((tmp_path / "profile" / "profile.json").read_text())
-    assert figures["measured"] is True
-    with pytest.raises(ConfigError, match="camera policy's bundle"):
-        release_gates(run_dir / "bundle", reference=run_dir / "bundle", devices=["host_cpu"])
+    assert [row["batch"] for row in figures["batches"]] == [1, 4] and figures["batches"][0]["p50_ms"] > 0
+    # The release gates take it like any bundle: timed side by side on frames, judged on closed-loop returns.
+    result = release_gates(run_dir / "bundle", reference=run_dir / "bundle", devices=["jetson_orin_nano"],
+                           iterations=200, repeats=1, episodes=2)
+    gates = {gate["name"]: gate for gate in result["gates"]}
+    assert gates["quality_drop"]["passed"] and "p99_vs_reference" in gates
+    assert gates["jetson_orin_nano_solves_under_delay"]["basis"] == "delay_eval"
 
 
 def test_random_shift_moves_images_by_at_most_the_pad_and_keeps_their_values():

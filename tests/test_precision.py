@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from physai.deploy.precision import VARIANT_FILES, VariantPolicy, action_parity, to_fp16, to_int8
+from physai.deploy.precision import VARIANT_FILES, action_parity, to_fp16, to_int8
+from physai.edge.runtime import EdgePolicy
 
 # The documented tolerances (export.fp16_tolerance / export.int8_tolerance): max |variant - FP32| action as a
 # share of the action range, on the observations the variant meets driving the task.
@@ -57,7 +58,7 @@ def test_each_variant_is_written_with_its_checksum_and_figures(bundle, smoke_run
 def test_variants_act_like_fp32_in_the_runtime_and_from_a_bare_session(bundle, variant, tolerance):
     import onnxruntime as ort
 
-    fp32, policy = VariantPolicy(bundle, "fp32"), VariantPolicy(bundle, variant)
+    fp32, policy = EdgePolicy.load(bundle, variant="fp32"), EdgePolicy.load(bundle, variant=variant)
     manifest = fp32.manifest
     obs = np.random.default_rng(3).normal(0, 0.2, size=(64, fp32.obs_dim)).astype(np.float32)
     expected = np.stack([fp32.act(o) for o in obs])
@@ -84,11 +85,11 @@ def test_a_tampered_variant_is_refused(smoke_run, tmp_path):
     data[len(data) // 2] ^= 0x01
     (target / VARIANT_FILES["fp16"]).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="policy_fp16.onnx does not match its manifest checksum"):
-        VariantPolicy(target, "fp16")
+        EdgePolicy.load(target, variant="fp16")
 
 
 def test_static_int8_calibrates_on_observations(bundle):
-    fp32 = VariantPolicy(bundle, "fp32")
+    fp32 = EdgePolicy.load(bundle, variant="fp32")
     rng = np.random.default_rng(0)
     calibration = rng.normal(0, 0.2, size=(256, fp32.obs_dim)).astype(np.float32)
     data = to_int8((bundle / "policy.onnx").read_bytes(), "static", calibration)
@@ -135,8 +136,8 @@ def test_fp16_keeps_a_discrete_policy_int64_and_its_normalization_float32():
 
 
 def test_loading_a_variant_imports_only_numpy_and_onnxruntime(bundle):
-    probe = ("import sys, numpy as np; from physai.deploy.precision import VariantPolicy; "
-             f"p = VariantPolicy({str(bundle)!r}, 'int8'); p.act(np.zeros(p.obs_dim, np.float32)); "
+    probe = ("import sys, numpy as np; from physai.edge.runtime import EdgePolicy; "
+             f"p = EdgePolicy.load({str(bundle)!r}, variant='int8'); p.act(np.zeros(p.obs_dim, np.float32)); "
              "allowed = set(sys.stdlib_module_names) | {'numpy', 'onnxruntime', 'physai', 'packaging', "
              "'coloredlogs', 'humanfriendly', 'flatbuffers', 'sympy', 'mpmath', 'google', 'ml_dtypes', "
              "'_distutils_hack'}; "

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from physai.core.errors import ConfigError
 from physai.core.stats import latency_percentiles_ms
 from physai.deploy.devices.onnx_cost import input_shapes
-from physai.edge.runtime import create_session
+from physai.edge.runtime import create_session, random_input
 
 
 def time_calls(call: Callable[[], object], warmup: int, iterations: int) -> np.ndarray:
@@ -120,13 +120,9 @@ _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "te
 
 
 def _random_input(rng: np.random.Generator, ort_type: str, shape: list[int]) -> np.ndarray:
-    """Normal noise for a float input, the full range for uint8 (an image), zeros for other integers."""
+    """An input of an onnxruntime type, filled as the edge runtime fills its example observations."""
     dtype = _INPUT_DTYPES.get(ort_type)
     if dtype is None:
         raise ConfigError(f"an input of type {ort_type} cannot be filled for timing; inputs may be "
                           f"{', '.join(sorted(_INPUT_DTYPES))}")
-    if np.issubdtype(dtype, np.floating):
-        return rng.normal(size=shape).astype(dtype)
-    if dtype == np.uint8:
-        return rng.integers(0, 256, size=shape, dtype=np.uint8)
-    return np.zeros(shape, dtype=dtype)
+    return random_input(rng, dtype, tuple(shape))

@@ -271,30 +271,54 @@ def export_world_model(model: Any, target: Path, opset: int) -> None:
                           opset_version=opset, dynamo=True, external_data=False, verbose=False)
 
 
-def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarray, actions: np.ndarray,
-              episodes: int, *, world_model_path: Optional[Path], opset: int, intra_op_threads: int,
-              guard_seeds: list[int]) -> dict[str, Any]:
+# The input that carries the state terms a camera task keeps beside its images (envs/single.py names it).
+STATE_INPUT = "state"
+
+
+def camera_fallback_reason(fallback: dict[str, Any], inputs: list[str]) -> str:
+    """Why a camera policy's guard falls back on what it does: the manifest says it, for the robot's engineer."""
+    name = str(fallback.get("_target_", "ZeroAction")).rsplit(".", 1)[-1]
+    if name == "ZeroAction":
+        reads = ("only pixels" if STATE_INPUT not in inputs else
+                 "pixels and a few state terms, not the full state a classical controller needs")
+        return (f"a camera policy (inputs {inputs}): the classical fallbacks (LQR, task-space servo, brake and hold "
+                f"lane) read named state columns, and this policy reads {reads}; its fallback holds a constant "
+                f"(zero) action")
+    return f"{name} reads only the state terms this camera policy keeps (input {STATE_INPUT!r})"
+
+
+def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarray | list[dict[str, np.ndarray]],
+              actions: np.ndarray, episodes: int, *, world_model_path: Optional[Path], opset: int,
+              intra_op_threads: int, guard_seeds: list[int]) -> dict[str, Any]:
     """Write what the edge guard needs into a staging bundle, prove it builds, and measure its fallback rate.
 
     ``observations``/``actions`` are what the exported policy saw and did in the export stage's
-    closed-loop evaluation: their statistics become the OOD reference, and they calibrate the
-    world model's disagreement threshold. The guarded policy then drives ``guard_seeds``
-    (fresh episodes) and its fallback rate is returned for the run's summary.
+    closed-loop evaluation (rows, or a camera policy's dicts of frames and state): their statistics
+    become the OOD reference (a camera policy's: of its state input), and they calibrate the world
+    model's disagreement threshold. The guarded policy then drives ``guard_seeds`` (fresh episodes)
+    and its fallback rate is returned for the run's summary.
     """
     settings = dict(settings or {})
+    camera = bool(len(observations)) and isinstance(observations[0], dict)
     guard = {"enabled": bool(settings.get("enabled", True)), "ood_threshold": float(settings.get("ood_threshold", 6.0)),
              "min_std": float(settings.get("min_std", 1e-3)),
              "action_tolerance": float(settings.get("action_tolerance", 1e-4)),
              "max_disagreement": settings.get("max_disagreement"), "hold_steps": int(settings.get("hold_steps", 0)),
              "fallback": resolve_fallback(settings.get("fallback") or {"_target_": "physai.edge.fallback.ZeroAction"},
                                           task)}
-    sections: dict[str, Any] = {
-        "observation_statistics": observation_statistics(observations, "export stage closed-loop evaluation", episodes),
-        "runtime": {"intra_op_threads": int(intra_op_threads), "inter_op_threads": 1},
-    }
+    sections: dict[str, Any] = {"runtime": {"intra_op_threads": int(intra_op_threads), "inter_op_threads": 1}}
+    source = "export stage closed-loop evaluation"
+    if camera:  # the OOD monitor judges the state terms a camera policy keeps, never its frames
+        if STATE_INPUT in observations[0]:
+            rows = np.stack([o[STATE_INPUT] for o in observations])
+            sections["observation_statistics"] = {**observation_statistics(rows, source, episodes), "input": STATE_INPUT}
+        guard["fallback_reason"] = camera_fallback_reason(guard["fallback"], sorted(observations[0]))
+    else:
+        sections["observation_statistics"] = observation_statistics(observations, source, episodes)
     files: tuple[str, ...] = ()
     continuous = np.asarray(actions).dtype.kind == "f"
-    if settings.get("world_model", True) and world_model_path is not None and world_model_path.is_file() and continuous:
+    if (settings.get("world_model", True) and world_model_path is not None and world_model_path.is_file() and continuous
+            and not camera):  # the ensemble predicts flat observations, not frames
         model = EnsembleDynamicsModel.load(world_model_path, expected_obs_dim=observations.shape[1])
         export_world_model(model, bundle_dir / WORLD_MODEL_FILE, opset)
         files = (WORLD_MODEL_FILE,)
@@ -316,6 +340,7 @@ def add_guard(bundle_dir: Path, settings: Any, task: Any, observations: np.ndarr
     update_manifest(bundle_dir, sections, files)
     guarded = GuardedPolicy.from_bundle(bundle_dir)  # a fallback that does not fit the task fails the export here
     figures: dict[str, Any] = {"enabled": guard["enabled"], "fallback": guarded.report()["fallback"],
+                               "fallback_reason": guard.get("fallback_reason"),
                                "ood_threshold": guard["ood_threshold"], "max_disagreement": guard["max_disagreement"],
                                "world_model": bool(files)}
     if guard["enabled"] and guard_seeds:

@@ -20,7 +20,8 @@ range (for discrete actions, the share of differing actions), and the evaluation
 paired over the same seeds with a 95% CI. A variant whose parity exceeds its tolerance
 (``export.fp16_tolerance`` / ``export.int8_tolerance``) is not written; its figures are still recorded.
 
-Loading (:class:`VariantPolicy`) needs numpy and onnxruntime only; building needs ``onnx``.
+The edge runtime loads a variant (``EdgePolicy.load(bundle, variant="int8")``, numpy and onnxruntime only);
+building one needs ``onnx``.
 """
 
 from __future__ import annotations
@@ -35,58 +36,19 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from physai.core.errors import BundleError, ConfigError
+from physai.core.errors import ConfigError
 from physai.core.io import write_bytes_atomic, write_json_atomic
-from physai.core.manifest import file_record, verify_bytes
+from physai.core.manifest import file_record
 from physai.core.stats import mean_ci95, paired_ci95
 from physai.deploy.gates import score_points
 from physai.deploy.parity import random_observations
-from physai.edge.bundle import BUNDLE_FIX, MANIFEST_FILE, POLICY_FILE, load_manifest
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, VARIANT_FILES, load_manifest
 from physai.edge.runtime import EdgePolicy
 from physai.train.evaluation import episode_returns
 
 log = logging.getLogger(__name__)
 
-VARIANT_FILES = {"fp32": POLICY_FILE, "fp16": "policy_fp16.onnx", "int8": "policy_int8.onnx"}
 _COMPUTE_OPS = ("Gemm", "MatMul", "Conv")
-
-
-# ----- loading (numpy + onnxruntime only) ------------------------------------------------------------
-def variant_file(variant: str) -> str:
-    if variant not in VARIANT_FILES:
-        raise ConfigError(f"unknown variant {variant!r}; known variants: {sorted(VARIANT_FILES)}")
-    return VARIANT_FILES[variant]
-
-
-def available_variants(manifest: dict) -> list[str]:
-    files = manifest.get("files") or {}
-    return [name for name, file in VARIANT_FILES.items() if file in files]
-
-
-class VariantPolicy(EdgePolicy):
-    """The edge runtime (same input checks and ``act``) running one of the bundle's variants.
-
-    ``variant="fp32"`` is exactly :class:`EdgePolicy`. Other variants are checked against the
-    manifest's sha256 like every bundle file (``read_verified_bundle`` verifies them all).
-    """
-
-    def __init__(self, bundle_dir: str | Path, variant: str = "fp32", intra_op_threads: int = 1,
-                 inter_op_threads: int = 1) -> None:
-        name = variant_file(variant)
-        super().__init__(bundle_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
-        self.variant = variant
-        if variant == "fp32":
-            return
-        if name not in (self.manifest.get("files") or {}):
-            raise BundleError(f"{self.bundle_dir} has no {variant} variant ({name} is not in its manifest); "
-                              f"variants here: {available_variants(self.manifest)}")
-        contents = getattr(self, "contents", None) or {}  # the verified bytes, where the runtime keeps them
-        data = contents.get(name) or verify_bytes(self.bundle_dir / name, self.manifest["files"][name],
-                                                  error=BundleError, manifest=MANIFEST_FILE, fix=BUNDLE_FIX)
-        self.session = ort.InferenceSession(data, sess_options=_session_options(intra_op_threads, inter_op_threads),
-                                            providers=["CPUExecutionProvider"])
-        if hasattr(self, "_bind"):  # the runtime's single-observation path binds buffers to its session
-            self._bind()
 
 
 def _session_options(intra: int = 1, inter: int = 1) -> ort.SessionOptions:
@@ -257,8 +219,18 @@ def to_fp16(fp32_bytes: bytes) -> bytes:
     raise RuntimeError("fp16 conversion did not converge on a runnable graph")
 
 
-def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[np.ndarray] = None) -> bytes:
-    """INT8 weights via onnxruntime quantization; ``static`` needs ``calibration`` inputs (n, ...), one per call."""
+def _calibration_feeds(calibration: Any, input_name: str) -> Iterator[dict[str, np.ndarray]]:
+    """One feed per calibration call: a row of an array (n, ...) as the graph's first input, or a dict of
+    named inputs (a camera policy's frames and state) as they are, each given a batch axis."""
+    if isinstance(calibration, np.ndarray) or not isinstance(calibration[0], dict):
+        rows = np.asarray(calibration, dtype=np.float32)
+        return ({input_name: rows[i:i + 1]} for i in range(len(rows)))
+    return ({name: np.asarray(value)[None] for name, value in obs.items()} for obs in calibration)
+
+
+def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[Any] = None) -> bytes:
+    """INT8 weights via onnxruntime quantization; ``static`` needs ``calibration`` inputs, one per call: an
+    array (n, ...) for a graph of one input, or a list of dicts of named inputs."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
@@ -277,16 +249,11 @@ def to_int8(fp32_bytes: bytes, method: str = "dynamic", calibration: Optional[np
         else:
             if calibration is None or len(calibration) == 0:
                 raise ValueError("static INT8 quantization needs calibration observations")
-            rows = np.asarray(calibration, dtype=np.float32)
-            input_name = model.graph.input[0].name  # "observation" in a bundle; any name in `physai profile --onnx`
+            feeds = _calibration_feeds(calibration, model.graph.input[0].name)
 
             class Reader(CalibrationDataReader):
-                def __init__(self) -> None:
-                    self._rows = iter(range(len(rows)))
-
                 def get_next(self) -> Optional[dict]:
-                    i = next(self._rows, None)
-                    return None if i is None else {input_name: rows[i:i + 1]}
+                    return next(feeds, None)
 
             quantize_static(model, target, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, op_types_to_quantize=list(_COMPUTE_OPS),
@@ -311,14 +278,18 @@ def action_parity(manifest: dict, expected: np.ndarray, actual: np.ndarray) -> d
             "mean_abs_error": float(error.mean()), "max_error_share": float((error / span).max())}
 
 
-def _rollouts(task: Any, act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],
+def _rollouts(task: Any, act: Callable[[Any], np.ndarray], seeds: Sequence[int],
               record: Optional[list] = None) -> list[float]:
-    """``physai.train.evaluation.episode_returns`` that also keeps every observation the policy was given."""
+    """``physai.train.evaluation.episode_returns`` that also keeps every observation the policy was given
+    (float32 rows, or for a camera policy dicts of its frames and state)."""
     if record is None:
         return episode_returns(task, act, seeds)
 
-    def recording(obs: np.ndarray) -> np.ndarray:
-        record.append(np.array(obs, dtype=np.float32, copy=True))
+    def recording(obs: Any) -> np.ndarray:
+        if isinstance(obs, dict):
+            record.append({name: np.array(value, copy=True) for name, value in obs.items()})
+        else:
+            record.append(np.array(obs, dtype=np.float32, copy=True))
         return act(obs)
 
     return episode_returns(task, recording, seeds)
@@ -333,13 +304,13 @@ def calibration_seeds(evaluation_seeds: Sequence[int], n: int) -> list[int]:
 def judge_variant(bundle_dir: Path, variant: str, fp32: EdgePolicy, task: Any, seeds: Sequence[int],
                   fp32_eval: dict, tolerance: float, max_parity_samples: int = 5000) -> dict[str, Any]:
     """Drive the task with the variant on the FP32 evaluation's seeds; compare actions and returns."""
-    policy = VariantPolicy(bundle_dir, variant)
-    seen: list[np.ndarray] = []
+    policy = EdgePolicy.load(bundle_dir, variant=variant, intra_op_threads=1, inter_op_threads=1)
+    seen: list[Any] = []
     returns = _rollouts(task, policy.act, seeds, record=seen)
-    observations = np.stack(seen)
+    observations = seen
     if len(observations) > max_parity_samples:
         pick = np.random.default_rng(0).choice(len(observations), max_parity_samples, replace=False)
-        observations = observations[np.sort(pick)]
+        observations = [observations[i] for i in np.sort(pick)]
     # One observation per call, as the robot runs it: dynamic INT8 scales depend on the whole batch.
     parity = action_parity(fp32.manifest, np.stack([fp32.act(o) for o in observations]),
                            np.stack([policy.act(o) for o in observations]))
@@ -401,12 +372,13 @@ def add_variants(bundle_dir: Path, task: Any, fp32: EdgePolicy, seeds: Sequence[
         else:
             method = str(export_cfg.get("int8_method", "dynamic"))
             calibration = None
-            how: dict[str, Any] = {"method": f"onnxruntime {method} quantization, int8 Gemm/MatMul weights"}
+            quantized = "Gemm/MatMul" if method == "dynamic" else "Conv/Gemm/MatMul weights and activations (QDQ)"
+            how: dict[str, Any] = {"method": f"onnxruntime {method} quantization, int8 {quantized}"}
             if method == "static":
                 calib_seeds = calibration_seeds(seeds, int(export_cfg.get("int8_calibration_episodes", 5)))
-                seen: list[np.ndarray] = []
+                seen: list[Any] = []
                 _rollouts(task, fp32.act, calib_seeds, record=seen)
-                calibration = np.stack(seen)
+                calibration = seen if isinstance(seen[0], dict) else np.stack(seen)
                 how.update(calibration_seeds=calib_seeds, calibration_observations=int(len(calibration)))
             data = to_int8(fp32_bytes, method, calibration)
             tolerance = float(export_cfg.get("int8_tolerance", 0.05))

@@ -32,7 +32,9 @@ from physai.deploy.devices.onnx_cost import fixed_batch, graph_costs, graph_inpu
 from physai.deploy.devices.report import path_mark
 from physai.deploy.devices.roofline import load_device, model_device
 from physai.deploy.latency import BoundSession, latency_figures
-from physai.deploy.precision import VariantPolicy, to_fp16, to_int8, variant_file
+from physai.deploy.precision import to_fp16, to_int8
+from physai.edge.bundle import variant_file
+from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt, save_png
 
 DEFAULT_BATCHES = (1, 8, 64, 256)
@@ -111,12 +113,12 @@ def profile_bundle(bundle_dir: str | Path, *, iterations: Optional[int] = None, 
         iterations = 1000
     _check_amounts(iterations, duration_s, warmup, threads)
     bundle_dir = Path(bundle_dir)
-    policy = VariantPolicy(bundle_dir, variant, intra_op_threads=threads)
+    policy = EdgePolicy.load(bundle_dir, variant=variant, intra_op_threads=threads, inter_op_threads=1)
     rng = np.random.default_rng(seed)
     rows, batch1_samples = [], None
     for batch in batches:
         # Batch 1 is a single observation, as a robot's control loop passes it.
-        obs = rng.normal(size=(policy.obs_dim,) if batch == 1 else (batch, policy.obs_dim)).astype(np.float32)
+        obs = policy.example_observation(rng, None if batch == 1 else batch)
         samples, wall_s = run_timed(lambda: policy.act(obs), warmup, iterations, duration_s)
         figures = latency_figures(samples, batch=batch)
         figures["throughput_qps"] = samples.size / wall_s  # trtexec: queries over the timed loop's wall time
@@ -126,8 +128,8 @@ def profile_bundle(bundle_dir: str | Path, *, iterations: Optional[int] = None, 
         if batch == 1:
             batch1_samples = samples
     result: dict[str, Any] = {
-        "bundle": str(bundle_dir), "variant": variant, "policy_file": _variant_file(variant),
-        "policy_sha256": policy.manifest["files"][_variant_file(variant)]["sha256"],
+        "bundle": str(bundle_dir), "variant": variant, "policy_file": variant_file(variant),
+        "policy_sha256": policy.manifest["files"][variant_file(variant)]["sha256"],
         "measured": True, "where": "this host", "host": host_description(threads),
         "settings": {"warmup_calls": warmup, "iterations": iterations, "duration_s": duration_s,
                      "batches": list(batches), "threads": threads, "seed": seed,
@@ -147,10 +149,6 @@ def profile_bundle(bundle_dir: str | Path, *, iterations: Optional[int] = None, 
     result["json"] = str(out / PROFILE_JSON)
     write_json_atomic(out / PROFILE_JSON, result)
     return result
-
-
-def _variant_file(variant: str) -> str:
-    return variant_file(variant)
 
 
 def plot_latency_histogram(samples_ns: np.ndarray, target: str | Path, title: str = "batch-1 latency") -> Path:

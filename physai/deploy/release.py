@@ -52,7 +52,7 @@ from physai.deploy.gates import (GATE_SUFFIX, delay_gates, gate_result, gate_row
                                  quality_drop_gate)
 from physai.deploy.latency import latency_figures
 from physai.deploy.profiling import host_description
-from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest, takes_named_inputs, verify_bundle
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, load_manifest, verify_bundle
 from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
 from physai.train.evaluation import episode_returns, evaluation_seeds
@@ -116,7 +116,7 @@ def measure_side_by_side(load_candidate: Any, load_reference: Any, iterations: i
     clock = time.perf_counter_ns
     for repeat in range(repeats):
         candidate, reference = load_candidate(), load_reference()
-        obs = np.random.default_rng(seed + repeat).normal(size=candidate.obs_dim).astype(np.float32)
+        obs = candidate.example_observation(np.random.default_rng(seed + repeat))
         calls = (lambda: candidate.act(obs), lambda: reference.act(obs))
         for _ in range(warmup):
             calls[0]()
@@ -279,12 +279,6 @@ def release_gates(candidate: str | Path, reference: str | Path, *, devices: Opti
     targets = {key: load_device(key) for key in keys}  # unknown names are refused before any work
     cand_dir, ref_dir = Path(candidate), Path(reference)
     cand_manifest, ref_manifest = verify_bundle(cand_dir), verify_bundle(ref_dir)
-    for path, manifest in ((cand_dir, cand_manifest), (ref_dir, ref_manifest)):
-        if takes_named_inputs(manifest):
-            raise ConfigError(f"{path} is a camera policy's bundle (inputs {[i['name'] for i in manifest['io']['inputs']]}); "
-                              f"the release gates time and evaluate bundles of flat observations today. Compare "
-                              f"camera bundles by their evaluation (summary.json: bundle.eval) and size them with "
-                              f"physai profile {path}")
     _check_same_task(cand_manifest, ref_manifest)
 
     rate = control_rate_hz or cand_manifest.get("control_rate_hz")

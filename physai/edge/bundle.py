@@ -6,8 +6,9 @@ format version, or if any file differs from its recorded checksum.
 Optional parts, all additive to format version 1 (a runtime that does not know them reads the
 policy exactly as before): ``observation_statistics`` (mean/std/min/max of what the policy saw
 in the export stage's closed-loop evaluation), ``guard`` (monitor settings and the fallback
-controller, see physai.edge.guard), ``runtime`` (thread settings), and ``world_model`` with its
-file ``world_model.onnx`` (the dynamics ensemble, for the guard's disagreement monitor).
+controller, see physai.edge.guard), ``runtime`` (thread settings), ``world_model`` with its
+file ``world_model.onnx`` (the dynamics ensemble, for the guard's disagreement monitor), and
+``variants`` with ``policy_fp16.onnx`` / ``policy_int8.onnx`` (reduced-precision graphs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from physai.core.errors import BundleError
+from physai.core.errors import BundleError, ConfigError
 from physai.core.manifest import listed_path, read_json_object, verify_bytes
 
 FORMAT_NAME = "physai.bundle"
@@ -31,6 +32,8 @@ OUTPUT_NAME = "action"
 WORLD_MODEL_FILE = "world_model.onnx"
 WORLD_MODEL_INPUTS = ("observation", "action")
 WORLD_MODEL_OUTPUTS = ("member_mean_deltas", "disagreement")
+# Optional: reduced-precision graphs beside policy.onnx, same inputs and outputs (see physai.deploy.precision).
+VARIANT_FILES = {"fp32": POLICY_FILE, "fp16": "policy_fp16.onnx", "int8": "policy_int8.onnx"}
 
 
 def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
@@ -46,6 +49,19 @@ def describe_space(space: Any, names: list[str]) -> dict[str, Any]:
 
     return {"type": "Box", "shape": list(space.shape), "dtype": str(np.dtype(space.dtype)),
             "low": bounds(space.low), "high": bounds(space.high), "names": names}
+
+
+def variant_file(variant: str) -> str:
+    """The file of a bundle's policy at a precision: ``policy.onnx`` for fp32, ``policy_<variant>.onnx`` else."""
+    if variant not in VARIANT_FILES:
+        raise ConfigError(f"unknown variant {variant!r}; known variants: {sorted(VARIANT_FILES)}")
+    return VARIANT_FILES[variant]
+
+
+def available_variants(manifest: dict[str, Any]) -> list[str]:
+    """The precisions a bundle holds a policy graph for (the FP16/INT8 that passed their parity check)."""
+    files = manifest.get("files") or {}
+    return [name for name, file in VARIANT_FILES.items() if file in files]
 
 
 def takes_named_inputs(manifest: dict[str, Any]) -> bool:

@@ -20,6 +20,13 @@ on the edge runtime's terms: numpy and onnxruntime only. On every call the guard
 
 The fast path (nothing fires) reuses the runtime's bound buffers and costs a few numpy calls
 on top of the policy; ``fallback_rate`` and per-monitor counts are kept for reporting.
+
+A camera policy (named inputs: uint8 frames, and the state terms its task keeps) is guarded by
+:class:`GuardedCameraPolicy`, with the monitors that apply to it: non-finite values in its float
+inputs, the OOD distance of its state input, the policy's errors and its actions. Frames are not
+judged: a distance over pixels says little about whether a scene is one the policy knows. The
+classical fallbacks read state columns by name; the bundle's ``guard.fallback_reason`` says which
+fallback a camera policy got and why (a pixel-only policy holds the zero action).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import onnxruntime as ort
 
 from physai.edge.bundle import WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS
 from physai.edge.fallback import ActionBounds, build_fallback
-from physai.edge.runtime import EdgePolicy, create_session
+from physai.edge.runtime import CameraPolicy, EdgePolicy, create_session
 from physai.core.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -121,6 +128,19 @@ class WorldModelMonitor:
         return self.session.run([WORLD_MODEL_OUTPUTS[1]], feed)[0]
 
 
+def _guard_settings(manifest: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict, bool]:
+    """The bundle's guard settings with ``overrides`` applied, its ``guard`` section, and whether the
+    world-model monitor is wanted; an unknown setting is refused."""
+    section = dict(manifest.get("guard") or {})
+    settings = {key: section.get(key, default) for key, default in DEFAULTS.items()}
+    unknown = set(overrides) - set(DEFAULTS) - {"world_model"}
+    if unknown:
+        raise BundleError(f"unknown guard settings {sorted(unknown)}; known: {sorted(DEFAULTS)} and world_model")
+    use_world_model = overrides.pop("world_model", True)
+    settings.update(overrides)
+    return settings, section, use_world_model
+
+
 class GuardedPolicy:
     """An EdgePolicy behind monitors, with a classical fallback. ``act`` never raises on bad values.
 
@@ -190,14 +210,10 @@ class GuardedPolicy:
         and a zero-action fallback.
         """
         policy = EdgePolicy.load(bundle_dir, intra_op_threads=intra_op_threads)
+        if isinstance(policy, CameraPolicy):
+            return GuardedCameraPolicy.from_policy(policy, fallback=fallback, **overrides)
         manifest = policy.manifest
-        section = dict(manifest.get("guard") or {})
-        settings = {key: section.get(key, default) for key, default in DEFAULTS.items()}
-        unknown = set(overrides) - set(DEFAULTS) - {"world_model"}
-        if unknown:
-            raise BundleError(f"unknown guard settings {sorted(unknown)}; known: {sorted(DEFAULTS)} and world_model")
-        use_world_model = overrides.pop("world_model", True)
-        settings.update(overrides)
+        settings, section, use_world_model = _guard_settings(manifest, overrides)
         if fallback is None or isinstance(fallback, dict):
             fallback = build_fallback(fallback if fallback is not None else section.get("fallback"), manifest)
         monitor = None
@@ -395,3 +411,131 @@ class GuardedPolicy:
                     self.counts[reason] += 1
         self._last = GuardDecision(fallback, tuple(tuple(r) for r in reasons), scores, disagreement)
         return actions
+
+
+class GuardedCameraPolicy:
+    """A camera policy behind the monitors that apply to it, with a fallback that needs no image.
+
+    ``act`` takes what ``CameraPolicy.act`` takes (a dict of inputs, one observation or a batch) and never
+    raises on bad values; names, dtypes and shapes are still checked (wiring mistakes). The fallback sees the
+    state input (an empty row for a pixel-only policy).
+    """
+
+    def __init__(self, policy: CameraPolicy, fallback: Callable[[np.ndarray], Any], *,
+                 ood_threshold: Optional[float], min_std: float, action_tolerance: float, hold_steps: int,
+                 enabled: bool, state_input: Optional[str]) -> None:
+        self.policy = policy
+        manifest = policy.manifest
+        self.bounds = ActionBounds(manifest.get("action_space") or {"type": "Box",
+                                                                    "shape": list(policy.action_shape)})
+        self.fallback = fallback
+        self.enabled = bool(enabled)
+        self.state_input = state_input
+        width = policy.inputs[state_input][1][0] if state_input else 0
+        self.ood_threshold = float(np.finfo(np.float32).max)
+        self._mean, self._scale = np.zeros(width), np.ones(width)
+        if ood_threshold is not None and width:
+            if ood_threshold <= 0:
+                raise BundleError(f"guard ood_threshold={ood_threshold} must be > 0 (std units), or None for off")
+            reference = observation_reference(manifest, float(ood_threshold), float(min_std))
+            if reference is None or reference[0].shape != (width,):
+                raise BundleError(f"{policy.bundle_dir} has no observation_statistics of its {state_input!r} input "
+                                  f"for the out-of-distribution monitor: re-export the bundle with this physai "
+                                  f"version, or pass ood_threshold=None to run without it")
+            self._mean, self._scale = reference
+            self.ood_threshold = float(ood_threshold)
+        low, high = self.bounds.low, self.bounds.high
+        slack = float(action_tolerance) * np.where(np.isfinite(high - low), (high - low) / 2.0, 1.0)
+        self._act_low, self._act_high = low - slack, high + slack
+        self.hold_steps = int(hold_steps)
+        self._hold = 0
+        self._last_good = self._mean.copy()
+        self._safe = self.bounds.safe()
+        self.world_model = None
+        self.max_disagreement = None
+        self.reset_counters()
+        self.last = GuardDecision(False, (), 0.0)
+
+    @classmethod
+    def from_policy(cls, policy: CameraPolicy, *, fallback: Optional[Callable | dict] = None,
+                    **overrides: Any) -> "GuardedCameraPolicy":
+        """The monitors and fallback that the bundle's ``guard`` section configures (see ``GuardedPolicy.from_bundle``)."""
+        manifest = policy.manifest
+        settings, section, _ = _guard_settings(manifest, overrides)
+        stats = manifest.get("observation_statistics") or {}
+        state_input = stats.get("input") if stats.get("input") in policy.inputs else None
+        if fallback is None or isinstance(fallback, dict):
+            state = ((manifest.get("observation_space") or {}).get("spaces") or {}).get(state_input or "", {})
+            fallback = build_fallback(fallback if fallback is not None else section.get("fallback"),
+                                      {"observation_space": {"names": state.get("names") or []},
+                                       "action_space": manifest.get("action_space") or {}})
+        return cls(policy, fallback, ood_threshold=settings["ood_threshold"], min_std=settings["min_std"],
+                   action_tolerance=settings["action_tolerance"], hold_steps=settings["hold_steps"],
+                   enabled=settings["enabled"], state_input=state_input)
+
+    # ----- counters (as GuardedPolicy) ---------------------------------------------------------------
+    reset_counters = GuardedPolicy.reset_counters
+    fallback_rate = GuardedPolicy.fallback_rate
+    report = GuardedPolicy.report
+    _fallback_action = GuardedPolicy._fallback_action
+
+    def reset(self) -> None:
+        """An episode boundary: clear the hold latch and the last finite state."""
+        self._hold = 0
+        self._last_good = self._mean.copy()
+
+    # ----- acting ------------------------------------------------------------------------------------
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy's action, or the fallback's when a monitor fires; the same shapes as CameraPolicy.act."""
+        if not self.enabled:
+            return self.policy.act(obs)
+        feeds, single = self.policy.check_observation(obs, finite=False)
+        n = len(next(iter(feeds.values())))
+        self.steps += n
+        finite = np.ones(n, dtype=bool)
+        for name, array in feeds.items():
+            if array.dtype.kind == "f":
+                finite &= np.isfinite(array.reshape(n, -1)).all(axis=1)
+        state = (feeds[self.state_input].astype(np.float64) if self.state_input else np.zeros((n, 0)))
+        with np.errstate(invalid="ignore"):
+            scores = np.where(finite, (np.abs(state - self._mean) / self._scale).max(axis=1, initial=0.0), np.inf)
+        reasons: list[list[str]] = [[] if ok else ["nonfinite_observation"] for ok in finite]
+        for i in np.flatnonzero(finite & (scores > self.ood_threshold)):
+            reasons[i].append("ood_observation")
+        good = np.flatnonzero([not r for r in reasons])
+        actions = np.empty((n, *self.policy.action_shape), dtype=self.policy.action_dtype)
+        if good.size:
+            try:
+                actions[good] = self.policy.run_batch({name: array[good] for name, array in feeds.items()})
+            except Exception as exc:  # noqa: BLE001 - the loop must go on
+                if not self.counts["policy_error"]:
+                    log.warning("the policy raised %s: %s; the fallback acts", type(exc).__name__, exc)
+                for i in good:
+                    reasons[i].append("policy_error")
+            else:
+                values = actions[good].astype(np.float64).reshape(good.size, -1)
+                with np.errstate(invalid="ignore"):
+                    inside = ((values >= self._act_low) & (values <= self._act_high)).all(axis=1)
+                for i, ok_finite, ok_inside in zip(good, np.isfinite(values).all(axis=1), inside):
+                    if not ok_finite:
+                        reasons[i].append("nonfinite_action")
+                    elif not ok_inside:
+                        reasons[i].append("action_out_of_range")
+        if single:  # the hold latch follows one robot's stream of calls
+            if reasons[0]:
+                self._hold = self.hold_steps
+            elif self._hold:
+                self._hold -= 1
+                reasons[0].append("hold")
+            if finite[0]:
+                self._last_good = state[0].copy()
+        fallback = np.array([bool(r) for r in reasons])
+        for row in np.flatnonzero(fallback):
+            clean = np.where(np.isfinite(state[row]), state[row], self._last_good)
+            actions[row] = self._fallback_action(clean)
+            for reason in reasons[row]:
+                self.counts[reason] += 1
+        self.fallbacks += int(fallback.sum())
+        self.last = (GuardDecision(bool(fallback[0]), tuple(reasons[0]), float(scores[0])) if single else
+                     GuardDecision(fallback, tuple(tuple(r) for r in reasons), scores))
+        return actions[0] if single else actions

@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import onnxruntime as ort
 
-from physai.edge.bundle import (INPUT_NAME, OUTPUT_NAME, POLICY_FILE, load_manifest, onnx_opsets,
-                                read_verified_bundle, takes_named_inputs)
+from physai.edge.bundle import (INPUT_NAME, OUTPUT_NAME, POLICY_FILE, available_variants, load_manifest,
+                                onnx_opsets, read_verified_bundle, takes_named_inputs, variant_file)
 from physai.core.errors import BundleError
 
 DEFAULT_THREADS = 1
@@ -54,19 +54,38 @@ def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THRE
 
 
 def _policy_session(bundle_dir: Path, manifest: dict[str, Any], contents: dict[str, bytes],
-                    intra_op_threads: Optional[int], inter_op_threads: Optional[int]) -> tuple[Any, int, int]:
-    """A bundle's policy session and its thread counts: the caller's, else what the export recorded from the
-    config, else one each."""
+                    intra_op_threads: Optional[int], inter_op_threads: Optional[int],
+                    variant: str = "fp32") -> tuple[Any, int, int]:
+    """A session on the bundle's policy graph at ``variant``'s precision, and its thread counts: the caller's,
+    else what the export recorded from the config, else one each."""
+    name = variant_file(variant)
+    if name not in contents:
+        raise BundleError(f"{bundle_dir} has no {variant} variant ({name} is not in its manifest); variants here: "
+                          f"{available_variants(manifest)}")
     settings = manifest.get("runtime") or {}
     intra = int(intra_op_threads or settings.get("intra_op_threads") or DEFAULT_THREADS)
     inter = int(inter_op_threads or settings.get("inter_op_threads") or DEFAULT_THREADS)
-    return create_session(contents[POLICY_FILE], str(bundle_dir / POLICY_FILE), intra, inter), intra, inter
+    return create_session(contents[name], str(bundle_dir / name), intra, inter), intra, inter
+
+
+def random_input(rng: np.random.Generator, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """An input to time a graph with: normal noise for floats, the full 0-255 range for uint8 (an image),
+    zeros for other integers. Latency does not depend on the values, only on their dtype and shape."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.normal(size=shape).astype(dtype)
+    if dtype == np.uint8:
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    return np.zeros(shape, dtype=dtype)
 
 
 class EdgePolicy:
+    """A bundle's policy over one flat float32 observation; ``variant`` picks its FP16 or INT8 graph."""
+
     def __init__(self, bundle_dir: str | Path, intra_op_threads: Optional[int] = None,
-                 inter_op_threads: Optional[int] = None) -> None:
+                 inter_op_threads: Optional[int] = None, variant: str = "fp32") -> None:
         self.bundle_dir = Path(bundle_dir)
+        self.variant = variant
         self.manifest, contents = read_verified_bundle(self.bundle_dir)
         self.contents = contents
         io = self.manifest.get("io") or {}
@@ -77,7 +96,7 @@ class EdgePolicy:
             raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section "
                               f"(io.inputs[0].shape, io.outputs[0]); re-export the bundle") from exc
         self.session, self.intra_op_threads, self.inter_op_threads = _policy_session(
-            self.bundle_dir, self.manifest, contents, intra_op_threads, inter_op_threads)
+            self.bundle_dir, self.manifest, contents, intra_op_threads, inter_op_threads, variant)
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
@@ -140,6 +159,10 @@ class EdgePolicy:
     @property
     def control_rate_hz(self) -> float | None:
         return self.manifest.get("control_rate_hz")
+
+    def example_observation(self, rng: np.random.Generator, batch: Optional[int] = None) -> np.ndarray:
+        """A random observation (``batch`` of them when given) of the bundle's shape, for timing."""
+        return random_input(rng, np.float32, (self.obs_dim,) if batch is None else (batch, self.obs_dim))
 
     @property
     def observation_names(self) -> list[str]:
@@ -233,8 +256,9 @@ class CameraPolicy:
     """
 
     def __init__(self, bundle_dir: str | Path, intra_op_threads: Optional[int] = None,
-                 inter_op_threads: Optional[int] = None) -> None:
+                 inter_op_threads: Optional[int] = None, variant: str = "fp32") -> None:
         self.bundle_dir = Path(bundle_dir)
+        self.variant = variant
         self.manifest, self.contents = read_verified_bundle(self.bundle_dir)
         try:
             self.inputs = {i["name"]: (np.dtype(i["dtype"]), tuple(int(d) for d in i["shape"][1:]))
@@ -244,13 +268,14 @@ class CameraPolicy:
             raise BundleError(f"{self.bundle_dir / 'manifest.json'} has no usable io section (io.inputs with name, "
                               f"dtype and shape; io.outputs[0]); re-export the bundle") from exc
         self.session, self.intra_op_threads, self.inter_op_threads = _policy_session(
-            self.bundle_dir, self.manifest, self.contents, intra_op_threads, inter_op_threads)
+            self.bundle_dir, self.manifest, self.contents, intra_op_threads, inter_op_threads, variant)
         graph_inputs = sorted(i.name for i in self.session.get_inputs())
         if graph_inputs != sorted(self.inputs) or OUTPUT_NAME not in [o.name for o in self.session.get_outputs()]:
             raise BundleError(f"{self.bundle_dir / POLICY_FILE} reads {graph_inputs}, the manifest names "
                               f"{sorted(self.inputs)}; re-export the bundle")
         self.discrete = output.get("dtype") == "int64"
         self.action_shape: tuple[int, ...] = () if self.discrete else (int(output["shape"][1]),)
+        self.action_dtype = np.dtype(np.int64 if self.discrete else np.float32)
         self._outputs = [OUTPUT_NAME]
 
     @classmethod
@@ -261,8 +286,14 @@ class CameraPolicy:
     def control_rate_hz(self) -> float | None:
         return self.manifest.get("control_rate_hz")
 
-    def check_observation(self, obs: Any) -> tuple[dict[str, np.ndarray], bool]:
-        """``(feeds, single)``: every input as a batch of its dtype, after checking names, dtypes and shapes."""
+    def example_observation(self, rng: np.random.Generator, batch: Optional[int] = None) -> dict[str, np.ndarray]:
+        """A random observation (``batch`` of them when given) with every input's dtype and shape, for timing."""
+        return {name: random_input(rng, dtype, shape if batch is None else (batch, *shape))
+                for name, (dtype, shape) in self.inputs.items()}
+
+    def check_observation(self, obs: Any, finite: bool = True) -> tuple[dict[str, np.ndarray], bool]:
+        """``(feeds, single)``: every input as a batch of its dtype, after checking names, dtypes and shapes, and
+        (``finite``) that float inputs hold no NaN or inf; the guard checks that itself, without raising."""
         if not isinstance(obs, dict):
             raise BundleError(f"this bundle's policy reads named inputs {sorted(self.inputs)}; pass a dict of "
                               f"arrays, not {type(obs).__name__}")
@@ -286,7 +317,7 @@ class CameraPolicy:
                 raise BundleError(f"input {name!r} has shape {array.shape}; the bundle takes {shape} or "
                                   f"(batch, {', '.join(map(str, shape))})")
             array = np.ascontiguousarray(array, dtype=dtype)
-            if dtype.kind == "f" and not np.isfinite(array).all():
+            if finite and dtype.kind == "f" and not np.isfinite(array).all():
                 raise BundleError(f"input {name!r} contains NaN or inf; the policy refuses non-finite input")
             feeds[name] = array
             singles.add(single)
@@ -298,5 +329,9 @@ class CameraPolicy:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """One observation (a dict of unbatched arrays) gives one action; a dict of batches gives a batch."""
         feeds, single = self.check_observation(obs)
-        action = self.session.run(self._outputs, feeds)[0]
+        action = self.run_batch(feeds)
         return action[0] if single else action
+
+    def run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy on already checked inputs, each a batch of its dtype."""
+        return self.session.run(self._outputs, feeds)[0]

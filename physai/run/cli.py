@@ -177,13 +177,6 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if (args.bundle is None) == (args.onnx is None):  # checked before a bundle is read
         raise ConfigError("give a bundle directory or --onnx MODEL.onnx (one of them), e.g. physai profile "
                           "outputs/.../bundle, or physai profile --onnx encoder.onnx --batch 1,8")
-    if args.bundle is not None and _is_camera_bundle(Path(args.bundle)):
-        # A camera policy's bundle: its verified graph profiled as --onnx profiles one, measured and modeled.
-        if args.variant not in (None, "fp32"):
-            raise ConfigError(f"{args.bundle} is a camera policy's bundle, which has no FP16/INT8 variants yet; "
-                              f"profile its graph at another precision with --precision fp16|int8")
-        args.onnx, args.variant = str(Path(args.bundle) / "policy.onnx"), None
-        args.batch = "1,8,64,256" if args.batch is None else args.batch
     if args.onnx is not None:
         if args.variant is not None:
             raise ConfigError("--variant picks one of a bundle's graphs; with --onnx give --precision fp16|int8")
@@ -207,13 +200,6 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         variant=args.variant or "fp32", out_dir=args.out)
     profiling.print_profile(result)
     return 0
-
-
-def _is_camera_bundle(bundle: Path) -> bool:
-    """A bundle whose policy reads named inputs (checksums verified first)."""
-    from physai.edge.bundle import takes_named_inputs, verify_bundle
-
-    return (bundle / "manifest.json").is_file() and takes_named_inputs(verify_bundle(bundle))
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:

@@ -13,14 +13,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from physai.config.identity import identity_hash
-from physai.core.errors import PhysaiError
+from physai.core.errors import BundleError, ConfigError, PhysaiError
 from physai.core.io import fresh_staging_dir, replace_dir_atomically
 from physai.deploy.fallback_model import resolve_fallback
 from physai.deploy.onnx_export import add_guard, git_provenance, write_bundle
 from physai.deploy.parity import parity_on_observations, parity_report
 from physai.deploy.precision import add_variants
 from physai.deploy.release import record_bundle_evaluation
-from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE
+from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, describe_space
+from physai.edge.fallback import build_fallback
 from physai.edge.runtime import EdgePolicy
 from physai.report.format import fmt
 from physai.synthetic.artifacts import CHECKPOINT_WORLD_MODEL, WORLD_MODEL_FILE
@@ -53,9 +54,29 @@ class ExportError(PhysaiError):
 
 
 def check(cfg, task) -> None:
-    """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has."""
+    """Before anything trains: a guard fallback that reads the task's MJCF names parts the MJCF has, and a
+    camera policy's fallback reads only the state terms the policy keeps."""
     if "guard" in cfg and cfg.guard.enabled and cfg.guard.get("fallback"):
-        resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
+        fallback = resolve_fallback(OmegaConf.to_container(cfg.guard.fallback, resolve=True), task)
+        if camera_of(task) is not None:
+            _check_camera_fallback(fallback, task)
+
+
+def _check_camera_fallback(fallback: dict[str, Any], task) -> None:
+    if str(fallback.get("_target_", "")).rsplit(".", 1)[-1] == "ZeroAction":
+        return
+    env = task.make()
+    try:
+        action_space = describe_space(env.action_space, [])
+    finally:
+        env.close()
+    try:
+        build_fallback(fallback, {"observation_space": {"names": _kept_state_names(task)},
+                                  "action_space": action_space})
+    except BundleError as exc:
+        raise ConfigError(f"env {task.id} gives the policy camera images, and its guard's fallback cannot act on the "
+                          f"state terms the policy keeps: {exc} A camera policy falls back on what its state input "
+                          f"holds; set guard.fallback._target_=physai.edge.fallback.ZeroAction") from exc
 
 
 def run(cfg, ctx) -> BundleSummary:
@@ -91,10 +112,13 @@ def run(cfg, ctx) -> BundleSummary:
         if camera is not None:  # a camera policy's parity is judged on the frames it met, not on random pixels
             parity = _check_parity(parity_on_observations(trained, [o for o, _ in seen], [a for _, a in seen],
                                                           cfg.export.parity_samples), cfg)
-            guard, variants = None, {}
-        else:
-            guard, variants = _guard_and_variants(cfg, ctx, staging, policy, seen, seeds, closed_loop,
-                                                  world_model_path)
+        observations = [o for o, _ in seen] if camera is not None else np.stack([o for o, _ in seen])
+        guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
+                          ctx.task, observations, np.stack([a for _, a in seen]), len(seeds),
+                          world_model_path=world_model_path, opset=cfg.export.opset,
+                          intra_op_threads=cfg.profile.intra_op_threads, guard_seeds=_guard_seeds(cfg, len(seeds)))
+        # FP16/INT8 variants beside the proven FP32 graph, each judged on what it meets driving the task.
+        variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
         record_bundle_evaluation(staging, closed_loop)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -133,18 +157,6 @@ def _check_parity(parity: dict[str, Any], cfg) -> dict[str, Any]:
     return parity
 
 
-def _guard_and_variants(cfg, ctx, staging, policy, seen, seeds, closed_loop, world_model_path):
-    """The edge guard and the FP16/INT8 variants of a state policy's bundle (a camera policy's are not built
-    yet: the guard's statistics and the variants' calibration read flat observations)."""
-    guard = add_guard(staging, OmegaConf.to_container(cfg.guard, resolve=True) if "guard" in cfg else None,
-                      ctx.task, np.stack([o for o, _ in seen]), np.stack([a for _, a in seen]), len(seeds),
-                      world_model_path=world_model_path, opset=cfg.export.opset,
-                      intra_op_threads=cfg.profile.intra_op_threads, guard_seeds=_guard_seeds(cfg, len(seeds)))
-    # FP16/INT8 variants beside the proven FP32 graph, and the evaluation `physai gate` compares bundles on.
-    variants = add_variants(staging, ctx.task, policy, seeds, closed_loop, cfg.export)
-    return guard, variants
-
-
 def _guard_seeds(cfg, n_eval: int) -> list[int]:
     """Fresh episodes for the guarded evaluation: right after the evaluation seeds, never training ones."""
     guard = cfg.get("guard")
@@ -165,7 +177,23 @@ def report_lines(cfg, ctx, summary: dict) -> list[str]:
              f"{'recorded frames' if 'frames' in bundle['parity'].get('reference', '') else 'random observations'}: "
              f"max abs error "
              f"{bundle['parity']['max_abs_error']:.2e}.", ""]
-    return lines + _variant_lines(bundle.get("variants") or {})
+    return lines + _variant_lines(bundle.get("variants") or {}) + _guard_lines(bundle.get("guard"))
+
+
+def _guard_lines(guard: Optional[dict]) -> list[str]:
+    """The edge guard's fallback, why it is that one (camera policies), and how often it acted."""
+    if not guard or not guard.get("enabled"):
+        return []
+    text = f"Edge guard: fallback `{guard['fallback']}`"
+    if guard.get("fallback_reason"):
+        text += f" ({guard['fallback_reason']})"
+    if guard.get("steps"):
+        evaluation = guard["eval"]
+        text += (f"; on {evaluation['n_episodes']} fresh episodes it acted on {guard['fallbacks']} of "
+                 f"{guard['steps']} steps (fallback rate {guard['fallback_rate']:.3g}"
+                 f"{', ' + ', '.join(f'{k} {v}' for k, v in guard['by_reason'].items()) if guard['by_reason'] else ''}), "
+                 f"return {fmt(evaluation['mean_return'])} [{fmt(evaluation['ci95_low'])}, {fmt(evaluation['ci95_high'])}]")
+    return [text + ".", ""]
 
 
 def _variant_lines(variants: dict) -> list[str]:
