@@ -25,7 +25,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import physai.synthetic.dataset.lerobot as lerobot
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, require_rendering
 from physai.envs.gym_task import GymTask
 from physai.envs.registry import packaged_task_configs
 from physai.run.cli import main
@@ -261,6 +261,33 @@ def test_fps_is_the_control_rate_of_the_run_that_wrote_the_dataset(collected, tm
     out = tmp_path / "lerobot"
     assert main(["data", "export", str(run_dir / "datasets/real"), "--format", "lerobot", str(out)]) == 0
     assert json.loads((out / "meta/info.json").read_text())["fps"] == 25
+
+
+def test_frames_of_real_episodes_are_rendered_by_replaying_them(collected, tmp_path):
+    """--frames replays each real episode from its reset seed, checks it against the record, and renders it."""
+    require_rendering()
+    out = tmp_path / "lerobot"
+    assert main(["data", "export", str(collected / "real"), "--format", "lerobot", str(out), "--frames"]) == 0
+    read = check_v30(out)
+    data = read_dataset(collected / "real")
+    (camera,) = [key for key in read["info"]["features"] if key.startswith("observation.images.")]
+    video = read["info"]["features"][camera]
+    assert video["dtype"] == "video" and video["shape"][2] == 3 and read["info"]["total_frames"] == len(data.transitions)
+    decoded = decode(next((out / "videos" / camera).rglob("*.mp4")))
+    assert len(decoded) == len(data.transitions) and decoded.std() > 5  # frames of a scene, not a blank
+    # The cart moves in the picture as it moves in the record: frames differ within an episode.
+    assert np.abs(decoded[0].astype(int) - decoded[read["episodes"][0]["length"] - 1].astype(int)).mean() > 0.5
+    # A world-model rollout has no simulator state to draw: refused before anything is written.
+    assert main(["data", "export", str(collected / "mixed"), "--format", "lerobot", str(tmp_path / "x"),
+                 "--frames"]) == 2
+    assert not (tmp_path / "x").exists()
+    # A record the replay does not reproduce (collected with other env settings) is refused, naming the episode.
+    run_dir = tmp_path / "run"
+    shutil.copytree(collected / "real", run_dir / "datasets/real")
+    OmegaConf.save(compose_config(["env=cartpole_balance", "env.task.frame_skip=3"]), run_dir / "config.yaml")
+    assert main(["data", "export", str(run_dir / "datasets/real"), "--format", "lerobot", str(tmp_path / "y"),
+                 "--frames"]) == 2
+    assert not (tmp_path / "y").exists()
 
 
 def test_cameras_and_model_branches_across_several_files(collected, tmp_path):

@@ -24,13 +24,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from physai.report.video import NoVideo, open_render_env, write_mp4
+from physai.report.video import REPLAY_TOLERANCE, NoVideo, replay_departure, replay_episode, write_mp4
 from physai.synthetic.dataset import SOURCE_REAL
 
 log = logging.getLogger(__name__)
 
 MAX_COLUMNS = 4
-REPLAY_TOLERANCE = 1e-4
 REAL_COLOR = "#1f3b73"
 DREAM_COLOR = "#d9480f"
 
@@ -65,9 +64,15 @@ def record_dream_vs_real(task, model, real_dataset, target: Path, steps: int = 1
     recorded = np.asarray(episode.observations[:frames_wanted], dtype=np.float64).reshape(frames_wanted, -1)
     actions = np.asarray(episode.actions[:frames_wanted - 1])
 
-    frames, replayed, fps, env_context = _replay(task, episode.seed, actions, frames_wanted)
+    replay = replay_episode(task, episode.seed, actions)
+    frames, replayed, fps, env_context = replay.frames, replay.observations, replay.fps, replay.context
     n = len(frames)  # shorter than wanted only if the replay ended early (it then departed from the record)
-    _check_replay(replayed, recorded[:n], index, episode.seed)
+    step, largest = replay_departure(replayed, recorded[:n])
+    if step is not None:
+        log.warning("dream video: the replay of episode %d (reset seed %d) departs from the recorded observations "
+                    "from step %d on (largest difference %.3g, tolerance %.0e); the simulator panel may not show "
+                    "the recorded run (was the data collected with other env settings or task version?)",
+                    index, episode.seed, step, largest, REPLAY_TOLERANCE)
     recorded, actions = recorded[:n], actions[:n - 1]
 
     context = _model_context(model, real_dataset, episode, env_context, n)
@@ -133,37 +138,6 @@ def _pick_episode(dataset, steps: int):
         if best is None or len(episode) > len(best[1]):
             best = (index, episode)
     return best
-
-
-def _replay(task, seed: int, actions: np.ndarray, frames_wanted: int):
-    """Frames, observations, fps and physics context of the recorded episode replayed in the simulator;
-    ``NoVideo`` when the env cannot render."""
-    env, obs, first = open_render_env(task, seed)
-    try:
-        frames = [first]
-        engine = getattr(env.unwrapped, "engine", None)
-        env_context = engine.context_matrix()[0] if engine is not None else None
-        observations = [np.asarray(obs, dtype=np.float64).reshape(-1)]
-        for action in actions[:frames_wanted - 1]:
-            obs, _, terminated, truncated, _ = env.step(action)
-            observations.append(np.asarray(obs, dtype=np.float64).reshape(-1))
-            frames.append(np.asarray(env.render()))
-            if (terminated or truncated) and len(frames) < frames_wanted:
-                break  # the recorded episode went on, so the replay has already departed from it
-        fps = float(env.metadata.get("render_fps") or 30)
-    finally:
-        env.close()
-    return frames, np.asarray(observations), fps, env_context
-
-
-def _check_replay(replayed: np.ndarray, recorded: np.ndarray, index: int, seed: int) -> None:
-    error = np.abs(replayed - recorded) / (1.0 + np.abs(recorded))
-    if error.size and not np.all(error <= REPLAY_TOLERANCE):
-        step = int(np.argwhere(~(error <= REPLAY_TOLERANCE))[0][0])
-        log.warning("dream video: the replay of episode %d (reset seed %d) departs from the recorded observations "
-                    "from step %d on (largest difference %.3g, tolerance %.0e); the simulator panel may not show "
-                    "the recorded run (was the data collected with other env settings or task version?)",
-                    index, seed, step, float(np.nanmax(np.abs(replayed - recorded))), REPLAY_TOLERANCE)
 
 
 def _model_context(model, dataset, episode, env_context, n: int) -> Optional[np.ndarray]:

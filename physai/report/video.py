@@ -7,15 +7,20 @@ carries the reason, the stage records it in the summary and the report shows it;
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from physai.core.io import atomic_path
 from physai.envs.rendering import mark_unavailable, unavailable_reason
+from physai.synthetic.dataset import SOURCE_REAL, DatasetError
 
 log = logging.getLogger(__name__)
+
+# A replayed observation may differ from the recorded one by this much, relative to 1 + |recorded|.
+REPLAY_TOLERANCE = 1e-4
 
 
 class NoVideo(Exception):
@@ -60,6 +65,82 @@ def open_render_env(task, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
         env.close()
         raise NoVideo(f"{task_id} renders an array of shape {frame.shape}, not an RGB image")
     return env, obs, frame
+
+
+@dataclass
+class Replay:
+    """A recorded episode replayed in the simulator: its frames, observations, render fps and physics context."""
+
+    frames: list[np.ndarray]
+    observations: np.ndarray  # (frames, obs_dim) float64
+    fps: float
+    context: Optional[np.ndarray]
+
+
+def replay_episode(task, seed: int, actions: np.ndarray) -> Replay:
+    """Reset ``task`` with the episode's ``seed``, step its recorded ``actions`` and render every state.
+
+    The engine is deterministic for a seed, so this is the recorded episode again, with pictures. A replay
+    that ends before its actions do has already departed from the record and stops there. ``NoVideo`` when
+    this process cannot render.
+    """
+    env, obs, first = open_render_env(task, seed)
+    try:
+        frames = [first]
+        engine = getattr(env.unwrapped, "engine", None)
+        context = engine.context_matrix()[0] if engine is not None else None
+        observations = [np.asarray(obs, dtype=np.float64).reshape(-1)]
+        for step, action in enumerate(actions):
+            obs, _, terminated, truncated, _ = env.step(action)
+            observations.append(np.asarray(obs, dtype=np.float64).reshape(-1))
+            frames.append(np.asarray(env.render()))
+            if (terminated or truncated) and step < len(actions) - 1:
+                break
+        fps = float(env.metadata.get("render_fps") or 30)
+    finally:
+        env.close()
+    return Replay(frames, np.asarray(observations), fps, context)
+
+
+def replay_departure(replayed: np.ndarray, recorded: np.ndarray) -> tuple[Optional[int], float]:
+    """``(first step, largest difference)`` where a replay departs from the record beyond ``REPLAY_TOLERANCE``;
+    ``(None, largest)`` when it follows it."""
+    error = np.abs(replayed - recorded) / (1.0 + np.abs(recorded))
+    largest = float(np.nanmax(np.abs(replayed - recorded))) if replayed.size else 0.0
+    if error.size and not np.all(error <= REPLAY_TOLERANCE):
+        return int(np.argwhere(~(error <= REPLAY_TOLERANCE))[0][0]), largest
+    return None, largest
+
+
+def replayed_frames(task, dataset, camera: str) -> Callable[[int], dict[str, np.ndarray]]:
+    """Camera frames of each episode of ``dataset`` (a ``LoadedDataset`` of real episodes), rendered by replaying
+    it: ``{camera: (T + 1, H, W, 3) uint8}`` for episode ``i``, one episode at a time.
+
+    Raises ``DatasetError`` naming the episode when one cannot be replayed (a world-model rollout has no
+    simulator state to draw; an episode without a reset seed cannot be reproduced) or when its replay departs
+    from the recorded observations (data collected with other env settings or another task version), so no
+    dataset ships frames of another run.
+    """
+    unplayable = [i for i in range(dataset.num_episodes)
+                  if dataset.episode(i).source != SOURCE_REAL or dataset.episode(i).seed is None]
+    if unplayable:
+        raise DatasetError(f"{dataset.dataset_id}: episodes {unplayable[:10]} are not real episodes with a reset seed "
+                           f"(world-model rollouts, or recorded elsewhere), so their frames cannot be rendered by "
+                           f"replay; export without frames")
+
+    def frames_of(index: int) -> dict[str, np.ndarray]:
+        episode = dataset.episode(index)
+        recorded = np.asarray(episode.observations, dtype=np.float64).reshape(len(episode) + 1, -1)
+        replay = replay_episode(task, episode.seed, np.asarray(episode.actions))
+        step, largest = replay_departure(replay.observations, recorded[:len(replay.frames)])
+        if step is not None or len(replay.frames) != len(recorded):
+            raise DatasetError(f"{dataset.dataset_id}: episode {index} (reset seed {episode.seed}) replayed in "
+                             f"{getattr(task, 'id', task)} departs from its recorded observations at step "
+                             f"{step if step is not None else len(replay.frames)} (largest difference {largest:.3g}); "
+                             f"was it collected with other env settings? Export without frames")
+        return {camera: np.stack([np.asarray(frame, dtype=np.uint8)[..., :3] for frame in replay.frames])}
+
+    return frames_of
 
 
 def record_episode(task, act: Callable[[np.ndarray], np.ndarray], seed: int, target: Path,

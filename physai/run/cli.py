@@ -13,7 +13,7 @@
     physai bench return [--arms zoo,physai] [--seed 1]                    wall-clock to the zoo's HalfCheetah return
     physai bench robustness [--scenarios cartpole_balance/heavy_pole_push] prompted synthetic vs nominal vs DR
     physai data info PATH                                                 a dataset's spaces, counts and provenance
-    physai data export PATH --format lerobot OUT [--fps N]                a dataset as a LeRobot v3.0 dataset
+    physai data export PATH --format lerobot OUT [--fps N] [--frames]     a dataset as a LeRobot v3.0 dataset
     physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
 """
 
@@ -139,29 +139,48 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_export(args: argparse.Namespace) -> int:
-    from physai.synthetic.dataset import read_metadata
+    from physai.synthetic.dataset import read_dataset, read_metadata
     from physai.synthetic.dataset.lerobot import export_lerobot, refuse_export_target
 
     path, out = Path(args.path), Path(args.out)
     refuse_export_target(out)  # before anything is read or built
-    fps = args.fps if args.fps is not None else _control_rate(path, read_metadata(path)["task_id"])
-    export_lerobot(path, out, fps=fps)
-    print(f"wrote {out} (LeRobot v3.0, {fps:g} fps); load it with "
-          f"lerobot.datasets.lerobot_dataset.LeRobotDataset(repo_id, root='{out}')")
+    task_id = read_metadata(path)["task_id"]
+    task = _dataset_task(path, task_id) if args.fps is None or args.frames else None
+    fps = args.fps if args.fps is not None else _control_rate(task, task_id)
+    images = None
+    if args.frames:
+        from physai.report.video import NoVideo, open_render_env, replayed_frames
+
+        try:  # rendering must work before the first episode is replayed
+            env, _, _ = open_render_env(task, 0)
+            env.close()
+        except NoVideo as exc:
+            raise ConfigError(f"--frames renders each episode by replaying it, and this machine cannot render: {exc}; "
+                              f"export without --frames") from exc
+        spec = getattr(task, "task_spec", None)
+        camera = (spec.camera if spec is not None else None) or "render"
+        images = replayed_frames(task, read_dataset(path), camera)
+    export_lerobot(path, out, fps=fps, images=images)
+    print(f"wrote {out} (LeRobot v3.0, {fps:g} fps{', camera frames rendered by replay' if images else ''}); load "
+          f"it with lerobot.datasets.lerobot_dataset.LeRobotDataset(repo_id, root='{out}')")
     return 0
 
 
-def _control_rate(dataset: Path, task_id: str) -> float:
-    """The rate the dataset's task acts at: its run's configured task (``<run>/datasets/<name>``), since a run
-    may change the control rate, else the task id's registered definition."""
+def _dataset_task(dataset: Path, task_id: str):
+    """The dataset's task: its run's configured task (``<run>/datasets/<name>``), since a run may change the
+    task's settings, else the task id's registered definition."""
     from omegaconf import OmegaConf
 
     from physai.config.compose import CONFIG_FILE, build_task
     from physai.envs.gym_task import GymTask
 
     run_config = dataset.resolve().parent.parent / CONFIG_FILE
+    return build_task(OmegaConf.load(run_config).env) if run_config.is_file() else GymTask(task_id)
+
+
+def _control_rate(task, task_id: str) -> float:
+    """The rate the dataset's task acts at."""
     try:
-        task = build_task(OmegaConf.load(run_config).env) if run_config.is_file() else GymTask(task_id)
         rate = task.control_rate_hz()
     except PhysaiError as exc:
         raise ConfigError(f"cannot tell the control rate of the dataset's task {task_id!r} ({exc}); "
@@ -367,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["lerobot"], help="the output format")
     export.add_argument("out", help="a new (or empty) directory for the exported dataset")
     export.add_argument("--fps", type=float, help="frames per second (default: the task's control rate)")
+    export.add_argument("--frames", action="store_true",
+                        help="add camera frames (observation.images.<camera>): each real episode replayed in its "
+                             "task from its reset seed, checked against the recorded observations, and rendered")
     export.set_defaults(func=_cmd_data_export)
     profile = sub.add_parser("profile", help="trtexec-style latency of a bundle in the edge runtime, or of any "
                                              "ONNX file (--onnx): measured on this host, modeled on every device")
