@@ -13,6 +13,7 @@ or camera pose (``physai.envs.mdp``'s visual randomization) show up in that env'
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -91,6 +92,23 @@ class BatchCamera:
             raise TaskError(f"task {engine.spec.name}: pixels.height={spec.height}, pixels.width={spec.width} is "
                             f"larger than the {limit}x{limit} a camera observation can render; a policy's camera is "
                             f"usually 64-128 pixels a side")
+
+    def check_render_rate(self) -> None:
+        """Refuse a frame this machine cannot draw within the task's control period: a camera that cannot keep
+        up with the control loop it observes (timed on one env, best of two draws after the first frames)."""
+        one = np.arange(1)
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            self.render(one)
+            seconds.append(time.perf_counter() - start)
+        frame_ms, period_ms = 1e3 * min(seconds), 1e3 * self.engine.dt
+        if frame_ms > period_ms:
+            spec = self.spec
+            raise TaskError(f"task {self.engine.spec.name}: pixels.height={spec.height}, pixels.width={spec.width} takes "
+                            f"{frame_ms:.1f} ms per frame to render here, longer than the task's control period "
+                            f"({period_ms:.1f} ms): the camera cannot keep up with the loop it observes. Lower "
+                            f"pixels.height/width (policies see 64-128 pixels a side){'' if spec.quality == 'fast' else ' or use pixels.quality=fast'}")
 
     # ----- rendering -------------------------------------------------------------------------
     def render(self, env_ids: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:

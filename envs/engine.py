@@ -151,6 +151,8 @@ class BatchedEngine:
         if spec.pixels is not None:
             self.camera = BatchCamera(self, spec.pixels)
         self.reset_envs(np.arange(num_envs))
+        if self.camera is not None:
+            self.camera.check_render_rate()
         self.observation_names = self._observation_names()
         self.observation_dim = len(self.observation_names)
         # The state columns a camera policy keeps beside its pixels (pixels.state), in the task's order.
