@@ -156,9 +156,8 @@ class BatchedEngine:
         self.observation_names = self._observation_names()
         self.observation_dim = len(self.observation_names)
         # The state columns a camera policy keeps beside its pixels (pixels.state), in the task's order.
-        kept = set(spec.pixels.state) if spec.pixels is not None else set()
-        self.policy_state_columns = np.array([i for i, name in enumerate(self.observation_names)
-                                              if name.split("[")[0] in kept], dtype=np.int64)
+        self.policy_state_columns = np.array(spec.pixels.kept_columns(self.observation_names)
+                                             if spec.pixels is not None else [], dtype=np.int64)
         for term in spec.rewards + spec.terminations:
             self._check_output(term, self._call(term, "rewards" if term in spec.rewards else "terminations"))
 

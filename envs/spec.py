@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from physai.core.errors import ConfigError
 from physai.envs import mdp
@@ -54,6 +54,12 @@ class CameraSpec:
     quality: str = "fast"         # fast: no shadows, reflections, skybox, fog or haze; full: as the MJCF says
     # Commands drawn into the image as spheres (a reach target the MJCF has no body for): name -> (radius, rgba).
     markers: tuple[tuple[str, float, tuple[float, float, float, float]], ...] = ()
+
+    def kept_columns(self, observation_names: Sequence[str]) -> list[int]:
+        """Indices of the observation columns the policy keeps beside its pixels: those of the ``state`` terms
+        (a column is named after its term, indexed when the term is wider than 1: ``joint_angles[0]``)."""
+        kept = set(self.state)
+        return [i for i, name in enumerate(observation_names) if name.split("[")[0] in kept]
 
 
 CAMERA_KEYS = ("camera", "height", "width", "frame_stack", "depth", "state", "quality", "markers")

@@ -28,7 +28,8 @@ def reach_bundle(tmp_path_factory):
     model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, seed=0, policy_kwargs={"net_arch": [16]})
     bundle = tmp_path_factory.mktemp("camera") / "bundle"
     bundle.mkdir()
-    names = [name for name in task.signal_names()[0] if name.split("[")[0] in task.task_spec.pixels.state]
+    all_names = task.signal_names()[0]
+    names = [all_names[i] for i in task.task_spec.pixels.kept_columns(all_names)]
     write_bundle(model, None, bundle, opset=18, control_rate_hz=task.control_rate_hz(), provenance={},
                  observation_names=names, camera={"name": "top"})
     venv.close()

@@ -145,7 +145,8 @@ def camera_of(task) -> Optional[dict[str, Any]]:
 
 def _kept_state_names(task) -> list[str]:
     spec = task.task_spec
-    return [name for name in task.signal_names()[0] if name.split("[")[0] in spec.pixels.state]
+    names = task.signal_names()[0]
+    return [names[i] for i in spec.pixels.kept_columns(names)]
 
 
 def _check_parity(parity: dict[str, Any], cfg) -> dict[str, Any]:
