@@ -96,6 +96,8 @@ class BatchedEngine:
         self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
         # Optional backend hook: forget solver state (warm starts) of envs that reset.
         self._backend_reset = getattr(self.backend, "reset_envs", None)
+        # Optional backend hook: the envs an event just ran on, whose MjModel it may have edited.
+        self._backend_models_edited = getattr(self.backend, "models_edited", None)
         nstate = mujoco.mj_stateSize(self.model, FULL)
         offsets = _state_offsets(self.model)
         self.state = np.zeros((num_envs, nstate))
@@ -147,7 +149,7 @@ class BatchedEngine:
         # Timed events fire late in an episode; try each once now so a bad name or range fails at build.
         for term in spec.events:
             if term.mode in TIMED_EVENT_MODES:
-                self._call(term, "events", np.arange(1))
+                self._run_event(term, np.arange(1))
         if spec.pixels is not None:
             self.camera = BatchCamera(self, spec.pixels)
         self.reset_envs(np.arange(num_envs))
@@ -175,7 +177,7 @@ class BatchedEngine:
             self.models = [copy.deepcopy(self.model) for _ in range(self.num_envs)]  # from nominal: no compounding
         for term in self.spec.events:
             if term.mode == "startup":
-                self._call(term, "events", np.arange(self.num_envs))
+                self._run_event(term, np.arange(self.num_envs))
 
     # ----- names -----------------------------------------------------------------------------
     def set_physics_context(self, name: str, env_ids: np.ndarray, values: np.ndarray) -> None:
@@ -398,7 +400,7 @@ class BatchedEngine:
             sums[env_ids] = 0.0
         for term in self._reset_and_timed_events:  # in the task's order: they share the random stream
             if term.mode == "reset":
-                self._call(term, "events", env_ids)
+                self._run_event(term, env_ids)
             else:
                 self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         for term in self.spec.commands:
@@ -595,8 +597,13 @@ class BatchedEngine:
         """Control steps until a command or interval event next fires, uniform in ``every_steps``."""
         return self.rng.integers(*term.every_steps, endpoint=True, size=count)
 
-    def _fire_event(self, term: Term, env_ids: np.ndarray) -> None:
+    def _run_event(self, term: Term, env_ids: np.ndarray) -> None:
         self._call(term, "events", env_ids)
+        if self._backend_models_edited is not None:
+            self._backend_models_edited(self.models, env_ids, term.name)
+
+    def _fire_event(self, term: Term, env_ids: np.ndarray) -> None:
+        self._run_event(term, env_ids)
         self._forward(env_ids)
 
     def _simulate(self) -> None:

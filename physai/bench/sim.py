@@ -6,6 +6,9 @@ Contenders, each stepping the same task with the same random actions (automatic 
 - ``bare rollout``: the engine's own physics backend (``mujoco.rollout``) alone on the same models,
   threads, states and controls (replayed from the engine's own steps): physics only, no observations,
   rewards or resets. The ceiling of the engine.
+- ``physai warp`` (``--backend warp``): the same engine on the MuJoCo Warp backend (physics on Warp's
+  device, a GPU when there is one, else Warp's CPU device; terms on the host), measured at the first
+  thread count only (it uses no host threads for physics). See physai.bench.device_sim.
 - ``EnvPool``: the C++ batched env engine (``envpool``, the ``bench`` extra) in synchronous mode
   (batch_size = num_envs) on the same number of threads. It ships gymnasium's v5 MuJoCo tasks, the
   identical work for physai's batched twins of them, and dm_control's cart-pole, a similar but not
@@ -36,6 +39,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import physai.envs  # noqa: F401  registers physai/<Task>-v0 ids, also in SubprocVecEnv workers
+from physai.bench.device_sim import ACTION_BANK, random_actions, warp_engine_steps
 from physai.bench.timing import timed_rounds
 from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
@@ -49,7 +53,6 @@ from physai.train.vec_env import make_training_vec_env
 log = logging.getLogger(__name__)
 
 ASYNC_MAX_ENVS = 64  # one process per env: beyond this, a 2-core machine measures process thrashing
-ACTION_BANK = 64     # pre-drawn action batches, cycled, so drawing random numbers is not timed
 
 # EnvPool's model of a physai task that has no gymnasium twin: (EnvPool id, physics steps per env step).
 SIMILAR_ENVPOOL = {"cartpole_balance": ("CartpoleBalance-v1", 1)}
@@ -73,10 +76,6 @@ def _timed_rounds(contenders: list[Contender], num_envs: int, seconds: float, ro
     return timed_rounds(steps, seconds / rounds, rounds, warmup=warmup, min_calls=3)
 
 
-def _actions(num_envs: int, num_actions: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1, 1, size=(ACTION_BANK, num_envs, num_actions)).astype(np.float32)
-
-
 def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Contender]:
     """The engine and its bare physics backend on the same models, threads, states and controls.
 
@@ -87,7 +86,7 @@ def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Cont
     venv = PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread)
     venv.reset(seed=seed)
     engine = venv.engine
-    actions = _actions(num_envs, engine.num_actions, seed)
+    actions = random_actions(num_envs, engine.num_actions, seed)
     states, controls = [], []
     for i in range(ACTION_BANK):
         states.append(engine.state.copy())
@@ -139,7 +138,7 @@ def envpool_contender(envpool_id: str, num_envs: int, nthread: int, seed: int, f
     env = envpool.make_gymnasium(envpool_id, num_envs=num_envs, batch_size=num_envs, num_threads=nthread, seed=seed)
     env.reset()
     _BYTES_PER_ENV.setdefault("EnvPool", max(0, _rss_bytes() - before) / num_envs)
-    actions = _actions(num_envs, int(np.prod(env.action_space.shape)), seed).astype(env.action_space.dtype)
+    actions = random_actions(num_envs, int(np.prod(env.action_space.shape)), seed).astype(env.action_space.dtype)
     return Contender("EnvPool", lambda i: env.step(actions[i % ACTION_BANK]), env.close, frame_skip, nthread)
 
 
@@ -147,7 +146,7 @@ def gymnasium_contender(env_id: str, num_envs: int, mode: str, seed: int, frame_
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     env.reset(seed=seed)
-    actions = _actions(num_envs, int(np.prod(env.single_action_space.shape)), seed)
+    actions = random_actions(num_envs, int(np.prod(env.single_action_space.shape)), seed)
     name = "gymnasium Sync" if mode == "sync" else "gymnasium Async"
     return Contender(name, lambda i: env.step(actions[i % ACTION_BANK]), env.close, frame_skip,
                      1 if mode == "sync" else num_envs)
@@ -158,11 +157,19 @@ def _summary(samples: list[float], frame_skip: int) -> dict:
             "rounds": len(samples), "physics_steps_per_s": float(np.median(samples)) * frame_skip}
 
 
+def warp_contender(spec, num_envs: int, seed: int) -> Contender:
+    step, close, _ = warp_engine_steps(spec, num_envs, seed)
+    step(0)  # compiles Warp's kernels (or loads them from its cache) before any round is timed
+    return Contender("physai warp", step, close, spec.frame_skip, 1)
+
+
 def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, seconds: float, rounds: int,
-                include_single_threaded: bool, seed: int = 0) -> dict:
-    """Every contender at one (num_envs, threads) point, interleaved. Single-threaded peers (Sync) and
-    one-process-per-env peers (Async) are measured at the first thread count only."""
+                include_single_threaded: bool, seed: int = 0, backend: str = "rollout") -> dict:
+    """Every contender at one (num_envs, threads) point, interleaved. Single-threaded peers (Sync),
+    one-process-per-env peers (Async) and the Warp backend are measured at the first thread count only."""
     contenders = physai_contenders(spec, num_envs, nthread, seed)
+    if backend == "warp" and include_single_threaded:
+        contenders.append(warp_contender(spec, num_envs, seed))
     skipped = {}
     if peers.get("envpool"):
         reason = fits_in_memory("EnvPool", num_envs)
@@ -191,6 +198,8 @@ def bench_point(task_name: str, spec, peers: dict, num_envs: int, nthread: int, 
     if "EnvPool" in point["contenders"]:
         ours = point["contenders"]["physai"]["physics_steps_per_s"]
         point["ratio_vs_envpool_physics_steps"] = ours / point["contenders"]["EnvPool"]["physics_steps_per_s"]
+    if "physai warp" in point["contenders"]:
+        point["ratio_warp_vs_c_engine"] = point["contenders"]["physai warp"]["median"] / ours_median
     return point
 
 
@@ -296,7 +305,7 @@ def ppo_training_rate(task_name: str, env_cfg: dict, timesteps: int, repeats: in
 
 
 def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: float, rounds: int, out_dir: Path,
-              ppo_timesteps: int, ppo_repeats: int = 3, use_envpool: bool = True) -> dict:
+              ppo_timesteps: int, ppo_repeats: int = 3, use_envpool: bool = True, backend: str = "rollout") -> dict:
     from rich.progress import Progress
 
     configs = packaged_task_configs()
@@ -312,13 +321,14 @@ def bench_sim(task_name: str, envs: list[int], threads: list[int], seconds: floa
         for n in envs:
             for t in threads:
                 points.append(bench_point(task_name, spec, peers, n, t, seconds, rounds,
-                                          include_single_threaded=(t == threads[0])))
+                                          include_single_threaded=(t == threads[0]), backend=backend))
                 progress.advance(bar)
     _print_table(task_name, spec.frame_skip, points)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot = out_dir / f"sim_scaling_{task_name}.png"
+    plot = out_dir / f"sim_scaling_{task_name}{'_warp' if backend == 'warp' else ''}.png"
     _plot(points, plot, task_name, peers)
-    result = {"task": task_name, "frame_skip": spec.frame_skip, "peers": peers, "seconds_per_point": seconds,
+    result = {"task": task_name, "backend": backend, "frame_skip": spec.frame_skip, "peers": peers,
+              "seconds_per_point": seconds,
               "rounds": rounds, "memory_per_env_bytes": memory_per_env(spec), "points": points, "plot": str(plot),
               "targets": target_checks(task_name, points, peers)}
     if peers["identical"]:
@@ -393,7 +403,7 @@ def _plot(points: list[dict], target: Path, task_name: str, peers: dict) -> None
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
-    styles = {"physai": "o-", "bare rollout": "s--", "EnvPool": "D-.", "gymnasium Sync": "^:",
+    styles = {"physai": "o-", "physai warp": "P-", "bare rollout": "s--", "EnvPool": "D-.", "gymnasium Sync": "^:",
               "gymnasium Async": "v:"}
     unit = "physics_steps_per_s" if peers.get("envpool") and not peers["identical"] else "median"
     for ax, threads in zip(axes, sorted({p["threads"] for p in points})[:2]):

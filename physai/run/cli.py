@@ -314,8 +314,8 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 
     result = bench_sim(args.task, [_int_arg("--envs", n) for n in _csv(args.envs)],
                        [_int_arg("--threads", t) for t in _csv(args.threads)], args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
-                       use_envpool=args.envpool)
-    _save_benchmark(Path(args.out) / f"sim_{args.task}.json", result)
+                       use_envpool=args.envpool, backend=args.backend)
+    _save_benchmark(Path(args.out) / f"sim_{args.task}{'_warp' if args.backend == 'warp' else ''}.json", result)
     print(json.dumps(result))
     return 0
 
@@ -473,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ppo-repeats", type=int, default=3, help="alternating repeats of the PPO contenders")
     sim.add_argument("--no-envpool", dest="envpool", action="store_false",
                      help="measure without EnvPool (it comes with the bench extra)")
+    sim.add_argument("--backend", choices=("rollout", "warp"), default="rollout",
+                     help="warp: also the engine on the MuJoCo Warp backend (the warp extra; GPU when present)")
     sim.add_argument("--camera", help="measure rendered env-steps/s from this MJCF camera instead (e.g. side), "
                                       "against gymnasium's rgb_array rendering")
     sim.add_argument("--size", default="64", help="camera frame height and width with --camera")

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The MuJoCo Warp backend's simulation benchmark on a lent GPU machine (the `device` tool): Python 3.12 with
+# PyTorch, JAX, onnxruntime and numpy, but no mujoco, warp-lang or gymnasium, and no network. The wheels travel
+# with the calls, at most 64 MiB each, so they go as parts of one archive:
+#
+#   here, with network:  bash benchmarks/gpu_sim.sh prepare
+#                        -> build/gpu_wheels/part-aa, part-ab, ... (< 60 MiB each) and wheels.sha256
+#   there, one call per part while the machine stays warm, carrying that part (carry: build/gpu_wheels/part-aa,
+#   and build/gpu_wheels/wheels.sha256 with the first): `true` (the part stays in build/, an ignored folder)
+#   there, the last call (carrying the last part):  bash benchmarks/gpu_sim.sh run
+#                        -> checks and installs the wheels, runs python -m physai.bench.device_sim and writes
+#                           benchmarks/results/sim_<task>_warp_device.json (copied to $OUT when set)
+#
+# Keep the device time in mind (15 minutes in all per task): the first step compiles Warp's CUDA kernels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=build/gpu_wheels
+PYTHON=${PYTHON:-python3}
+# What the GPU machine lacks, pinned: mujoco-warp and warp-lang as the warp extra pins them, the rest as tested here.
+PACKAGES="mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 mujoco-warp==4.0.0 warp-lang==1.19.0
+  gymnasium==1.4.0 cloudpickle==3.1.3 farama-notifications==0.0.6 etils==1.15.0 zipp==4.1.2 absl-py==2.5.1
+  glfw==2.11.0 pyopengl==3.1.10 pyyaml==6.0.4 websockets==17.4"
+
+case "${1:-}" in
+  prepare)
+    rm -rf "$WHEELS" && mkdir -p "$WHEELS/all"
+    # shellcheck disable=SC2086
+    "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      --platform any -d "$WHEELS/all" $PACKAGES
+    tar -cf - -C "$WHEELS/all" . | split -b 60M - "$WHEELS/part-"
+    (cd "$WHEELS" && cat part-* | sha256sum | cut -d' ' -f1 > wheels.sha256)
+    rm -rf "$WHEELS/all"
+    ls -l "$WHEELS"
+    ;;
+  run)
+    test "$(cd "$WHEELS" && cat part-* | sha256sum | cut -d' ' -f1)" = "$(cat "$WHEELS/wheels.sha256")" \
+      || { echo "the wheel parts in $WHEELS are incomplete: carry every part (see the top of this script)"; exit 2; }
+    mkdir -p "$WHEELS/all" && cat "$WHEELS"/part-* | tar -xf - -C "$WHEELS/all"
+    # shellcheck disable=SC2086
+    "$PYTHON" -m pip install --no-index --find-links "$WHEELS/all" $PACKAGES
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    # physai is not installed there: physai.envs and physai.configs are read from the source tree.
+    "$PYTHON" - <<'PY'
+import os
+
+import physai
+
+physai.__path__.append(os.getcwd())  # physai.envs -> envs/, physai.configs -> configs/, as pyproject maps them
+from physai.bench.device_sim import main
+
+main(["--task", "cartpole_balance", "--envs", "1024,4096,8192,16384"])
+main(["--task", "quadruped_velocity", "--envs", "1024,4096,8192"])
+PY
+    if [ -n "${OUT:-}" ]; then cp benchmarks/results/sim_*_warp_device.json "$OUT"/; fi
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_sim.sh prepare | run   (see the top of this script)"; exit 2 ;;
+esac

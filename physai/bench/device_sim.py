@@ -1,0 +1,92 @@
+"""Env-steps/s of physai's engine on the MuJoCo Warp backend, needing only numpy, MuJoCo, Warp and physai.envs.
+
+``physai bench sim --backend warp`` measures the Warp contender beside the C engine (physai.bench.sim); the
+lent GPU machine has no SB3 or Hydra, so ``benchmarks/gpu_sim.sh`` runs this module on its own there:
+
+    python -m physai.bench.device_sim --task cartpole_balance --envs 1024,4096,8192,16384 --out benchmarks/results
+
+Each batch size is built, stepped once to compile Warp's kernels (timed apart, as ``compile_s``), then timed
+in rounds with the same random actions the other sim benchmarks use (automatic resets on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from physai.bench.timing import timed_rounds
+from physai.core.io import write_json_atomic
+from physai.envs.registry import packaged_task_configs
+from physai.envs.spec import build_spec
+from physai.envs.vector import PhysaiVectorEnv
+
+WARP_BACKEND = "physai.envs.backends_warp.WarpBackend"
+ACTION_BANK = 64  # pre-drawn action batches, cycled, so drawing random numbers is not timed
+
+
+def random_actions(num_envs: int, num_actions: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(ACTION_BANK, num_envs, num_actions)).astype(np.float32)
+
+
+def warp_engine_steps(spec, num_envs: int, seed: int) -> tuple[Callable[[int], Any], Callable[[], Any], str]:
+    """``step(i)`` of a physai vector env on the Warp backend, its ``close``, and the Warp device it runs on."""
+    venv = PhysaiVectorEnv(spec, num_envs, seed=seed, backend=WARP_BACKEND)
+    venv.reset(seed=seed)
+    actions = random_actions(num_envs, venv.engine.num_actions, seed)
+    device = str(venv.engine.backend.device_name)
+    return (lambda i: venv.step(actions[i % ACTION_BANK])), venv.close, device
+
+
+def bench_device_sim(task_name: str, envs: list[int], seconds: float, rounds: int, seed: int = 0) -> dict:
+    configs = packaged_task_configs()
+    if task_name not in configs:
+        raise SystemExit(f"--task {task_name!r} is not a physai task; choose one of {sorted(configs)}")
+    spec = build_spec(**configs[task_name]["task"])
+    points = []
+    for num_envs in envs:
+        step, close, device = warp_engine_steps(spec, num_envs, seed)
+        start = time.perf_counter()
+        step(0)  # compiles Warp's kernels (or loads them from its cache) and captures the step's graph
+        compile_s = time.perf_counter() - start
+        try:
+            samples = timed_rounds({"physai warp": lambda i: (step(i), num_envs)[1]}, seconds / rounds, rounds,
+                                   warmup=5, min_calls=3)["physai warp"]
+        finally:
+            close()
+        points.append({"num_envs": num_envs, "device": device, "compile_s": compile_s,
+                       "median": float(np.median(samples)), "min": float(np.min(samples)),
+                       "max": float(np.max(samples)), "rounds": len(samples),
+                       "physics_steps_per_s": float(np.median(samples)) * spec.frame_skip})
+        print(f"{task_name} {num_envs} envs on {device}: {points[-1]['median']:,.0f} env-steps/s "
+              f"({points[-1]['physics_steps_per_s']:,.0f} physics steps/s; first step {compile_s:.1f} s)",
+              file=sys.stderr)
+    return {"task": task_name, "backend": WARP_BACKEND, "frame_skip": spec.frame_skip,
+            "seconds_per_point": seconds, "rounds": rounds, "points": points,
+            "versions": {name: metadata.version(name) for name in ("mujoco", "mujoco-warp", "warp-lang")},
+            "note": "the engine's terms, resets and events run on the host; physics on the device"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="cartpole_balance")
+    parser.add_argument("--envs", default="1024,4096,8192,16384", help="comma-separated numbers of parallel envs")
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per batch size")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    result = bench_device_sim(args.task, [int(n) for n in args.envs.split(",")], args.seconds, args.rounds)
+    result = {"command": "python -m physai.bench.device_sim " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": f"{platform.machine()}, Python {platform.python_version()}", **result}
+    write_json_atomic(Path(args.out) / f"sim_{args.task}_warp_device.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

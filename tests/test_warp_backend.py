@@ -1,0 +1,158 @@
+"""The MuJoCo Warp backend on Warp's CPU device against MuJoCo's C rollout backend.
+
+Tolerance: Warp computes in float32, C MuJoCo in float64, so from the same state with the same controls they
+agree to float32 rounding (about 1e-7 relative per operation) and then differ as far as the system amplifies
+that rounding. Cart-pole (a smooth system, only joint limits) stays within ``SMOOTH_TOLERANCE`` of C for the
+``SMOOTH_STEPS`` control steps tested, per-env randomized physics, resets and an interval push included
+(measured: 2e-6). A contact task amplifies rounding quickly: with full-range random torques, half-cheetah's
+state differs by about 2e-4 after one control step and 3e-3 after ten (its contact forces come from a
+float32 solve), and grows to O(1) by fifty; C MuJoCo against itself, with only the solver's warm start
+differing, reaches O(0.1) by two hundred. So contact tasks are compared over ``CONTACT_STEPS`` control steps
+within ``CONTACT_TOLERANCE``.
+
+Warp compiles its kernels on first use (about 40 s for cart-pole on two cores) into its kernel cache in the
+user's cache folder, shared by every test and later run; the default suite keeps to cart-pole's kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+
+import mujoco
+import numpy as np
+import pytest
+
+import physai.envs  # noqa: F401  registers physai/<Task>-v0
+from conftest import run_cli
+from physai.envs.backends import RolloutBackend
+from physai.envs.backends_warp import WarpBackend
+from physai.envs.engine import FULL, BatchedEngine
+from physai.envs.registry import packaged_task_configs
+from physai.envs.spec import TaskError, Term, build_spec
+
+WARP = "physai.envs.backends_warp.WarpBackend"
+SMOOTH_TOLERANCE, SMOOTH_STEPS = 1e-5, 200
+CONTACT_TOLERANCE, CONTACT_STEPS = 1e-2, 10
+
+requires_warp = pytest.mark.skipif(importlib.util.find_spec("mujoco_warp") is None
+                                   or importlib.util.find_spec("warp") is None,
+                                   reason="MuJoCo Warp is not installed: pip install -e '.[warp]'")
+
+
+def _spec(task: str):
+    return build_spec(**copy.deepcopy(packaged_task_configs()[task]["task"]))
+
+
+@requires_warp
+def test_cartpole_on_warp_steps_resets_and_randomizes_as_the_c_engine_does():
+    pushes = {"C": 0, "Warp": 0}
+
+    def counting_pushes(backend: str):
+        """cartpole_balance whose interval push fires within the short episodes of random actions, counted."""
+        spec = _spec("cartpole_balance")
+        nudge = next(term for term in spec.events if term.name == "nudge")
+        push, nudge.every_steps = nudge.fn, (5, 10)
+
+        def counted(env, env_ids, **params):
+            pushes[backend] += len(env_ids)
+            return push(env, env_ids, **params)
+
+        nudge.fn = counted
+        return spec
+
+    c_engine = BatchedEngine(counting_pushes("C"), 8, seed=0, nthread=1)
+    warp_engine = BatchedEngine(counting_pushes("Warp"), 8, seed=0, nthread=1, backend=WARP)
+    # The startup events gave each env its own pole mass and motor gain; the device carries them per env.
+    masses = np.array([model.body_mass for model in warp_engine.models])
+    assert len(np.unique(masses[:, -1])) == 8
+    assert {"body_mass", "body_inertia", "actuator_gainprm"} <= set(warp_engine.backend._carried)
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(SMOOTH_STEPS, 8, 1))
+    resets = 0
+    for action in actions:
+        c_out, warp_out = c_engine.step(action), warp_engine.step(action)
+        np.testing.assert_allclose(warp_out["obs"], c_out["obs"], atol=SMOOTH_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(warp_out["reward"], c_out["reward"], atol=SMOOTH_TOLERANCE, rtol=0)
+        np.testing.assert_array_equal(warp_out["terminated"], c_out["terminated"])
+        np.testing.assert_array_equal(warp_out["truncated"], c_out["truncated"])
+        resets += len(c_out["info"].get("done_ids", ()))
+    assert resets >= 8  # random actions drop the pole: every env reset at least once on both backends
+    np.testing.assert_allclose(warp_engine.backend._model.body_mass.numpy(), masses, rtol=1e-6)  # on the device
+    assert pushes["C"] > 8 and pushes["Warp"] == pushes["C"]  # the same pushes, drawn from the same stream
+    c_engine.close()
+    warp_engine.close()
+
+
+def _edit_condim(env, env_ids):
+    """A per-env edit of a field MJWarp keeps one copy of for all worlds."""
+    for i in env_ids:
+        env.models[i].geom_condim[:] = 1 + 2 * (i % 2)
+
+
+@requires_warp
+def test_an_event_editing_a_field_warp_does_not_batch_is_refused_at_build():
+    spec = _spec("cartpole_balance")
+    spec.events.append(Term(name="contact_dims", fn=_edit_condim, mode="startup"))
+    with pytest.raises(TaskError, match=r"event 'contact_dims' edits model field 'geom_condim'"):
+        BatchedEngine(spec, 4, seed=0, nthread=1, backend=WARP)
+
+
+def test_the_warp_backend_without_its_extra_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco_warp", None)  # what Python does when a module is not installed
+    with pytest.raises(TaskError, match=r"install the warp extra, pip install -e '\.\[warp\]'"):
+        BatchedEngine(_spec("cartpole_balance"), 2, seed=0, nthread=1, backend=WARP)
+
+
+@pytest.mark.slow
+@requires_warp
+@pytest.mark.parametrize("task", ["physai_half_cheetah", "physai_hopper"])
+def test_a_contact_task_on_warp_matches_c_for_ten_control_steps(task):
+    """Backend against backend, from the same states with the same full-range controls; the reference
+    steps each env on its own MjData (warm start carried, as Warp does)."""
+    spec = _spec(task)
+    engine = BatchedEngine(spec, 8, seed=0, nthread=1)
+    model, frame_skip, n = engine.model, spec.frame_skip, 8
+    controls = np.random.default_rng(1).uniform(-1, 1, size=(CONTACT_STEPS, n, frame_skip, model.nu))
+    reference = [RolloutBackend(model, 1, 1) for _ in range(n)]
+    warp = WarpBackend(model, n, 1)
+    c_state, warp_state = engine.state.copy(), engine.state.copy()
+    nstate = c_state.shape[1]
+    c_out, warp_out = np.zeros((n, frame_skip, nstate)), np.zeros((n, frame_skip, nstate))
+    c_sensors, warp_sensors = np.zeros((n, frame_skip, model.nsensordata)), np.zeros((n, frame_skip, model.nsensordata))
+    for step in range(CONTACT_STEPS):
+        for i, backend in enumerate(reference):
+            backend.step([model], c_state[i:i + 1], controls[step, i:i + 1], c_out[i:i + 1], c_sensors[i:i + 1])
+        warp.step([model] * n, warp_state, controls[step], warp_out, warp_sensors)
+        np.testing.assert_allclose(warp_out, c_out, atol=CONTACT_TOLERANCE, rtol=0, err_msg=f"control step {step}")
+        np.testing.assert_allclose(warp_sensors, c_sensors, atol=CONTACT_TOLERANCE, rtol=CONTACT_TOLERANCE)
+        c_state, warp_state = c_out[:, -1].copy(), warp_out[:, -1].copy()
+    # A reset starts the solver cold on the device too: stepping a reset env from qpos0 matches C from qpos0.
+    warp.reset_envs(np.arange(n))
+    rest = np.zeros_like(c_state)
+    mujoco.mj_getState(model, mujoco.MjData(model), rest[0], FULL)
+    rest[:] = rest[0]
+    for backend in reference:
+        backend.reset_envs(np.zeros(1, dtype=np.int64))
+    for i, backend in enumerate(reference):
+        backend.step([model], rest[i:i + 1], controls[0, i:i + 1], c_out[i:i + 1], c_sensors[i:i + 1])
+    warp.step([model] * n, rest, controls[0], warp_out, warp_sensors)
+    np.testing.assert_allclose(warp_out, c_out, atol=CONTACT_TOLERANCE, rtol=0)
+    warp.close()
+    engine.close()
+
+
+@pytest.mark.slow
+@requires_warp
+def test_bench_sim_measures_the_warp_backend_beside_the_c_engine(tmp_path):
+    result = run_cli(["bench", "sim", "--task", "cartpole_balance", "--backend", "warp", "--envs", "16", "--threads",
+                      "1", "--seconds", "0.2", "--rounds", "2", "--ppo-timesteps", "0", "--no-envpool",
+                      "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads((tmp_path / "sim_cartpole_balance_warp.json").read_text())
+    (point,) = figures["points"]
+    warp = point["contenders"]["physai warp"]
+    assert figures["backend"] == "warp" and warp["rounds"] == 2 and 0 < warp["min"] <= warp["median"] <= warp["max"]
+    assert point["ratio_warp_vs_c_engine"] == pytest.approx(warp["median"] / point["contenders"]["physai"]["median"])
+    assert (tmp_path / "sim_scaling_cartpole_balance_warp.png").stat().st_size > 1000
