@@ -51,7 +51,7 @@ SAC_CRITIC_KEYS = frozenset({"critic_dropout", "critic_layer_norm"})
 # else is the run's training identity: hashed into the bundle's provenance, and frozen once
 # a run directory exists (reruns and resumes may change only these).
 NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "guard", "profile", "delay_eval", "gate",
-                     "device", "experiment", "algo.total_timesteps", "algo.checkpoint_every_steps",
+                     "device", "experiment", "sweep", "algo.total_timesteps", "algo.checkpoint_every_steps",
                      "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend",
                      # the dream video and the trust report come after the synthetic dataset is written: reports, not data
                      "synthetic.synthesize.dream_video", "synthetic.synthesize.dream_steps",
@@ -337,6 +337,28 @@ class EvaluateConfig:
     video_max_frames: int = bounded(150, low=1)
     # scenario_eval: another run's directory whose final policy plays the same episodes, for comparison.
     scenario_reference: Optional[str] = None
+    # Evaluations during training (physai.train.periodic_eval), what a sweep's pruner judges trials by: every
+    # this many env steps (0: none), the first interval_episodes of the evaluation seeds, deterministic.
+    interval_steps: int = bounded(0, low=0, hint="0 turns evaluations during training off")
+    interval_episodes: int = bounded(3, low=1)
+
+
+@dataclass
+class SweepConfig:
+    """Set per trial by ``hydra/sweeper=physai_optuna``: the optuna trial this run belongs to, so training can
+    report its evaluations and be pruned (physai.train.study). Left null outside such a sweep."""
+
+    study: Optional[str] = None
+    storage: Optional[str] = None      # a database URL, or the journal file's path
+    trial: Optional[int] = bounded(None, low=0)
+    # With seeds repeated (hydra.sweeper.seeds): the trial's seeds, whose mean return the pruner judges.
+    seeds: List[int] = field(default_factory=list)
+
+    @staticmethod
+    def check(node: DictConfig, prefix: str) -> None:
+        if node.trial is not None and not (node.study and node.storage):
+            raise ConfigError(f"{prefix}trial={node.trial} needs {prefix}study and {prefix}storage too; these keys "
+                              f"are set by hydra/sweeper=physai_optuna, so leave all three unset outside it")
 
 
 @dataclass
@@ -568,6 +590,7 @@ class PhysaiConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     scenario: Optional[ScenarioConfig] = None
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = bounded(0, low=0)
     resume: bool = False
     # Set by experiment presets so runs can be grouped by what they were for.
@@ -575,7 +598,13 @@ class PhysaiConfig:
 
     @staticmethod
     def check(node: DictConfig, prefix: str) -> None:
-        """A preset's hyperparameters apply only to the env id (or its batched twin) they were tuned for."""
+        """A preset's hyperparameters apply only to the env id (or its batched twin) they were tuned for; an
+        evaluation interval must fall within the training budget."""
+        interval, budget = node.evaluate.interval_steps, node.algo.total_timesteps
+        if interval and interval >= budget:
+            raise ConfigError(f"evaluate.interval_steps={interval} is not below algo.total_timesteps={budget}: no "
+                              f"evaluation would run during training; lower it (e.g. evaluate.interval_steps="
+                              f"{max(1, budget // 10)}) or set 0 to turn them off")
         tuned_for = node.algo.get("tuned_for")
         if tuned_for and tuned_for not in (node.env.id, node.env.get("twin_of")):
             raise ConfigError(

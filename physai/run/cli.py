@@ -14,7 +14,9 @@
     physai bench robustness [--scenarios cartpole_balance/heavy_pole_push] prompted synthetic vs nominal vs DR
     physai data info PATH                                                 a dataset's spaces, counts and provenance
     physai data export PATH --format lerobot OUT [--fps N] [--frames]     a dataset as a LeRobot v3.0 dataset
-    physai sweep-report MULTIRUN_DIR                                      IQM and mean per configuration, 95% bootstrap CIs
+    physai sweep-report MULTIRUN_DIR [--preset NAME]                      IQM and mean per configuration, 95% bootstrap CIs,
+                                                                          importances, the best configuration as a preset
+    physai sweep resume MULTIRUN_DIR                                      finish a stopped optuna sweep: only missing trials
 """
 
 from __future__ import annotations
@@ -242,9 +244,19 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 def _cmd_sweep_report(args: argparse.Namespace) -> int:
     from physai.run.sweeps import format_report, sweep_report
 
-    report = sweep_report(Path(args.sweep_dir), out_dir=args.out, resamples=args.resamples, seed=args.seed)
+    report = sweep_report(Path(args.sweep_dir), out_dir=args.out, resamples=args.resamples, seed=args.seed,
+                          preset_name=args.preset)
     print("\n".join(format_report(report)))
     return 0
+
+
+def _cmd_sweep_resume(args: argparse.Namespace) -> int:
+    """``physai sweep resume DIR``: the sweep's own command line again, in its directory (only missing trials run)."""
+    from physai.run.sweeps import resume_arguments
+
+    args.overrides = resume_arguments(Path(args.sweep_dir))
+    print(f"physai: resuming: physai train {' '.join(args.overrides)}", flush=True)
+    return _cmd_train(args)
 
 
 def _cmd_bench_edge(args: argparse.Namespace) -> int:
@@ -441,7 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="where sweep_report.{md,json,png} go (default: the sweep directory)")
     report.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    report.add_argument("--preset", metavar="NAME", help="also install the best configuration as "
+                                                         "configs/preset/NAME.yaml, for preset=NAME")
     report.set_defaults(func=_cmd_sweep_report)
+    sweep = sub.add_parser("sweep", help="optuna sweeps (hydra/sweeper=physai_optuna)")
+    sweep_sub = sweep.add_subparsers(dest="sweep", required=True)
+    resume = sweep_sub.add_parser("resume", help="finish a stopped optuna sweep in its directory: its own command "
+                                                 "line again, running only the missing trials")
+    resume.add_argument("sweep_dir", help="the sweep's directory, e.g. multirun/2026-11-23/16-02-00")
+    resume.set_defaults(func=_cmd_sweep_resume)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     edge = bench_sub.add_parser("edge", help="edge runtime vs bare onnxruntime (IOBinding, run) vs torch eager, "

@@ -1,17 +1,20 @@
 """Sweeps: one record per trial, a summary when a multirun ends, and ``physai sweep-report``.
 
 A trial of ``python train.py -m ...`` runs the pipeline in ``<sweep dir>/<job num>/`` and writes
-``trial.json`` there: its overrides, status (``completed`` or ``failed``, with the error), the
-objective (``summary.json`` -> ``eval.mean_return``; none when the trial failed or did not evaluate,
-which optuna records as a failed trial) and the bundle path. A trial that raises never stops the
+``trial.json`` there: its overrides, status (``completed``, ``failed`` with the error, ``pruned`` by an
+optuna sweep's pruner with its last evaluation and the stages that did not run, or ``interrupted``: the
+sweep was killed while it ran and a resumed sweep reran it), the objective (``summary.json`` ->
+``eval.mean_return``; none unless completed) and the bundle path. A trial that raises never stops the
 sweep. When the multirun ends, ``physai.run.hydra_callbacks.SweepSummary`` prints a table of every trial
 and writes ``sweep_summary.json`` and ``sweep_summary.md`` into the sweep directory.
 
 ``physai sweep-report DIR`` groups the trials of a multirun directory by configuration (their
-overrides without ``seed``) and reports, per configuration, the IQM and the mean of the evaluation
-return across seeds with 95% stratified-bootstrap confidence intervals (the method of rliable,
-Agarwal et al. 2021: IQM is the mean of the middle 50% of runs, percentile intervals from
-resampling runs with replacement within each task), a plot of both, and the best trial's bundle.
+overrides without ``seed`` and the ``sweep.*`` keys an optuna sweep sets per trial) and reports, per
+configuration, the IQM and the mean of the evaluation return across seeds with 95% stratified-bootstrap
+confidence intervals (the method of rliable, Agarwal et al. 2021: IQM is the mean of the middle 50% of
+runs, percentile intervals from resampling runs with replacement within each task), a plot of both, the
+best trial's bundle, the best configuration as a preset file, and for an optuna sweep the study's
+parameter importances.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ import math
 import socket
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from physai.config.compose import CONFIG_FILE
 from physai.core.errors import PhysaiError
 from physai.core.io import read_summary, write_json_atomic, write_text_atomic
 from physai.deploy.gates import GateFigures
 from physai.report.format import fmt, save_png
 from physai.train.evaluation import ReturnFigures
+from physai.train.study import TrialPruned, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +50,19 @@ SUMMARY_MD = "sweep_summary.md"
 REPORT_JSON = "sweep_report.json"
 REPORT_MD = "sweep_report.md"
 REPORT_PNG = "sweep_report.png"
+STUDY_FILE = "optuna_study.json"   # an optuna sweep's record: study name, storage, sampler, pruner, budget
+PRESET_FILE = "best_preset.yaml"
 OBJECTIVE = "eval.mean_return"
-COMPLETED, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
+COMPLETED, FAILED, PRUNED, INTERRUPTED, INCOMPLETE = "completed", "failed", "pruned", "interrupted", "incomplete"
+STATUSES = (COMPLETED, FAILED, PRUNED, INTERRUPTED, INCOMPLETE)
+FINAL_STATUSES = (COMPLETED, FAILED, PRUNED)
+# Overrides that say where a run sits in a sweep, not what it tries: left out of its configuration.
+TRIAL_KEYS = ("seed", "sweep")
 
 
 # ----- the objective ------------------------------------------------------------------------
 def objective(summary: Optional[dict]) -> Optional[float]:
-    """What a sweeper optimizes: the run's evaluation mean return; None when there is none.
-
-    None, not NaN, for a failed trial: hydra-optuna-sweeper records a trial whose value is not a float
-    as failed and goes on, while a NaN makes optuna 2.x raise inside the sweeper.
-    """
+    """What a sweeper optimizes: the run's evaluation mean return; None when there is none (a failed trial)."""
     value = ((summary or {}).get("eval") or {}).get("mean_return")
     return _finite(value)
 
@@ -99,8 +108,22 @@ def trial_info(run_dir: Path) -> Optional[dict[str, Any]]:
     return None
 
 
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _without_seed(overrides: Sequence[str]) -> list[str]:
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed"]
+    """The overrides that make a configuration: without the seed and the optuna trial's ``sweep.*`` keys."""
+    return [o for o in overrides if _override_key(o).split(".")[0] not in TRIAL_KEYS]
+
+
+def optuna_trial_of(overrides: Sequence[str]) -> Optional[int]:
+    """The optuna trial number a run belongs to (``sweep.trial=N``, set by hydra/sweeper=physai_optuna)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "sweep.trial" and value.isdigit():
+            return int(value)
+    return None
 
 
 def configuration_of(overrides: Sequence[str]) -> str:
@@ -137,8 +160,11 @@ def write_trial(run_dir: Path, record: dict[str, Any]) -> None:
 
 def trial_record(run_dir: Path, *, num: Any, overrides: Sequence[str], status: str, sweep_dir: Optional[str] = None,
                  summary: Optional[dict] = None, error: Optional[BaseException | str] = None,
-                 tb: Optional[str] = None, wall_s: Optional[float] = None, seed: Any = None) -> dict[str, Any]:
-    """The record ``trial.json`` holds (also built by the launchers for a trial whose worker died)."""
+                 tb: Optional[str] = None, wall_s: Optional[float] = None, seed: Any = None,
+                 pruned: Optional[dict] = None) -> dict[str, Any]:
+    """The record ``trial.json`` holds (also built by the launchers for a trial whose worker died).
+
+    ``pruned``: for a pruned trial, the step, its last evaluation and the stages that did not run."""
     run_dir = Path(run_dir).absolute()
     summary = summary or {}
     evaluation: ReturnFigures | dict = summary.get("eval") or {}
@@ -149,7 +175,8 @@ def trial_record(run_dir: Path, *, num: Any, overrides: Sequence[str], status: s
     return {
         "num": num, "sweep_dir": sweep_dir, "run_dir": str(run_dir), "overrides": list(overrides),
         "configuration": configuration_of(overrides), "seed": seed if seed is not None else seed_of(overrides),
-        "status": status, "error": error, "traceback": tb,
+        "optuna_trial": optuna_trial_of(overrides), "status": status, "error": error, "traceback": tb,
+        "pruned": pruned,
         "objective": objective(summary) if status == COMPLETED else None, "objective_key": OBJECTIVE,
         "eval": {k: evaluation.get(k) for k in ("mean_return", "ci95_low", "ci95_high", "n_episodes", "solved")}
         if evaluation else None,
@@ -172,6 +199,7 @@ def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
     overrides = info.get("overrides", [])
     start = time.perf_counter()
     status, error, tb, summary = COMPLETED, None, None, {}
+    pruned = None
     try:
         summary = runner(cfg, run_dir) or {}
         gates = summary.get("gates")
@@ -179,6 +207,12 @@ def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
             status, error = FAILED, "release gates failed (gate.strict=true)"
     except KeyboardInterrupt:
         raise
+    except TrialPruned as exc:  # stopped by the sweep's pruner: not a failure, and no objective
+        stages = list(cfg.pipeline.stages)
+        not_run = stages[stages.index("train") + 1:] if "train" in stages else []
+        status, pruned = PRUNED, {"step": exc.step, "last_evaluation": exc.evaluation, "stages_not_run": not_run}
+        log.info("trial %s pruned at step %d; stages not run: %s", info.get("num", "?"), exc.step, not_run)
+        summary = read_summary(run_dir)
     except BaseException as exc:  # SystemExit too: a trial's exit must not end the sweep
         status, error, tb = FAILED, exc, traceback.format_exc()
         if isinstance(exc, SystemExit):  # a CLI helper exiting: the exception it handled says why
@@ -194,7 +228,7 @@ def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
             log.info("release gates: %s", "PASS" if summary["gates"]["passed"] else "FAIL")
     record = trial_record(run_dir, num=info.get("num"), overrides=overrides, status=status,
                           sweep_dir=info.get("sweep_dir"), summary=summary, error=error, tb=tb,
-                          wall_s=time.perf_counter() - start, seed=cfg.get("seed"))
+                          wall_s=time.perf_counter() - start, seed=cfg.get("seed"), pruned=pruned)
     try:
         write_trial(run_dir, record)
     except OSError as exc:
@@ -253,7 +287,7 @@ def summarize_sweep(sweep_dir: Path) -> dict[str, Any]:
     """``sweep_summary.json`` and ``sweep_summary.md`` for every trial in ``sweep_dir``; returns the summary."""
     sweep_dir = Path(sweep_dir).absolute()
     trials = collect_trials(sweep_dir)
-    counts = {status: sum(t["status"] == status for t in trials) for status in (COMPLETED, FAILED, INCOMPLETE)}
+    counts = {status: sum(t["status"] == status for t in trials) for status in STATUSES}
     scored = [t for t in trials if t["status"] == COMPLETED and t.get("objective") is not None]
     best = max(scored, key=lambda t: t["objective"]) if scored else None
     summary = {"sweep_dir": str(sweep_dir), "objective": OBJECTIVE, "n_trials": len(trials), "counts": counts,
@@ -263,6 +297,11 @@ def summarize_sweep(sweep_dir: Path) -> dict[str, Any]:
     write_json_atomic(sweep_dir / SUMMARY_JSON, summary)
     write_text_atomic(sweep_dir / SUMMARY_MD, "\n".join(format_summary(summary)) + "\n")
     return summary
+
+
+def _shown(trial: dict[str, Any]) -> list[str]:
+    """A trial's overrides as tables show them: the seed, not the ``sweep.*`` bookkeeping."""
+    return [o for o in trial.get("overrides") or [] if _override_key(o).split(".")[0] != "sweep"]
 
 
 def split_overrides(override_lists: Sequence[Sequence[str]]) -> tuple[list[str], list[list[str]]]:
@@ -275,10 +314,10 @@ def split_overrides(override_lists: Sequence[Sequence[str]]) -> tuple[list[str],
 def format_summary(summary: dict[str, Any]) -> list[str]:
     counts = summary["counts"]
     trials = summary["trials"]
-    common, swept = split_overrides([t.get("overrides") or [] for t in trials])
+    common, swept = split_overrides([_shown(t) for t in trials])
     lines = [f"# Sweep {summary['sweep_dir']}", "",
              f"{summary['n_trials']} trial(s): {counts[COMPLETED]} completed, {counts[FAILED]} failed"
-             + (f", {counts[INCOMPLETE]} incomplete" if counts.get(INCOMPLETE) else "")
+             + "".join(f", {counts[s]} {s}" for s in (PRUNED, INTERRUPTED, INCOMPLETE) if counts.get(s))
              + f". Objective: `{summary['objective']}` (maximize).", ""]
     if common:
         lines += [f"Every trial: `{' '.join(common)}`", ""]
@@ -288,6 +327,9 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         ev = t.get("eval") or {}
         ret = "—" if ev.get("mean_return") is None or t["status"] != COMPLETED else (
             f"{fmt(ev['mean_return'])} [{fmt(ev.get('ci95_low'))}, {fmt(ev.get('ci95_high'))}]")
+        last = (t.get("pruned") or {}).get("last_evaluation")
+        if t["status"] == PRUNED and last:
+            ret = f"pruned at {t['pruned']['step']}: {fmt(last['mean_return'])}"
         lines.append(f"| {fmt(t.get('num'))} | {' '.join(own) or '—'} | {t['status']} | "
                      f"{ret} | {fmt(t.get('wall_s'))} | {t['run_dir']} | {_short(t.get('error')).replace('|', '/')} |")
     best = summary.get("best")
@@ -341,8 +383,12 @@ def stratified_bootstrap_ci(scores: np.ndarray, statistic: str = "iqm", resample
 
 # ----- physai sweep-report ------------------------------------------------------------------
 def sweep_report(sweep_dir: Path, out_dir: Optional[Path] = None, resamples: int = 10_000,
-                 seed: int = 0) -> dict[str, Any]:
-    """Aggregate a multirun directory: per configuration, IQM and mean with 95% bootstrap CIs."""
+                 seed: int = 0, preset_name: Optional[str] = None) -> dict[str, Any]:
+    """Aggregate a multirun directory: per configuration, IQM and mean with 95% bootstrap CIs; the best
+    configuration as a preset file (also installed as ``configs/preset/<preset_name>.yaml`` when named);
+    for an optuna sweep, the study's parameter importances."""
+    if preset_name is not None:
+        preset_target(preset_name)  # a bad or taken name fails before anything is computed
     sweep_dir = Path(sweep_dir).absolute()
     if not sweep_dir.is_dir():
         raise PhysaiError(f"sweep-report: '{sweep_dir}' is not a directory; pass a multirun directory "
@@ -389,10 +435,12 @@ def sweep_report(sweep_dir: Path, out_dir: Optional[Path] = None, resamples: int
         "best_trial": None if best_trial is None else {
             **{k: best_trial.get(k) for k in ("num", "configuration", "seed", "objective", "run_dir", "bundle")},
             "label": label_of.get(best_trial.get("configuration"))},
-        "plot": None}
+        "plot": None, "importances": study_importances(sweep_dir), "preset": None}
     if ranked:
         report["plot"] = str(out_dir / REPORT_PNG)
         plot_report(rows, out_dir / REPORT_PNG)
+    if best_config is not None:
+        report["preset"] = write_best_preset(best_config, trials, out_dir / PRESET_FILE, preset_name)
     write_json_atomic(out_dir / REPORT_JSON, report)
     write_text_atomic(out_dir / REPORT_MD, "\n".join(format_report(report)) + "\n")
     return report
@@ -423,9 +471,145 @@ def format_report(report: dict[str, Any]) -> list[str]:
                                 f"#{best['num']} ({best.get('label')}, seed {best['seed']}), return "
                                 f"{fmt(best['objective'])}"),
               f"Best trial's bundle: {best['bundle'] if best else '—'}"]
+    importances = report.get("importances")
+    if importances:
+        lines += ["", f"## Parameter importances ({importances['method']})", ""]
+        if importances.get("importances"):
+            lines += ["| parameter | importance |", "|---|---|"]
+            lines += [f"| {name} | {value:.3f} |" for name, value in importances["importances"].items()]
+        else:
+            lines.append(f"Not computed: {importances.get('unavailable')}")
+        lines += ["", "optuna trials: " + ", ".join(f"{n} {state}" for state, n in importances["trials"].items())]
+    preset = report.get("preset")
+    if preset:
+        lines += ["", f"Best configuration as a preset: {preset['file']}"]
+        if preset.get("installed"):
+            lines.append(f"Installed as {preset['installed']}: `{preset['command']}`")
+        else:
+            lines.append("Install it with `physai sweep-report DIR --preset NAME` (configs/preset/NAME.yaml), "
+                         "then train with `preset=NAME`")
     if report.get("plot"):
         lines += ["", f"![IQM and mean per configuration]({Path(report['plot']).name})"]
     return lines
+
+
+# ----- an optuna sweep's study: importances, resume -------------------------------------------
+def read_study_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
+    path = Path(sweep_dir) / STUDY_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_study(sweep_dir: Path, record: dict[str, Any]) -> Any:
+    """The optuna study an ``optuna_study.json`` names (a journal file beside it, or its database)."""
+    import optuna
+
+    storage = str(record["storage"])
+    spec = storage if "://" in storage else str(Path(sweep_dir) / storage)
+    return optuna.load_study(study_name=record["study_name"], storage=open_storage(spec))
+
+
+def study_importances(sweep_dir: Path) -> Optional[dict[str, Any]]:
+    """optuna's PED-ANOVA importances of the study's parameters (its default fANOVA would need scikit-learn);
+    None when the directory is no optuna sweep."""
+    record = read_study_record(sweep_dir)
+    if record is None:
+        return None
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+    from optuna.trial import TrialState
+
+    study = load_study(sweep_dir, record)
+    trials = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
+                            TrialState.WAITING)}
+    result: dict[str, Any] = {"method": "optuna PED-ANOVA over the completed trials", "study": record["study_name"],
+                              "trials": trials, "importances": None, "unavailable": None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna marks PED-ANOVA experimental
+            importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+        result["importances"] = {name: float(value) for name, value in importances.items()}
+    except (ValueError, RuntimeError, AssertionError) as exc:  # too few completed trials, a one-point space
+        result["unavailable"] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def resume_arguments(sweep_dir: Path) -> list[str]:
+    """``train.py`` arguments that resume the optuna sweep in ``sweep_dir``: its own command line, in its directory."""
+    sweep_dir = Path(sweep_dir).absolute()
+    fix = ("pass the directory of a `python train.py -m ... hydra/sweeper=physai_optuna` sweep "
+           "(multirun/DATE/TIME); a sweep on the basic sweeper has no study to resume, so rerun its command")
+    if not sweep_dir.is_dir():
+        raise PhysaiError(f"sweep resume: '{sweep_dir}' is not a directory; {fix}")
+    if read_study_record(sweep_dir) is None:
+        raise PhysaiError(f"sweep resume: '{sweep_dir}' holds no optuna study ({STUDY_FILE} is missing or unreadable); "
+                          f"{fix}")
+    saved_path = sweep_dir / "multirun.yaml"
+    if not saved_path.is_file():
+        raise PhysaiError(f"sweep resume: '{sweep_dir}' has a study but no multirun.yaml, so its command line is "
+                          f"unknown; rerun the original command with hydra.sweep.dir={sweep_dir}")
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(saved_path)
+    hydra_overrides = [str(o) for o in OmegaConf.select(saved, "hydra.overrides.hydra") or []
+                       if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))]
+    task_overrides = [str(o) for o in OmegaConf.select(saved, "hydra.overrides.task") or []]
+    return ["-m", *hydra_overrides, *task_overrides, f"hydra.sweep.dir={sweep_dir}"]
+
+
+# ----- the best configuration as a preset ------------------------------------------------------
+def preset_target(name: str) -> Path:
+    """``configs/preset/<name>.yaml`` of the installed physai configs, refused if the name is bad or taken."""
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise PhysaiError(f"--preset {name!r}: use letters, digits, '_' or '-' (it becomes preset={name})")
+    folder = Path(str(files("physai.configs") / "preset"))
+    target = folder / f"{name}.yaml"
+    if target.exists():
+        raise PhysaiError(f"--preset {name}: {target} already exists; choose another name (or remove that file)")
+    return target
+
+
+def write_best_preset(best: dict[str, Any], trials: list[dict[str, Any]], path: Path,
+                      install_as: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The best configuration as a ``# @package _global_`` preset: the best trial's whole resolved ``algo``
+    section (the preset it ran on included, since ``preset=NAME`` replaces that one) with ``tuned_for`` set,
+    plus any other key the configuration overrides. Group choices (``env=...``) go into the printed command."""
+    from omegaconf import OmegaConf
+
+    member = next((t for t in trials if t.get("num") == (best.get("best_trial") or {}).get("num")), None)
+    config_path = Path(member["run_dir"]) / CONFIG_FILE if member else None
+    if config_path is None or not config_path.is_file():
+        return None
+    resolved = OmegaConf.load(config_path)
+    algo = OmegaConf.to_container(resolved.algo, resolve=True)
+    for key in ("_target_", "name"):
+        algo.pop(key, None)
+    algo["tuned_for"] = algo.get("tuned_for") or str(resolved.env.id)
+    others = OmegaConf.create({})
+    # Group choices for the command, but not experiment=...: Hydra applies it after presets, so it would override
+    # the tuned values (its algo settings are in the preset already).
+    groups = [o.lstrip("+~") for o in _without_seed(member.get("overrides") or [])
+              if "." not in _override_key(o) and not _override_key(o).startswith(("experiment", "preset"))]
+    for override in best["label"].split():  # the swept keys outside algo (the sweep's fixed ones are not the config)
+        key = _override_key(override)
+        if "." in key and not key.startswith(("algo.", "hydra.")):
+            OmegaConf.update(others, key, OmegaConf.select(resolved, key), force_add=True)
+    preset = {"algo": algo, **OmegaConf.to_container(others, resolve=True)}
+    header = (f"# @package _global_\n# Best configuration of the sweep {path.parent.name} by IQM of the evaluation return "
+              f"({best['label']}): {fmt(best['iqm'])} over {best['n']} seed(s).\n"
+              f"# Written by physai sweep-report; use it with preset=<name> once it is in configs/preset/. It holds the\n"
+              f"# whole algo section the trial trained with; leave experiment=... out, which would override it.\n")
+    text = header + OmegaConf.to_yaml(OmegaConf.create(preset))
+    write_text_atomic(path, text)
+    record: dict[str, Any] = {"file": str(path), "groups": groups, "installed": None, "command": None}
+    if install_as is not None:
+        target = preset_target(install_as)
+        write_text_atomic(target, text)
+        record["installed"] = str(target)
+        record["command"] = " ".join(["python train.py", *groups, f"preset={install_as}"])
+    return record
 
 
 def plot_report(rows: list[dict[str, Any]], target: Path) -> None:

@@ -9,7 +9,10 @@ from physai.core.errors import ConfigError
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
 from physai.synthetic.scenario import Scenario, scenario_of_run
 from physai.train.distill import check_teacher_source, prepare_teacher
+from physai.train.evaluation import ReturnFigures, evaluation_seeds
+from physai.train.periodic_eval import Evaluation, PeriodicEvaluation
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
+from physai.train.study import StudyTrial, TrialPruned
 
 
 class TrainSummary(TypedDict):
@@ -26,6 +29,8 @@ class TrainSummary(TypedDict):
     model_based: Optional[dict[str, Any]]  # MBPO's model fits, rollouts and synthetic share; None model-free
     teacher: Optional[dict[str, Any]]      # distillation: where the teacher came from; None otherwise
     distillation: Optional[dict[str, int]]  # DAgger rounds, frames seen and labelled; None otherwise
+    evaluations: Optional[list[Evaluation]]  # during training (evaluate.interval_steps); None when off
+    pruned_at_step: Optional[int]          # a sweep's pruner stopped training there; None otherwise
 
 
 REQUIRES: list[str] = []
@@ -61,15 +66,36 @@ def check(cfg, task) -> None:
         check_teacher_source(cfg.algo, task)
 
 
+def _periodic_evaluation(cfg, ctx) -> Optional[PeriodicEvaluation]:
+    """Evaluations during training when evaluate.interval_steps asks for them, reported to the run's optuna
+    trial (and judged by its pruner) when a sweep set ``sweep.trial``."""
+    if not cfg.evaluate.interval_steps:
+        return None
+    trial = StudyTrial(cfg.sweep, cfg.seed) if cfg.sweep.trial is not None else None
+
+    def on_evaluation(step: int, figures: ReturnFigures) -> bool:
+        ctx.tracker.log({"train/eval_mean_return": figures["mean_return"], "train/eval_step": step})
+        return trial is None or not trial.report(step, figures["mean_return"])
+
+    seeds = evaluation_seeds(cfg.seed, cfg.evaluate.seed_offset, cfg.evaluate.interval_episodes)
+    return PeriodicEvaluation(ctx.task, cfg.evaluate.interval_steps, seeds, on_evaluation)
+
+
 def run(cfg, ctx) -> TrainSummary:
     teacher, teacher_figures = None, None
     if cfg.algo.name == "distill":
         teacher, teacher_figures = prepare_teacher(cfg.algo, ctx.task, cfg.seed, ctx.run_dir, ctx.tracker, cfg.resume)
+    evaluator = _periodic_evaluation(cfg, ctx)
     figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
-                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task), teacher=teacher)
+                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task), teacher=teacher,
+                           callbacks=[evaluator] if evaluator else [])
+    pruned_at = evaluator.last["step"] if evaluator and evaluator.stopped_training else None
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
-                    "n_envs": cfg.algo.n_envs, "teacher": teacher_figures})
+                    "n_envs": cfg.algo.n_envs, "teacher": teacher_figures,
+                    "evaluations": evaluator.evaluations if evaluator else None, "pruned_at_step": pruned_at})
     ctx.record("train", figures)
+    if pruned_at is not None:  # the checkpoint and this summary stand; the stages after train do not run
+        raise TrialPruned(pruned_at, evaluator.last)
     return figures
 
 

@@ -20,7 +20,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +29,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -212,9 +212,13 @@ class TrainingMonitor(BaseCallback):
         return path
 
     def save_interrupted(self) -> Path:
-        """The checkpoint a stop signal leaves: the state as of a whole rollout boundary.
+        """The checkpoint a stop signal leaves: the state as of a whole rollout boundary."""
+        self.rewind_unstored_step()
+        self._check_update(self.model.num_timesteps)
+        return self.save(step_name(self.model.num_timesteps))
 
-        SB3 stopped inside a step, before storing it. On-policy: the policy has not changed since the
+    def rewind_unstored_step(self) -> None:
+        """SB3 stopped inside a step, before storing it. On-policy: the policy has not changed since the
         rollout began and its partial data is discarded, so the step counter goes back to the rollout's
         start (those steps are redone after a resume). Off-policy: every earlier step of the rollout is in
         the replay buffer, so only the unstored last step is taken off the counter.
@@ -224,8 +228,7 @@ class TrainingMonitor(BaseCallback):
                 self.model.num_timesteps = self.rollout_start_step
             else:
                 self.model.num_timesteps -= self.model.get_env().num_envs
-        self._check_update(self.model.num_timesteps)
-        return self.save(step_name(self.model.num_timesteps))
+            self.stopped_in_step = False
 
     def write_progress(self) -> None:
         self.num_timesteps = int(self.model.num_timesteps)
@@ -256,11 +259,14 @@ def read_curve(path: Path) -> list[dict[str, float]]:
 
 
 def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool,
-                 world_model: Optional[DictConfig] = None, prompt=None, teacher=None) -> dict[str, Any]:
+                 world_model: Optional[DictConfig] = None, prompt=None, teacher=None,
+                 callbacks: Sequence[BaseCallback] = ()) -> dict[str, Any]:
     """Train (or continue) a policy until ``algo.total_timesteps``; return what the run figures need.
 
     ``prompt``: the scenario a model-based learner starts ``algo.prompt_share`` of its branches from.
-    ``teacher``: the policy a distilling learner imitates (``physai.train.distill``)."""
+    ``teacher``: the policy a distilling learner imitates (``physai.train.distill``).
+    ``callbacks``: more SB3 callbacks (``physai.train.periodic_eval``); one that sets ``stopped_training``
+    ends training early, and the final checkpoint then holds the policy as of that rollout's start."""
     torch.set_num_threads(algo.torch_threads)
     _remove_stale_temp_files(run_dir)
     venv = build_vec_env(task, algo, seed)
@@ -292,12 +298,15 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
             monitor = TrainingMonitor(run_dir, algo, tracker, curve, progress, task_id, env_task_id=task.id,
                                       resumed_from=checkpoint, resume_state=state, stop=stop)
             if remaining:
-                _learn(model, remaining, monitor, reset=checkpoint is None)
+                _learn(model, remaining, monitor, reset=checkpoint is None, callbacks=callbacks)
             else:
                 monitor.init_callback(model)
             if monitor.stopped_in_step:  # a stop signal ended learn() early
                 saved = monitor.save_interrupted()
                 raise TrainingInterrupted(_interrupted_message(stop.requested, saved, run_dir), stop.requested)
+            if any(getattr(callback, "stopped_training", False) for callback in callbacks):
+                monitor.stopped_in_step = True  # e.g. a sweep's pruner: SB3 left inside a step, before storing it
+                monitor.rewind_unstored_step()
             monitor._check_update(model.num_timesteps)  # the last update happened after the last rollout start
             final = monitor.save(FINAL_NAME)
             if stop.requested is not None:
@@ -324,10 +333,12 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
-def _learn(model: BaseAlgorithm, steps: int, monitor: TrainingMonitor, reset: bool) -> None:
+def _learn(model: BaseAlgorithm, steps: int, monitor: TrainingMonitor, reset: bool,
+           callbacks: Sequence[BaseCallback] = ()) -> None:
     """``model.learn``, with a failure caused by NaN weights (e.g. torch refusing a NaN mean) named as such."""
     try:
-        model.learn(total_timesteps=steps, callback=monitor, reset_num_timesteps=reset)
+        model.learn(total_timesteps=steps, callback=CallbackList([monitor, *callbacks]) if callbacks else monitor,
+                    reset_num_timesteps=reset)
     except NonFiniteInEnv as exc:  # raised below VecNormalize, where the step is not known
         step = model.num_timesteps + (0 if exc.during_reset else model.get_env().num_envs)
         raise NonFiniteError(nonfinite_message(f"{exc.problem} at step {step}", monitor.last_checkpoint,
