@@ -78,6 +78,7 @@ def test_robustness_arms_differ_only_in_their_experience():
                                                                       if o != "algo.prompt_share=0.0"]
 
 
+@pytest.mark.slow  # trains every arm of the robustness benchmark end to end (about 15 s); its analysis is tested on hand-built curves
 def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, capsys):
     toy = {"budget": 1100, "eval_episodes": 2, "mbpo": {"rollout_batch": 200, "model_train_every": 100}}
     record = bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path, workers=1,

@@ -202,6 +202,7 @@ def test_algo_mbpo_composes_validates_and_builds():
     assert model.model_max_epochs == wm.max_epochs and model.model_train_seconds == wm.max_seconds
 
 
+@pytest.mark.slow  # trains every arm of the synthetic benchmark end to end (about 13 s); its analysis is tested on hand-built curves
 def test_bench_synthetic_reports_its_figures(tmp_path):
     from physai.bench.synthetic import bench_synthetic
 
