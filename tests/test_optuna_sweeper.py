@@ -97,6 +97,36 @@ def test_a_storage_that_cannot_be_opened_is_named(tmp_path):
     assert optuna_study.storage_spec(None, tmp_path) == str(tmp_path / "optuna_journal.log")
 
 
+def test_a_relative_sqlite_file_is_one_file_wherever_a_worker_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert optuna_study.storage_spec("sqlite:///optuna.db", tmp_path / "sweep") == f"sqlite:///{tmp_path}/optuna.db"
+    assert optuna_study.storage_spec("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+
+
+def test_a_study_that_holds_another_sweep_is_refused(tmp_path):
+    """A second search pointed at the same database and study name would count the first one's trials as its own."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    first = _sweeper(["experiment=smoke", f"hydra.sweep.dir={tmp_path / 'first'}"], storage=storage)
+    space, _ = first.plan([])
+    study, _, _ = first.open_study(space, tmp_path / "first")
+    study.ask().set_user_attr("sweep_dir", str(tmp_path / "first"))
+    second = _sweeper(["experiment=smoke", f"hydra.sweep.dir={tmp_path / 'second'}"], storage=storage)
+    with pytest.raises(ConfigError, match="holds the trials of another sweep .*hydra.sweeper.study_name"):
+        second.open_study(space, tmp_path / "second")
+    first.open_study(space, tmp_path / "first")   # the same sweep again (a resume) opens it
+
+
+def test_a_finished_trials_run_trains_on_without_its_study(tmp_path):
+    """Rerunning a trial's run directory after its sweep recorded the trial reports nothing to the study."""
+    study, _ = _journal_study(tmp_path / "journal.log", {"name": "median", "kwargs": {}})
+    trial = study.ask()
+    node = OmegaConf.create({"study": "physai", "storage": str(tmp_path / "journal.log"), "trial": trial.number,
+                             "seeds": []})
+    assert optuna_study.running_trial(node, seed=0) is not None
+    study.tell(trial, 1.0)
+    assert optuna_study.running_trial(node, seed=0) is None
+
+
 def test_the_sweep_stops_on_bad_input_before_any_trial(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     sweeper = _sweeper(["experiment=smoke", f"hydra.sweep.dir={sweep}"], pruner="patient")

@@ -287,6 +287,12 @@ class PhysaiOptunaSweeper(Sweeper):
             raise ConfigError(f"hydra.sweeper.storage={spec!r} opened, but optuna could not create or load study "
                               f"{self.study_name!r} there ({type(exc).__name__}: {exc}); give another "
                               f"hydra.sweeper.study_name or storage") from exc
+        others = sorted({t.user_attrs["sweep_dir"] for t in study.get_trials(deepcopy=False)
+                         if t.user_attrs.get("sweep_dir") not in (None, str(sweep_dir))})
+        if others:  # counting, settling and importances would mix another search's trials into this one
+            raise ConfigError(f"study {self.study_name!r} in {spec} holds the trials of another sweep ({others[0]}); "
+                              f"a study belongs to one sweep: give hydra.sweeper.study_name=<a new name> for a new "
+                              f"search, or resume that sweep with hydra.sweep.dir={others[0]}")
         if study.direction.name.lower() != self.direction:
             raise ConfigError(f"study {self.study_name!r} in {spec} was made to {study.direction.name.lower()}; "
                               f"use that hydra.sweeper.direction, or another hydra.sweeper.study_name")

@@ -12,7 +12,7 @@ from physai.train.distill import check_teacher_source, prepare_teacher
 from physai.train.evaluation import ReturnFigures, evaluation_seeds
 from physai.train.periodic_eval import Evaluation, PeriodicEvaluation
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
-from physai.train.study import StudyTrial, TrialPruned
+from physai.train.study import TrialPruned, running_trial
 
 
 class TrainSummary(TypedDict):
@@ -71,7 +71,7 @@ def _periodic_evaluation(cfg, ctx) -> Optional[PeriodicEvaluation]:
     trial (and judged by its pruner) when a sweep set ``sweep.trial``."""
     if not cfg.evaluate.interval_steps:
         return None
-    trial = StudyTrial(cfg.sweep, cfg.seed) if cfg.sweep.trial is not None else None
+    trial = running_trial(cfg.sweep, cfg.seed) if cfg.sweep.trial is not None else None
 
     def on_evaluation(step: int, figures: ReturnFigures) -> bool:
         ctx.tracker.log({"train/eval_mean_return": figures["mean_return"], "train/eval_step": step})

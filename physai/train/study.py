@@ -111,11 +111,18 @@ def _build(kind: str, name: str, build: Callable[[Any], Any]) -> Any:
 
 
 # ----- the storage ----------------------------------------------------------------------------
+SQLITE_PREFIX = "sqlite:///"
+
+
 def storage_spec(storage: Optional[str], sweep_dir: Path) -> str:
-    """What ``hydra.sweeper.storage`` names, as every process opens it: a database URL as given, else the
+    """What ``hydra.sweeper.storage`` names, as every process opens it: a database URL as given (a relative
+    SQLite file made absolute, so workers and later resumes started elsewhere open the same file), else the
     absolute path of a journal file (by default ``<sweep dir>/optuna_journal.log``)."""
     if storage and "://" in str(storage):
-        return str(storage)
+        storage = str(storage)
+        if storage.startswith(SQLITE_PREFIX) and not storage[len(SQLITE_PREFIX):].startswith("/"):
+            return SQLITE_PREFIX + str(Path(storage[len(SQLITE_PREFIX):]).absolute())
+        return storage
     return str((Path(storage) if storage else Path(sweep_dir) / JOURNAL_FILE).absolute())
 
 
@@ -139,6 +146,18 @@ def open_storage(spec: str) -> Any:
 def eval_attr(step: int, seed: Any) -> str:
     """The trial user attribute holding one seed's evaluation at ``step``."""
     return f"eval:{int(step)}:seed={seed}"
+
+
+def running_trial(sweep: Any, seed: int) -> Optional["StudyTrial"]:
+    """The optuna trial a run reports to, while that trial is still running; None when it has finished (a
+    trial's run directory rerun or resumed on its own after its sweep recorded it trains without a pruner)."""
+    trial = StudyTrial(sweep, seed)
+    state = trial.storage.get_trial(trial.trial_id).state
+    if state == _optuna().trial.TrialState.RUNNING:
+        return trial
+    log.info("optuna trial %d of study %s is %s already: this run trains without reporting to it",
+             trial.number, sweep.study, state.name.lower())
+    return None
 
 
 class StudyTrial:
