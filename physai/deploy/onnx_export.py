@@ -29,7 +29,7 @@ from physai.deploy.fallback_model import resolve_fallback
 from physai.edge.bundle import (FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, OUTPUT_NAME, POLICY_FILE,
                                 WORLD_MODEL_FILE, WORLD_MODEL_INPUTS, WORLD_MODEL_OUTPUTS, describe_inputs,
                                 describe_space, load_manifest)
-from physai.edge.guard import GuardedPolicy
+from physai.edge.guard import STATE_INPUT, GuardedPolicy
 from physai.synthetic.world_model import EnsembleDynamicsModel
 from physai.train.evaluation import episode_returns, summarize_returns
 from physai.train.normalization import ObsNormalization
@@ -269,10 +269,6 @@ def export_world_model(model: Any, target: Path, opset: int) -> None:
         torch.onnx.export(module, example, str(target), input_names=list(WORLD_MODEL_INPUTS),
                           output_names=list(WORLD_MODEL_OUTPUTS), dynamic_shapes=({0: batch}, {0: batch}),
                           opset_version=opset, dynamo=True, external_data=False, verbose=False)
-
-
-# The input that carries the state terms a camera task keeps beside its images (envs/single.py names it).
-STATE_INPUT = "state"
 
 
 def camera_fallback_reason(fallback: dict[str, Any], inputs: list[str]) -> str:

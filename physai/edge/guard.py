@@ -46,6 +46,8 @@ from physai.core.errors import BundleError
 
 log = logging.getLogger(__name__)
 
+# The input that carries the state terms a camera policy keeps beside its images.
+STATE_INPUT = "state"
 REASONS = ("nonfinite_observation", "ood_observation", "policy_error", "nonfinite_action", "action_out_of_range",
            "model_disagreement", "hold")
 
@@ -141,7 +143,48 @@ def _guard_settings(manifest: dict[str, Any], overrides: dict[str, Any]) -> tupl
     return settings, section, use_world_model
 
 
-class GuardedPolicy:
+class _Guard:
+    """What both guards share: the counters, the report, and the fallback's action made safe."""
+
+    steps: int
+    fallbacks: int
+    counts: dict[str, int]
+    fallback: Callable[[np.ndarray], Any]
+    bounds: ActionBounds
+    _safe: Any
+    ood_threshold: float
+    max_disagreement: Optional[float]
+    world_model: Optional[WorldModelMonitor]
+
+    def reset_counters(self) -> None:
+        self.steps = 0
+        self.fallbacks = 0
+        self.counts = {reason: 0 for reason in REASONS}
+
+    @property
+    def fallback_rate(self) -> float:
+        return self.fallbacks / self.steps if self.steps else 0.0
+
+    def report(self) -> dict[str, Any]:
+        return {"steps": self.steps, "fallbacks": self.fallbacks, "fallback_rate": self.fallback_rate,
+                "by_reason": {k: v for k, v in self.counts.items() if v}, "fallback": getattr(
+                    self.fallback, "name", type(self.fallback).__name__), "ood_threshold": self.ood_threshold,
+                "max_disagreement": self.max_disagreement, "world_model": self.world_model is not None}
+
+    def _fallback_action(self, obs: np.ndarray) -> np.ndarray:
+        """The fallback's action, made safe: a fallback that raises or returns garbage gives the zero action."""
+        try:
+            action = self.bounds.clip(self.fallback(obs))
+            if action.shape != np.shape(self._safe):
+                raise ValueError(f"the fallback returned shape {action.shape}, expected {np.shape(self._safe)}")
+            return action
+        except Exception as exc:  # noqa: BLE001 - the loop must go on
+            log.error("fallback %s failed (%s: %s); holding the zero action", getattr(self.fallback, "name", "?"),
+                      type(exc).__name__, exc)
+            return np.array(self._safe, copy=True)
+
+
+class GuardedPolicy(_Guard):
     """An EdgePolicy behind monitors, with a classical fallback. ``act`` never raises on bad values.
 
     Shape and dtype errors still raise ``BundleError``: they are wiring mistakes that show on the
@@ -229,26 +272,10 @@ class GuardedPolicy:
                    max_disagreement=settings["max_disagreement"], hold_steps=settings["hold_steps"],
                    enabled=settings["enabled"])
 
-    # ----- counters ----------------------------------------------------------------------------------
-    def reset_counters(self) -> None:
-        self.steps = 0
-        self.fallbacks = 0
-        self.counts = {reason: 0 for reason in REASONS}
-
     def reset(self) -> None:
         """An episode boundary: clear the hold latch and the last finite observation."""
         self._hold = 0
         self._last_good = self._mean.astype(np.float64).copy()
-
-    @property
-    def fallback_rate(self) -> float:
-        return self.fallbacks / self.steps if self.steps else 0.0
-
-    def report(self) -> dict[str, Any]:
-        return {"steps": self.steps, "fallbacks": self.fallbacks, "fallback_rate": self.fallback_rate,
-                "by_reason": {k: v for k, v in self.counts.items() if v}, "fallback": getattr(
-                    self.fallback, "name", type(self.fallback).__name__), "ood_threshold": self.ood_threshold,
-                "max_disagreement": self.max_disagreement, "world_model": self.world_model is not None}
 
     @property
     def last(self) -> GuardDecision:
@@ -353,18 +380,6 @@ class GuardedPolicy:
         return [[] if ok_finite and ok_inside else ["nonfinite_action"] if not ok_finite else ["action_out_of_range"]
                 for ok_finite, ok_inside in zip(finite, inside)]
 
-    def _fallback_action(self, obs: np.ndarray) -> np.ndarray:
-        """The fallback's action, made safe: a fallback that raises or returns garbage gives the zero action."""
-        try:
-            action = self.bounds.clip(self.fallback(obs))
-            if action.shape != np.shape(self._safe):
-                raise ValueError(f"the fallback returned shape {action.shape}, expected {np.shape(self._safe)}")
-            return action
-        except Exception as exc:  # noqa: BLE001 - the loop must go on
-            log.error("fallback %s failed (%s: %s); holding the zero action", getattr(self.fallback, "name", "?"),
-                      type(exc).__name__, exc)
-            return np.array(self._safe, copy=True)
-
     def _act_batch(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         self.steps += n
@@ -413,7 +428,7 @@ class GuardedPolicy:
         return actions
 
 
-class GuardedCameraPolicy:
+class GuardedCameraPolicy(_Guard):
     """A camera policy behind the monitors that apply to it, with a fallback that needs no image.
 
     ``act`` takes what ``CameraPolicy.act`` takes (a dict of inputs, one observation or a batch) and never
@@ -462,8 +477,7 @@ class GuardedCameraPolicy:
         """The monitors and fallback that the bundle's ``guard`` section configures (see ``GuardedPolicy.from_bundle``)."""
         manifest = policy.manifest
         settings, section, _ = _guard_settings(manifest, overrides)
-        stats = manifest.get("observation_statistics") or {}
-        state_input = stats.get("input") if stats.get("input") in policy.inputs else None
+        state_input = STATE_INPUT if STATE_INPUT in policy.inputs else None  # judged against the export's statistics
         if fallback is None or isinstance(fallback, dict):
             state = ((manifest.get("observation_space") or {}).get("spaces") or {}).get(state_input or "", {})
             fallback = build_fallback(fallback if fallback is not None else section.get("fallback"),
@@ -472,12 +486,6 @@ class GuardedCameraPolicy:
         return cls(policy, fallback, ood_threshold=settings["ood_threshold"], min_std=settings["min_std"],
                    action_tolerance=settings["action_tolerance"], hold_steps=settings["hold_steps"],
                    enabled=settings["enabled"], state_input=state_input)
-
-    # ----- counters (as GuardedPolicy) ---------------------------------------------------------------
-    reset_counters = GuardedPolicy.reset_counters
-    fallback_rate = GuardedPolicy.fallback_rate
-    report = GuardedPolicy.report
-    _fallback_action = GuardedPolicy._fallback_action
 
     def reset(self) -> None:
         """An episode boundary: clear the hold latch and the last finite state."""
