@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# The MuJoCo Warp backend's simulation benchmark on a lent GPU machine (the `device` tool): Python 3.12 with
-# PyTorch, JAX, onnxruntime and numpy, but no mujoco, warp-lang or gymnasium, and no network. The wheels travel
-# with the calls, at most 64 MiB each, so they go as parts of one archive:
+# The MuJoCo Warp backend's simulation benchmark on an offline GPU host that has Python 3.12 with PyTorch, JAX,
+# onnxruntime and numpy, but no mujoco, warp-lang or gymnasium, and no network. The wheels are carried to it
+# as parts of one archive (each under 60 MiB, for transfer tools that cap a file's size):
 #
-#   here, with network:  bash benchmarks/gpu_sim.sh prepare
-#                        -> build/gpu_wheels/part-aa, part-ab, ... (< 60 MiB each) and wheels.sha256
-#   there, one call per part while the machine stays warm, carrying that part (carry: build/gpu_wheels/part-aa,
-#   and build/gpu_wheels/wheels.sha256 with the first): `true` (the part stays in build/, an ignored folder)
-#   there, the last call (carrying the last part):  bash benchmarks/gpu_sim.sh run
-#                        -> checks and installs the wheels, runs python -m physai.bench.device_sim and writes
-#                           benchmarks/results/sim_<task>_warp_device.json (copied to $OUT when set)
+#   with network:        bash benchmarks/gpu_sim.sh prepare
+#                        -> build/gpu_wheels/part-aa, part-ab, ... and wheels.sha256
+#   on the GPU host:     copy build/gpu_wheels/ (every part and wheels.sha256) into the same place of this tree
+#                        bash benchmarks/gpu_sim.sh run
+#                        -> checks and installs the wheels, runs python -m physai.bench.device_sim per task and
+#                           writes benchmarks/results/sim_<task>_warp_device.json (copied to $OUT when set)
 #
-# Keep the device time in mind (15 minutes in all per task): the first step compiles Warp's CUDA kernels.
+# The first step compiles Warp's CUDA kernels (tens of seconds); a task that fails does not lose the others' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=build/gpu_wheels
@@ -40,19 +39,24 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     "$PYTHON" -m pip install --no-index --find-links "$WHEELS/all" $PACKAGES
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-    # physai is not installed there: physai.envs and physai.configs are read from the source tree.
-    "$PYTHON" - <<'PY'
+    failed=0
+    for job in "cartpole_balance 1024,4096,8192,16384" "quadruped_velocity 1024,4096,8192"; do
+      set -- $job
+      # physai is not installed there: physai.envs and physai.configs are read from the source tree.
+      "$PYTHON" - "$1" "$2" <<'PY' || { echo "the $1 benchmark failed; going on"; failed=1; }
 import os
+import sys
 
 import physai
 
 physai.__path__.append(os.getcwd())  # physai.envs -> envs/, physai.configs -> configs/, as pyproject maps them
 from physai.bench.device_sim import main
 
-main(["--task", "cartpole_balance", "--envs", "1024,4096,8192,16384"])
-main(["--task", "quadruped_velocity", "--envs", "1024,4096,8192"])
+main(["--task", sys.argv[1], "--envs", sys.argv[2]])
 PY
-    if [ -n "${OUT:-}" ]; then cp benchmarks/results/sim_*_warp_device.json "$OUT"/; fi
+    done
+    if [ -n "${OUT:-}" ]; then cp benchmarks/results/sim_*_warp_device.json "$OUT"/ || true; fi
+    exit $failed
     ;;
   *)
     echo "usage: bash benchmarks/gpu_sim.sh prepare | run   (see the top of this script)"; exit 2 ;;

@@ -1,7 +1,7 @@
 """Env-steps/s of physai's engine on the MuJoCo Warp backend, needing only numpy, MuJoCo, Warp and physai.envs.
 
-``physai bench sim --backend warp`` measures the Warp contender beside the C engine (physai.bench.sim); the
-lent GPU machine has no SB3 or Hydra, so ``benchmarks/gpu_sim.sh`` runs this module on its own there:
+``physai bench sim --backend warp`` measures the Warp contender beside the C engine (physai.bench.sim); a GPU
+host without SB3 or Hydra installed runs this module on its own (``benchmarks/gpu_sim.sh``):
 
     python -m physai.bench.device_sim --task cartpole_balance --envs 1024,4096,8192,16384 --out benchmarks/results
 
