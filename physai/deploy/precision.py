@@ -372,7 +372,7 @@ def add_variants(bundle_dir: Path, task: Any, fp32: EdgePolicy, seeds: Sequence[
         else:
             method = str(export_cfg.get("int8_method", "dynamic"))
             calibration = None
-            quantized = "Gemm/MatMul" if method == "dynamic" else "Conv/Gemm/MatMul weights and activations (QDQ)"
+            quantized = "Gemm/MatMul weights" if method == "dynamic" else "Conv/Gemm/MatMul weights and activations (QDQ)"
             how: dict[str, Any] = {"method": f"onnxruntime {method} quantization, int8 {quantized}"}
             if method == "static":
                 calib_seeds = calibration_seeds(seeds, int(export_cfg.get("int8_calibration_episodes", 5)))

@@ -147,7 +147,13 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
     path, out = Path(args.path), Path(args.out)
     refuse_export_target(out)  # before anything is read or built
     task_id = read_metadata(path)["task_id"]
-    task = _dataset_task(path, task_id) if args.fps is None or args.frames else None
+    task = None
+    if args.fps is None or args.frames:
+        try:
+            task = _dataset_task(path, task_id)
+        except PhysaiError as exc:
+            raise ConfigError(f"cannot build the dataset's task {task_id!r} ({exc}); pass the rate as --fps N "
+                              f"(--frames needs the task)") from exc
     fps = args.fps if args.fps is not None else _control_rate(task, task_id)
     images = None
     if args.frames:
