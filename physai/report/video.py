@@ -128,7 +128,11 @@ def replayed_frames(task, dataset, camera: str) -> Callable[[int], dict[str, np.
                            f"(world-model rollouts, or recorded elsewhere), so their frames cannot be rendered by "
                            f"replay; export without frames")
 
+    last: dict[int, dict[str, np.ndarray]] = {}  # the exporter asks for episode 0 twice: its shapes, then its video
+
     def frames_of(index: int) -> dict[str, np.ndarray]:
+        if index in last:
+            return last[index]
         episode = dataset.episode(index)
         recorded = np.asarray(episode.observations, dtype=np.float64).reshape(len(episode) + 1, -1)
         replay = replay_episode(task, episode.seed, np.asarray(episode.actions))
@@ -138,7 +142,10 @@ def replayed_frames(task, dataset, camera: str) -> Callable[[int], dict[str, np.
                              f"{getattr(task, 'id', task)} departs from its recorded observations at step "
                              f"{step if step is not None else len(replay.frames)} (largest difference {largest:.3g}); "
                              f"was it collected with other env settings? Export without frames")
-        return {camera: np.stack([np.asarray(frame, dtype=np.uint8)[..., :3] for frame in replay.frames])}
+        frames = {camera: np.stack([np.asarray(frame, dtype=np.uint8)[..., :3] for frame in replay.frames])}
+        last.clear()
+        last[index] = frames
+        return frames
 
     return frames_of
 

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -261,7 +262,7 @@ def _cmd_sweep_resume(args: argparse.Namespace) -> int:
     from physai.run.sweeps import resume_arguments
 
     args.overrides = resume_arguments(Path(args.sweep_dir))
-    print(f"physai: resuming: physai train {' '.join(args.overrides)}", flush=True)
+    print(f"physai: resuming: physai train {shlex.join(args.overrides)}", flush=True)
     return _cmd_train(args)
 
 
