@@ -171,6 +171,22 @@ class _Guard:
                     self.fallback, "name", type(self.fallback).__name__), "ood_threshold": self.ood_threshold,
                 "max_disagreement": self.max_disagreement, "world_model": self.world_model is not None}
 
+    def _set_action_limits(self, action_tolerance: float) -> None:
+        """The action bounds widened by ``action_tolerance`` (a share of the half range; 1.0 where unbounded)."""
+        self.action_tolerance = float(action_tolerance)
+        low, high = self.bounds.low, self.bounds.high
+        slack = self.action_tolerance * np.where(np.isfinite(high - low), (high - low) / 2.0, 1.0)
+        self._act_low, self._act_high = (low - slack).tolist(), (high + slack).tolist()
+
+    def _action_reasons(self, actions: np.ndarray) -> list[list[str]]:
+        """Per row: non-finite or out-of-range action."""
+        values = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
+        finite = np.isfinite(values).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            inside = ((values >= np.asarray(self._act_low)) & (values <= np.asarray(self._act_high))).all(axis=1)
+        return [[] if ok_finite and ok_inside else ["nonfinite_action"] if not ok_finite else ["action_out_of_range"]
+                for ok_finite, ok_inside in zip(finite, inside)]
+
     def _fallback_action(self, obs: np.ndarray) -> np.ndarray:
         """The fallback's action, made safe: a fallback that raises or returns garbage gives the zero action."""
         try:
@@ -226,11 +242,7 @@ class GuardedPolicy(_Guard):
         self._mean = mean.astype(np.float32)
         self._inv_scale = (1.0 / scale).astype(np.float32)
         self._tmp = np.zeros(dim, dtype=np.float32)
-        # Action bounds widened by the tolerance (a share of the half range; 1.0 where unbounded).
-        self.action_tolerance = float(action_tolerance)
-        low, high = self.bounds.low, self.bounds.high
-        slack = self.action_tolerance * np.where(np.isfinite(high - low), (high - low) / 2.0, 1.0)
-        self._act_low, self._act_high = (low - slack).tolist(), (high + slack).tolist()
+        self._set_action_limits(action_tolerance)
         self.world_model = world_model
         self.max_disagreement = None if world_model is None else (
             np.inf if max_disagreement is None else float(max_disagreement))
@@ -371,15 +383,6 @@ class GuardedPolicy(_Guard):
         sanitized = np.where(finite, row, self._last_good)
         return self._fallback_action(sanitized)
 
-    def _action_reasons(self, actions: np.ndarray) -> list[list[str]]:
-        """Per row: non-finite or out-of-range action."""
-        values = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
-        finite = np.isfinite(values).all(axis=1)
-        with np.errstate(invalid="ignore"):
-            inside = ((values >= np.asarray(self._act_low)) & (values <= np.asarray(self._act_high))).all(axis=1)
-        return [[] if ok_finite and ok_inside else ["nonfinite_action"] if not ok_finite else ["action_out_of_range"]
-                for ok_finite, ok_inside in zip(finite, inside)]
-
     def _act_batch(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         self.steps += n
@@ -459,9 +462,7 @@ class GuardedCameraPolicy(_Guard):
                                   f"version, or pass ood_threshold=None to run without it")
             self._mean, self._scale = reference
             self.ood_threshold = float(ood_threshold)
-        low, high = self.bounds.low, self.bounds.high
-        slack = float(action_tolerance) * np.where(np.isfinite(high - low), (high - low) / 2.0, 1.0)
-        self._act_low, self._act_high = low - slack, high + slack
+        self._set_action_limits(action_tolerance)
         self.hold_steps = int(hold_steps)
         self._hold = 0
         self._last_good = self._mean.copy()
@@ -521,14 +522,8 @@ class GuardedCameraPolicy(_Guard):
                 for i in good:
                     reasons[i].append("policy_error")
             else:
-                values = actions[good].astype(np.float64).reshape(good.size, -1)
-                with np.errstate(invalid="ignore"):
-                    inside = ((values >= self._act_low) & (values <= self._act_high)).all(axis=1)
-                for i, ok_finite, ok_inside in zip(good, np.isfinite(values).all(axis=1), inside):
-                    if not ok_finite:
-                        reasons[i].append("nonfinite_action")
-                    elif not ok_inside:
-                        reasons[i].append("action_out_of_range")
+                for i, extra in zip(good, self._action_reasons(actions[good])):
+                    reasons[i] += extra
         if single:  # the hold latch follows one robot's stream of calls
             if reasons[0]:
                 self._hold = self.hold_steps
