@@ -65,14 +65,15 @@ def check(cfg, task) -> None:
 def _check_camera_fallback(fallback: dict[str, Any], task) -> None:
     if str(fallback.get("_target_", "")).rsplit(".", 1)[-1] == "ZeroAction":
         return
-    env = task.make()
+    env = task.make()  # one env gives both the action space and the state columns the policy keeps
     try:
         action_space = describe_space(env.action_space, [])
+        engine = env.unwrapped.engine
+        kept = [engine.observation_names[i] for i in engine.policy_state_columns]
     finally:
         env.close()
     try:
-        build_fallback(fallback, {"observation_space": {"names": _kept_state_names(task)},
-                                  "action_space": action_space})
+        build_fallback(fallback, {"observation_space": {"names": kept}, "action_space": action_space})
     except BundleError as exc:
         raise ConfigError(f"env {task.id} gives the policy camera images, and its guard's fallback cannot act on the "
                           f"state terms the policy keeps: {exc} A camera policy falls back on what its state input "
