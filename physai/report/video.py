@@ -121,8 +121,8 @@ def replayed_frames(task, dataset, camera: str) -> Callable[[int], dict[str, np.
     from the recorded observations (data collected with other env settings or another task version), so no
     dataset ships frames of another run.
     """
-    unplayable = [i for i in range(dataset.num_episodes)
-                  if dataset.episode(i).source != SOURCE_REAL or dataset.episode(i).seed is None]
+    episodes = (dataset.episode(i) for i in range(dataset.num_episodes))
+    unplayable = [i for i, episode in enumerate(episodes) if episode.source != SOURCE_REAL or episode.seed is None]
     if unplayable:
         raise DatasetError(f"{dataset.dataset_id}: episodes {unplayable[:10]} are not real episodes with a reset seed "
                            f"(world-model rollouts, or recorded elsewhere), so their frames cannot be rendered by "
