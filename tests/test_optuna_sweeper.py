@@ -127,6 +127,20 @@ def test_a_finished_trials_run_trains_on_without_its_study(tmp_path):
     assert optuna_study.running_trial(node, seed=0) is None
 
 
+def test_a_trial_gives_its_database_connections_back_when_it_stops_reporting(tmp_path):
+    """A run must not hold a connection to the sweep's database server after training: workers x seeds add up."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="physai", storage=url, direction="maximize")
+    number = study.ask().number
+    node = OmegaConf.create({"study": "physai", "storage": url, "trial": number, "seeds": []})
+    trial = optuna_study.running_trial(node, seed=0)
+    assert trial.report(100, 1.0) is False
+    assert trial.storage.engine.pool.checkedin() >= 1       # pooled connections the reports went through
+    trial.close()
+    assert trial.storage.engine.pool.checkedin() == 0
+    assert study.trials[number].intermediate_values == {100: 1.0}
+
+
 def test_the_sweep_stops_on_bad_input_before_any_trial(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     sweeper = _sweeper(["experiment=smoke", f"hydra.sweep.dir={sweep}"], pruner="patient")

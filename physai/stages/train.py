@@ -12,7 +12,7 @@ from physai.train.distill import check_teacher_source, prepare_teacher
 from physai.train.evaluation import ReturnFigures, evaluation_seeds
 from physai.train.periodic_eval import Evaluation, PeriodicEvaluation
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
-from physai.train.study import TrialPruned, running_trial
+from physai.train.study import StudyTrial, TrialPruned, running_trial
 
 
 class TrainSummary(TypedDict):
@@ -66,12 +66,11 @@ def check(cfg, task) -> None:
         check_teacher_source(cfg.algo, task)
 
 
-def _periodic_evaluation(cfg, ctx) -> Optional[PeriodicEvaluation]:
+def _periodic_evaluation(cfg, ctx, trial: Optional[StudyTrial]) -> Optional[PeriodicEvaluation]:
     """Evaluations during training when evaluate.interval_steps asks for them, reported to the run's optuna
-    trial (and judged by its pruner) when a sweep set ``sweep.trial``."""
+    ``trial`` (and judged by its pruner) when there is one."""
     if not cfg.evaluate.interval_steps:
         return None
-    trial = running_trial(cfg.sweep, cfg.seed) if cfg.sweep.trial is not None else None
 
     def on_evaluation(step: int, figures: ReturnFigures) -> bool:
         ctx.tracker.log({"train/eval_mean_return": figures["mean_return"], "train/eval_step": step})
@@ -85,10 +84,16 @@ def run(cfg, ctx) -> TrainSummary:
     teacher, teacher_figures = None, None
     if cfg.algo.name == "distill":
         teacher, teacher_figures = prepare_teacher(cfg.algo, ctx.task, cfg.seed, ctx.run_dir, ctx.tracker, cfg.resume)
-    evaluator = _periodic_evaluation(cfg, ctx)
-    figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
-                           world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task), teacher=teacher,
-                           callbacks=[evaluator] if evaluator else [])
+    reporting = cfg.evaluate.interval_steps and cfg.sweep.trial is not None
+    trial = running_trial(cfg.sweep, cfg.seed) if reporting else None
+    try:
+        evaluator = _periodic_evaluation(cfg, ctx, trial)
+        figures = train_policy(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume,
+                               world_model=cfg.synthetic.world_model, prompt=_prompt(cfg, ctx.task), teacher=teacher,
+                               callbacks=[evaluator] if evaluator else [])
+    finally:
+        if trial is not None:
+            trial.close()
     pruned_at = evaluator.last["step"] if evaluator and evaluator.stopped_training else None
     figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
                     "n_envs": cfg.algo.n_envs, "teacher": teacher_figures,

@@ -148,13 +148,23 @@ def eval_attr(step: int, seed: Any) -> str:
     return f"eval:{int(step)}:seed={seed}"
 
 
+def close_storage(storage: Any) -> None:
+    """Give back a database storage's connections (a journal file holds none open): a trial's run must not keep
+    a connection to the sweep's database once it stops reporting, or a server counts it until the process ends."""
+    if isinstance(storage, _optuna().storages.RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def running_trial(sweep: Any, seed: int) -> Optional["StudyTrial"]:
     """The optuna trial a run reports to, while that trial is still running; None when it has finished (a
-    trial's run directory rerun or resumed on its own after its sweep recorded it trains without a pruner)."""
+    trial's run directory rerun or resumed on its own after its sweep recorded it trains without a pruner).
+    The caller closes a trial it gets."""
     trial = StudyTrial(sweep, seed)
     state = trial.storage.get_trial(trial.trial_id).state
     if state == _optuna().trial.TrialState.RUNNING:
         return trial
+    trial.close()
     log.info("optuna trial %d of study %s is %s already: this run trains without reporting to it",
              trial.number, sweep.study, state.name.lower())
     return None
@@ -199,3 +209,7 @@ class StudyTrial:
         self.storage.set_trial_user_attr(self.trial_id, PRUNED_AT_ATTR, int(step))
         log.info("optuna trial %d pruned at step %d (intermediate value %.4g)", self.number, step, value)
         return True
+
+    def close(self) -> None:
+        """Stop reporting: the storage's connections go back (see ``close_storage``)."""
+        close_storage(self.storage)
