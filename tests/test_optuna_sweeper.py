@@ -302,3 +302,22 @@ def test_four_ray_workers_share_one_study(tmp_path):
                for t in study.trials)
     assert all(256 in t.intermediate_values for t in study.trials)   # every worker reported into the journal
     assert "starting a local Ray instance" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_submitit_jobs_share_one_study(tmp_path):
+    """The SLURM launcher's machinery (submitit) with its local executor: one process per trial, two at a time,
+    every one reporting into the sweep's journal file, as jobs on a cluster's nodes do."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "submitit"
+    result = run_train(["-m", *QUICK, "hydra/sweeper=physai_optuna", "hydra.sweeper.n_trials=4",
+                        "hydra.sweeper.n_jobs=2", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"],
+                       timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = sweeps.load_study(sweep, sweeps.read_study_record(sweep))
+    records = sweeps.collect_trials(sweep)
+    assert len(study.trials) == len(records) == 4
+    assert sorted(r["optuna_trial"] for r in records) == [t.number for t in study.trials] == list(range(4))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") and 256 in t.intermediate_values for t in study.trials)
+    jobs = {log.parent.name for log in (sweep / ".submitit").glob("*/*_log.out")}
+    assert len(jobs) == 4   # each trial ran as its own submitit job
