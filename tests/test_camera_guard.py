@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
@@ -87,3 +90,21 @@ def test_a_state_fallback_for_a_pixel_only_policy_is_refused_before_training():
     with pytest.raises(ConfigError, match="cart_pos.*ZeroAction"):
         export_stage.check(cfg, build_task(cfg.env))
     export_stage.check(compose_config(["env=cartpole_balance_pixels"]), build_task(cfg.env))  # ZeroAction is fine
+
+
+def test_a_camera_bundle_without_state_statistics_names_the_input_and_the_way_out(reach_bundle, tmp_path):
+    """An older bundle (no statistics of its kept state) cannot run the OOD monitor: the error says which input
+    lacks them and how to go on; switching the monitor off loads it, and a threshold of 0 is refused."""
+    bundle = tmp_path / "old_bundle"
+    shutil.copytree(reach_bundle[0], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["observation_statistics"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"no observation_statistics of its 'state' input .*ood_threshold=None"):
+        GuardedPolicy.from_bundle(bundle)
+    guarded = GuardedPolicy.from_bundle(bundle, ood_threshold=None)
+    obs = reach_bundle[2][5][0]
+    guarded.act({**obs, "state": obs["state"] + 1e3})   # far out of distribution, and nothing watches for it
+    assert not guarded.last.fallback
+    with pytest.raises(BundleError, match="ood_threshold=0 must be > 0"):
+        GuardedPolicy.from_bundle(reach_bundle[0], ood_threshold=0)

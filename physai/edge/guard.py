@@ -71,6 +71,23 @@ class GuardDecision:
     disagreement: Any = None
 
 
+def _check_ood_threshold(ood_threshold: float) -> None:
+    if ood_threshold <= 0:
+        raise BundleError(f"guard ood_threshold={ood_threshold} must be > 0 (std units), or None for off")
+
+
+def _manifest_reference(policy: Any, ood_threshold: float, min_std: float, width: int,
+                        which: str) -> tuple[np.ndarray, np.ndarray]:
+    """The OOD monitor's ``width`` means and scales from the bundle's manifest; an error naming the fix when the
+    bundle has none (``which`` names the input they describe, for a camera bundle)."""
+    reference = observation_reference(policy.manifest, float(ood_threshold), float(min_std))
+    if reference is None or reference[0].shape != (width,):
+        raise BundleError(f"{policy.bundle_dir} has no observation_statistics{which} (nor normalization) for the "
+                          f"out-of-distribution monitor: re-export the bundle with this physai version, or pass "
+                          f"ood_threshold=None to run without it")
+    return reference
+
+
 def observation_reference(manifest: dict[str, Any], ood_threshold: float,
                           min_std: float) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """``(mean, scale)`` for the OOD monitor from the manifest, or None when it has no statistics.
@@ -226,15 +243,9 @@ class GuardedPolicy(_Guard):
         if ood_threshold is None:  # off: any finite column passes, NaN/inf still go the slow path
             mean, scale, threshold = np.zeros(dim), np.ones(dim), float(np.finfo(np.float32).max)
         else:
-            if ood_threshold <= 0:
-                raise BundleError(f"guard ood_threshold={ood_threshold} must be > 0 (std units), or None for off")
+            _check_ood_threshold(ood_threshold)
             if obs_mean is None or obs_scale is None:
-                reference = observation_reference(manifest, float(ood_threshold), float(min_std))
-                if reference is None:
-                    raise BundleError(f"{policy.bundle_dir} has no observation_statistics (nor normalization) for the "
-                                      f"out-of-distribution monitor: re-export the bundle with this physai version, "
-                                      f"or pass ood_threshold=None to run without it")
-                obs_mean, obs_scale = reference
+                obs_mean, obs_scale = _manifest_reference(policy, ood_threshold, min_std, dim, "")
             mean, scale, threshold = np.asarray(obs_mean, np.float64), np.asarray(obs_scale, np.float64), ood_threshold
             if mean.shape != (dim,) or scale.shape != (dim,) or not (scale > 0).all():
                 raise BundleError(f"guard statistics must be {dim} means and {dim} positive scales")
@@ -453,14 +464,9 @@ class GuardedCameraPolicy(_Guard):
         self.ood_threshold = float(np.finfo(np.float32).max)
         self._mean, self._scale = np.zeros(width), np.ones(width)
         if ood_threshold is not None and width:
-            if ood_threshold <= 0:
-                raise BundleError(f"guard ood_threshold={ood_threshold} must be > 0 (std units), or None for off")
-            reference = observation_reference(manifest, float(ood_threshold), float(min_std))
-            if reference is None or reference[0].shape != (width,):
-                raise BundleError(f"{policy.bundle_dir} has no observation_statistics of its {state_input!r} input "
-                                  f"for the out-of-distribution monitor: re-export the bundle with this physai "
-                                  f"version, or pass ood_threshold=None to run without it")
-            self._mean, self._scale = reference
+            _check_ood_threshold(ood_threshold)
+            self._mean, self._scale = _manifest_reference(policy, ood_threshold, min_std, width,
+                                                          f" of its {state_input!r} input")
             self.ood_threshold = float(ood_threshold)
         self._set_action_limits(action_tolerance)
         self.hold_steps = int(hold_steps)
