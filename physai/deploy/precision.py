@@ -43,22 +43,12 @@ from physai.core.stats import mean_ci95, paired_ci95
 from physai.deploy.gates import score_points
 from physai.deploy.parity import random_observations
 from physai.edge.bundle import MANIFEST_FILE, POLICY_FILE, VARIANT_FILES, load_manifest
-from physai.edge.runtime import EdgePolicy
+from physai.edge.runtime import EdgePolicy, session_options
 from physai.train.evaluation import episode_returns
 
 log = logging.getLogger(__name__)
 
 _COMPUTE_OPS = ("Gemm", "MatMul", "Conv")
-
-
-def _session_options(intra: int = 1, inter: int = 1) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra
-    options.inter_op_num_threads = inter
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
 
 
 # ----- building (needs onnx) -------------------------------------------------------------------------
@@ -207,7 +197,7 @@ def to_fp16(fp32_bytes: bytes) -> bytes:
         _ensure_node_names(model)
         data = _fp16_tail(model, blocked_ops).SerializeToString()
         try:
-            ort.InferenceSession(data, sess_options=_session_options(), providers=["CPUExecutionProvider"])
+            ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
             return data
         except Exception as exc:  # onnxruntime raises its own exception types
             op = _missing_kernel(exc)

@@ -32,15 +32,22 @@ DEFAULT_THREADS = 1
 PYTHON_SUM_MAX_DIM = 32
 
 
-def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THREADS,
-                   inter_op_threads: int = DEFAULT_THREADS) -> ort.InferenceSession:
-    """A CPU session on verified model bytes; a model onnxruntime cannot run is a ``BundleError``."""
+def session_options(intra_op_threads: int = DEFAULT_THREADS,
+                    inter_op_threads: int = DEFAULT_THREADS) -> ort.SessionOptions:
+    """How physai runs every graph: given threads, sequential, all graph optimizations, failures as exceptions."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(intra_op_threads)
     options.inter_op_num_threads = int(inter_op_threads)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # the failure comes back as our exception, not as a log line
+    return options
+
+
+def create_session(model: bytes, name: str, intra_op_threads: int = DEFAULT_THREADS,
+                   inter_op_threads: int = DEFAULT_THREADS) -> ort.InferenceSession:
+    """A CPU session on verified model bytes; a model onnxruntime cannot run is a ``BundleError``."""
+    options = session_options(intra_op_threads, inter_op_threads)
     try:
         return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind11 types (Fail, InvalidGraph, ...)
