@@ -279,7 +279,13 @@ class WarpBackend:
             warmstart.numpy()[env_ids] = 0.0  # Warp's CPU arrays are host memory: a view
 
     def scratch_bytes(self) -> int:
-        """Device bytes of the batch's MJWarp data (the device's memory, not the host's)."""
+        """Host bytes this backend holds (the engine's host memory figure): its step's input and output arrays
+        (pinned copies on a GPU) and, on Warp's CPU device, the batch's MJWarp data (``device_bytes``) as well."""
+        staging = int(sum(array.nbytes for array in self._host.values()))
+        return staging if self._device.is_cuda else staging + self.device_bytes()
+
+    def device_bytes(self) -> int:
+        """Bytes of the batch's MJWarp data on its device (its step's input and output arrays not counted)."""
         arrays = [getattr(self._data, f.name) for f in dataclasses.fields(self._data)]
         return int(sum(a.capacity for a in arrays if isinstance(a, self._wp.array)))
 

@@ -81,6 +81,9 @@ def test_cartpole_on_warp_steps_resets_and_randomizes_as_the_c_engine_does():
     assert resets >= 8  # random actions drop the pole: every env reset at least once on both backends
     np.testing.assert_allclose(warp_engine.backend._model.body_mass.numpy(), masses, rtol=1e-6)  # on the device
     assert pushes["C"] > 8 and pushes["Warp"] == pushes["C"]  # the same pushes, drawn from the same stream
+    # Warp's CPU device holds the batch's MJWarp data in host memory: the engine's host figure counts it.
+    assert warp_engine.backend.device_bytes() > 0
+    assert warp_engine.memory_bytes() > warp_engine.backend.device_bytes()
     c_engine.close()
     warp_engine.close()
 
