@@ -16,6 +16,10 @@ and how long it holds are in tests/test_warp_backend.py and the README.
 
 The constraint solver's warm start (``qacc_warmstart``) stays on the device from step to step, as in
 ``mj_step`` on one ``MjData`` (gymnasium's envs), and is zeroed when an env resets.
+
+MJWarp's contact and constraint buffers have a fixed size and it drops what does not fit; after every
+control step the backend reads its overflow flags and, where contacts or rows were dropped, doubles the
+room and redoes the step (see ``_grew_buffers``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 FULL = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
 PINNED = {"mujoco-warp": "4.0.0", "warp-lang": "1.19.0"}
 INSTALL = "pip install -e '.[warp]'"
+# Contacts per env beyond which a task is refused rather than given more room (each doubling costs memory and time).
+MAX_CONTACTS_PER_ENV = 65536
 CPU_BACKEND = "leave env.backend unset for the CPU backend"
 # Model fields only a renderer reads: events may give each env its own (colors, lights, cameras, materials).
 # The host renders with the engine's per-env MjModels; MJWarp's physics never reads these.
@@ -131,6 +137,7 @@ class WarpBackend:
                 raise TaskError(f"model {self.model_name!r} uses a MuJoCo feature MuJoCo Warp lacks ({exc}); "
                                 f"{CPU_BACKEND}") from exc
             self._data = mjw.make_data(model, nworld=num_envs)
+        self._warned_overflows = 0
         self._nstate = mujoco.mj_stateSize(model, FULL)
         self._nsensor = model.nsensordata
         self._frame_skip = 0  # the per-step device arrays are sized by the first step
@@ -212,6 +219,10 @@ class WarpBackend:
                 if self._device.is_cuda and self._capture_graphs:
                     self._graph = self._capture()
             self._to_host()
+            while self._grew_buffers():  # contacts or constraints were dropped: redo the step with room for them
+                self._to_device()
+                self._physics_steps()
+                self._to_host()
         np.copyto(state_out, self._host["state_out"].transpose(1, 0, 2))
         if self._nsensor:
             np.copyto(sensor_out, self._host["sensor_out"].transpose(1, 0, 2))
@@ -255,10 +266,46 @@ class WarpBackend:
                 self._wp.copy(self._host_arrays[key], self._device_arrays[key])
             self._wp.synchronize_device(self._device)
 
+    def _grew_buffers(self) -> bool:
+        """After a control step: True when MJWarp ran out of room for contacts or constraint rows in it (it
+        drops what does not fit, which changes the physics), after doubling the room, so the caller redoes
+        the step. Other overflows are raised (what needs a model change) or warned about once."""
+        overflow = self._mjw.OverflowType
+        flags = int(np.bitwise_or.reduce(self._data.overflow.numpy()))
+        if not flags & ~(overflow.ITERATIONS | overflow.LS_ITERATIONS):  # iteration limits: as in C MuJoCo
+            return False
+        growable = overflow.NEFC | overflow.NJMAX_NNZ | overflow.BROADPHASE | overflow.NARROWPHASE | overflow.CCD
+        if flags & overflow.HFIELD:
+            raise TaskError(f"model {self.model_name!r}: a height field produced more collisions than MuJoCo Warp "
+                            f"holds; lower the height field's resolution, or {CPU_BACKEND}")
+        other = flags & ~growable & ~(overflow.ITERATIONS | overflow.LS_ITERATIONS) & ~self._warned_overflows
+        if other:
+            self._warned_overflows |= other
+            log.warning("Warp backend: model %s overflowed MuJoCo Warp's %s buffers; its physics may differ from "
+                        "C MuJoCo's (%s)", self.model_name, overflow(other).name, CPU_BACKEND)
+        if not flags & growable:
+            return False
+        data = self._data
+        nconmax, njmax = 2 * data.naconmax // self.num_envs, 2 * data.njmax
+        if nconmax > MAX_CONTACTS_PER_ENV:
+            raise TaskError(f"model {self.model_name!r} needs more than {MAX_CONTACTS_PER_ENV} contacts per env on "
+                            f"MuJoCo Warp ({overflow(flags & growable).name} overflow); simplify its collision "
+                            f"geometry (contype/conaffinity), or {CPU_BACKEND}")
+        log.warning("Warp backend: model %s had more contacts or constraint rows than MuJoCo Warp held "
+                    "(%s); redoing the step with room for %d contacts and %d rows per env", self.model_name,
+                    overflow(flags & growable).name, nconmax, njmax)
+        with self._wp.ScopedDevice(self._device):
+            # The redone step starts its solver cold: the warm start it began with was overwritten.
+            self._data = self._mjw.make_data(self._nominal, nworld=self.num_envs, nconmax=nconmax, njmax=njmax)
+        self._graph = None  # a captured graph reads the arrays it was captured with
+        return True
+
     def _physics_steps(self) -> None:
         """One control step on the device: set the state, then per physics step its control, ``mjw.step``,
-        and the state and sensors it leaves (sensors come from the step's forward pass, as in ``mj_step``)."""
+        and the state and sensors it leaves (sensors come from the step's forward pass, as in ``mj_step``).
+        The overflow flags are cleared first, so they tell about this control step alone."""
         wp, mjw, model, data, arrays = self._wp, self._mjw, self._model, self._data, self._device_arrays
+        data.overflow.zero_()
         mjw.set_state(model, data, arrays["state"], FULL)
         for k in range(self._frame_skip):
             if model.nu:

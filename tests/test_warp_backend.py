@@ -148,6 +148,35 @@ def test_a_contact_task_on_warp_matches_c_for_ten_control_steps(task):
 
 @pytest.mark.slow
 @requires_warp
+def test_a_pile_that_overflows_warps_constraint_rows_still_steps_as_c_does(caplog):
+    """24 balls resting on a plane need more constraint rows than MJWarp's default (64 per world). MJWarp drops
+    the rows that do not fit (the balls then sink: 0.8 apart from C after 200 physics steps); the backend sees the
+    overflow, doubles the room and redoes the step, so the pile rests as in C."""
+    balls = "".join(f'<body pos="{0.25 * (i % 6)} {0.25 * (i // 6)} 0.1"><freejoint/><geom type="sphere" '
+                    f'size="0.1"/></body>' for i in range(24))
+    model = mujoco.MjModel.from_xml_string(f'<mujoco model="pile"><worldbody><geom type="plane" size="5 5 .1"/>'
+                                           f'{balls}</worldbody></mujoco>')
+    n, frame_skip = 2, 2
+    rest = np.zeros((n, mujoco.mj_stateSize(model, FULL)))
+    mujoco.mj_getState(model, mujoco.MjData(model), rest[0], FULL)
+    rest[:] = rest[0]
+    controls, sensors = np.zeros((n, frame_skip, 0)), np.zeros((n, frame_skip, 0))
+    warp, c = WarpBackend(model, n, 1), RolloutBackend(model, n, 1)
+    default_rows = warp._data.njmax
+    warp_state, c_state, out = rest.copy(), rest.copy(), np.zeros((n, frame_skip, rest.shape[1]))
+    for _ in range(50):
+        warp.step([model] * n, warp_state, controls, out, sensors)
+        warp_state = out[:, -1].copy()
+        c.step([model] * n, c_state, controls, out, sensors)
+        c_state = out[:, -1].copy()
+    assert warp._data.njmax == 2 * default_rows
+    assert "redoing the step with room for" in caplog.text and "NEFC" in caplog.text
+    np.testing.assert_allclose(warp_state, c_state, atol=1e-5, rtol=0)
+    warp.close()
+
+
+@pytest.mark.slow
+@requires_warp
 def test_bench_sim_measures_the_warp_backend_beside_the_c_engine(tmp_path):
     result = run_cli(["bench", "sim", "--task", "cartpole_balance", "--backend", "warp", "--envs", "16", "--threads",
                       "1", "--seconds", "0.2", "--rounds", "2", "--ppo-timesteps", "0", "--no-envpool",
