@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,20 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(multirun):
     assert "4 trial(s): 2 completed, 2 failed" in result.stdout
     assert "| 1 | seed=0 export.parity_tolerance=1e-15 | failed |" in result.stdout
     assert (sweep / "sweep_summary.md").exists()
+
+
+def test_the_same_multirun_again_keeps_every_finished_run_and_its_record(multirun, tmp_path):
+    """Rerunning a sweep's command into its directory retrains nothing and rewrites no record: each run there
+    refuses to be overwritten, the record it finished with stands, and the sweep reports them all again."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(multirun[0], sweep)
+    before = {num: (sweep / str(num) / "trial.json").read_text() for num in range(4)}
+    result = run_train(["-m", *TINY, "seed=0,1", "export.parity_tolerance=1e-5,1e-15", f"hydra.sweep.dir={sweep}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {num: (sweep / str(num) / "trial.json").read_text() for num in range(4)} == before
+    output = result.stdout + result.stderr
+    assert "already holds checkpoints" in output and "the run there keeps its record (completed)" in output
+    assert "4 trial(s): 2 completed, 2 failed" in result.stdout
 
 
 def test_sweep_report_on_the_multirun(multirun):

@@ -9,5 +9,9 @@ class ConfigError(PhysaiError):
     """A configuration value that is unknown, mistyped, out of range or inconsistent."""
 
 
+class ExistingRunError(ConfigError):
+    """A run directory already holds a run that this one would overwrite or relabel; it is left as it is."""
+
+
 class BundleError(PhysaiError):
     """A deployment bundle that is missing, corrupted or of an unsupported format."""

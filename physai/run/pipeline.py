@@ -24,7 +24,7 @@ from physai.config.identity import training_identity
 from physai.config.schema import (ALL_DEVICES, NON_IDENTITY_KEYS, DeviceConfig, PhysaiConfig, algo_schema_for,
                                   packaged_device_keys)
 from physai.config.validate import check_writable_dir, validate_config
-from physai.core.errors import ConfigError
+from physai.core.errors import ConfigError, ExistingRunError
 from physai.core.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
 from physai.deploy.devices.roofline import check_device
 from physai.stages import known_stages, section_mismatch, stage_module
@@ -119,12 +119,12 @@ def _check_existing_run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> No
         saved = training_identity(OmegaConf.load(saved_path))
         changed = _differences(saved, training_identity(cfg))
         if changed:
-            raise ConfigError(
+            raise ExistingRunError(
                 f"{run_dir} was trained with another config ({'; '.join(changed[:4])}); a run directory keeps "
                 f"its training config. Use `physai run {run_dir} ...` to rerun stages with it, or choose a new "
                 f"hydra.run.dir")
     if "train" in stages and not cfg.resume and (run_dir / "checkpoints").exists():
-        raise ConfigError(
+        raise ExistingRunError(
             f"{run_dir} already holds checkpoints; pass resume=true to continue that training, or choose a new "
             f"hydra.run.dir so nothing is overwritten")
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from physai.config.compose import CONFIG_FILE
-from physai.core.errors import PhysaiError
+from physai.core.errors import ExistingRunError, PhysaiError
 from physai.core.io import read_summary, write_json_atomic, write_text_atomic
 from physai.deploy.gates import GateFigures
 from physai.report.format import fmt, save_png
@@ -212,6 +212,15 @@ def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
         not_run = stages[stages.index("train") + 1:] if "train" in stages else []
         status, pruned = PRUNED, {"step": exc.step, "last_evaluation": exc.evaluation, "stages_not_run": not_run}
         log.info("trial %s pruned at step %d; stages not run: %s", info.get("num", "?"), exc.step, not_run)
+        summary = read_summary(run_dir)
+    except ExistingRunError as exc:
+        existing = read_trial(run_dir)
+        if existing is not None:  # a finished run is there: it and its record stand, nothing is retrained
+            log.warning("trial %s: %s; the run there keeps its record (%s)", info.get("num", "?"), exc,
+                        existing.get("status"))
+            return read_summary(run_dir) if existing.get("status") == COMPLETED else {}
+        status, error, tb = FAILED, exc, traceback.format_exc()
+        log.error("trial %s failed: %s", info.get("num", "?"), error)
         summary = read_summary(run_dir)
     except BaseException as exc:  # SystemExit too: a trial's exit must not end the sweep
         status, error, tb = FAILED, exc, traceback.format_exc()
