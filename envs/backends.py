@@ -8,7 +8,7 @@ same call. Select one with ``env.backend=<dotted.path.Class>``.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import mujoco
 import numpy as np
@@ -46,22 +46,28 @@ class RolloutBackend:
         # one thread against all given ones (results do not depend on it); see _settle.
         self._inline = rollout.Rollout(nthread=0) if nthread > 1 else None
         self._timings: dict[bool, list[float]] = {True: [], False: []}
+        self._last_call: Optional[tuple[bool, float]] = None  # (inline?, its start) of the call being timed
 
     def step(self, models: Sequence[mujoco.MjModel], state: np.ndarray, control: np.ndarray,
              state_out: np.ndarray, sensor_out: np.ndarray) -> None:
         """Advance every row of ``state`` by ``control.shape[1]`` physics steps; fill the outputs."""
+        if self._inline is not None:
+            # A call is timed from its start to the next call's start: the physics and the engine's own work
+            # until it steps again, which the pool's threads slow down where they keep cores busy after a call.
+            now = time.perf_counter()
+            if self._last_call is not None:
+                self._timings[self._last_call[0]].append(now - self._last_call[1])
+                if len(self._timings[True]) == len(self._timings[False]) == self.CALIBRATION_CALLS // 2:
+                    self._settle()
         if self._inline is None:
             self._run(self._pool, self._chunk_size, models, state, control, state_out, sensor_out)
             return
         inline = len(self._timings[True]) <= len(self._timings[False])
-        start = time.perf_counter()
+        self._last_call = (inline, now)
         if inline:
             self._run(self._inline, None, models, state, control, state_out, sensor_out)
         else:
             self._run(self._pool, self._chunk_size, models, state, control, state_out, sensor_out)
-        self._timings[inline].append(time.perf_counter() - start)
-        if len(self._timings[False]) * 2 >= self.CALIBRATION_CALLS:
-            self._settle()
 
     def _run(self, pool, chunk_size, models, state, control, state_out, sensor_out) -> None:
         datas = self._datas if chunk_size is not None else self._inline_datas  # inline: one MjData
@@ -73,7 +79,9 @@ class RolloutBackend:
     def _settle(self) -> None:
         """Decline the given threads only when one thread is clearly faster: by ``DECLINE_MARGIN`` in the
         median of the timed calls (thread wake-ups make single calls of the pool vary by a factor of two),
-        so noise on the other core does not talk a batch out of threads that pay for themselves."""
+        so noise on the other core does not talk a batch out of threads that pay for themselves. A call's
+        time runs to the next call, so a pool that is faster at physics but slows down the engine's work
+        between steps (its threads hold the cores a while after each call) is judged by the whole step."""
         inline, pool = np.median(self._timings[True][1:]), np.median(self._timings[False][1:])
         if inline * (1 + self.DECLINE_MARGIN) < pool:
             self._pool.close()
