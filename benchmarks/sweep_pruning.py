@@ -13,8 +13,8 @@ seed 0:
   arm missed the target on cart-pole and on reach2d; it is reported beside it, not instead of it.
 
 **One rule for all.** Every trial evaluates itself every ``--interval`` env steps (default: a tenth of the preset's budget) on ``--episodes``
-deterministic episodes (the unpruned arm too, so both pay the same evaluation cost; only the pruned arm
-acts on them) and ends with the evaluate stage's 10 episodes, whose mean return is the objective. An arm's
+deterministic episodes (the unpruned arm too, so every arm pays the same evaluation cost; only the pruned
+arms act on them) and ends with the evaluate stage's 10 episodes, whose mean return is the objective. An arm's
 cost is the env steps its trials trained (``summary.json`` -> ``train.timesteps``; a pruned trial stops
 at the rollout where it was judged). Each arm's best configuration (``physai sweep-report``: best by IQM)
 is then trained again on 5 fresh seeds (100-104, never used in the search) and evaluated the same way;
@@ -90,13 +90,15 @@ def _parsed(configuration: str) -> dict[str, Any]:
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(configuration.split())}
 
 
-def _finished(sweep_dir: Path, configuration: str, runs: int) -> bool:
-    """True when ``sweep_dir`` holds ``runs`` completed runs of ``configuration`` (a re-evaluation done before)."""
+def _finished(sweep_dir: Path, configuration: str, seeds: list[int]) -> bool:
+    """True when ``sweep_dir`` holds completed runs of ``configuration``, one per seed of ``seeds`` (a
+    re-evaluation done before)."""
     if not sweep_dir.is_dir():
         return False
     trials = sweeps.collect_trials(sweep_dir)
-    return len(trials) == runs and all(t["status"] == "completed" and _parsed(t["configuration"]) ==
-                                       _parsed(configuration) for t in trials)
+    return (sorted(t["seed"] for t in trials) == sorted(seeds)
+            and all(t["status"] == "completed" and _parsed(t["configuration"]) == _parsed(configuration)
+                    for t in trials))
 
 
 def arm_record(sweep_dir: Path) -> dict[str, Any]:
@@ -164,7 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reeval_dirs[arm] = work / f"{arm}_reeval"
         commands[f"{arm}_reeval"] = ["-m", *best_overrides, f"seed={','.join(map(str, seeds))}",
                                      f"hydra.sweep.dir={args.work}/{args.env}/{arm}_reeval"]
-        if not _finished(reeval_dirs[arm], sweeps.configuration_of(best_overrides), len(seeds)):
+        if not _finished(reeval_dirs[arm], sweeps.configuration_of(best_overrides), seeds):
             processes[arm] = _train(commands[f"{arm}_reeval"], work / f"{arm}_reeval.log")
     _wait(processes, reeval_dirs, {arm: len(seeds) for arm in processes}, "re-evaluate")
     for arm in ARMS:
@@ -183,7 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "task": f"{task.env.id} (env={args.env}, PPO preset for {task.algo.tuned_for}: {budget:,} steps)",
         "rule": ("same TPE sampler (seed 0), training seed 0 and search space (configs/hydra/sweeper/search_space/"
-                 "ppo.yaml) in both arms; both evaluate every interval_steps on interval_episodes deterministic "
+                 "ppo.yaml) in every arm; every arm evaluates every interval_steps on interval_episodes deterministic "
                  "episodes; pruned arms: optuna's MedianPruner and SuccessiveHalvingPruner defaults; cost = env steps trained; best configuration "
                  "by IQM (physai sweep-report), re-trained on 5 fresh seeds and evaluated on 10 episodes each"),
         "train_commands": {name: "python train.py " + " ".join(c) for name, c in commands.items()},

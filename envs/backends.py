@@ -29,8 +29,8 @@ class RolloutBackend:
 
     # Calls spent timing one thread against all of them before settling on the faster: blocks of
     # CALIBRATION_BLOCK calls, one thread and the pool in turn, the first CALIBRATION_WARMUP calls of each
-    # block not counted (the pool's threads wake from sleep there: timed call by call in alternation, the
-    # pool lost to one thread at cart-pole 256 envs, where it steps the engine 1.5x faster).
+    # block not counted (the pool's threads wake from sleep there: timed call by call in alternation, every
+    # pool call paid that wake-up, and the pool was declined where it is the faster).
     CALIBRATION_CALLS = 96
     CALIBRATION_BLOCK = 16
     CALIBRATION_WARMUP = 4

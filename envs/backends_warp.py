@@ -15,11 +15,13 @@ two agree to float32 rounding at first and drift apart as a chaotic system ampli
 and how long it holds are in tests/test_warp_backend.py and the README.
 
 The constraint solver's warm start (``qacc_warmstart``) stays on the device from step to step, as in
-``mj_step`` on one ``MjData`` (gymnasium's envs), and is zeroed when an env resets.
+``mj_step`` on one ``MjData`` (gymnasium's envs), and is zeroed when an env resets (and for every env when
+the buffers below grow).
 
 MJWarp's contact and constraint buffers have a fixed size and it drops what does not fit; after every
 control step the backend reads its overflow flags and, where contacts or rows were dropped, doubles the
-room and redoes the step (see ``_grew_buffers``).
+room and redoes the step (see ``_grow_on_overflow``). MJWarp still prints its own overflow message from
+the kernel that met it; silencing it would recompile every kernel.
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ class WarpBackend:
                 if self._device.is_cuda and self._capture_graphs:
                     self._graph = self._capture()
             self._to_host()
-            while self._grew_buffers():  # contacts or constraints were dropped: redo the step with room for them
+            while self._grow_on_overflow():  # contacts or constraints were dropped: redo the step with room for them
                 self._to_device()
                 self._physics_steps()
                 self._to_host()
@@ -266,7 +268,7 @@ class WarpBackend:
                 self._wp.copy(self._host_arrays[key], self._device_arrays[key])
             self._wp.synchronize_device(self._device)
 
-    def _grew_buffers(self) -> bool:
+    def _grow_on_overflow(self) -> bool:
         """After a control step: True when MJWarp ran out of room for contacts or constraint rows in it (it
         drops what does not fit, which changes the physics), after doubling the room, so the caller redoes
         the step. Other overflows are raised (what needs a model change) or warned about once."""
@@ -296,7 +298,13 @@ class WarpBackend:
                     overflow(flags & growable).name, nconmax, njmax)
         with self._wp.ScopedDevice(self._device):
             # The redone step starts its solver cold: the warm start it began with was overwritten.
-            self._data = self._mjw.make_data(self._nominal, nworld=self.num_envs, nconmax=nconmax, njmax=njmax)
+            try:
+                self._data = self._mjw.make_data(self._nominal, nworld=self.num_envs, nconmax=nconmax, njmax=njmax)
+            except Exception as exc:  # noqa: BLE001  Warp's out-of-memory is a plain RuntimeError
+                raise TaskError(f"model {self.model_name!r} needs more contacts or constraint rows than MuJoCo Warp "
+                                f"could allocate for {self.num_envs} envs ({nconmax} contacts and {njmax} rows per "
+                                f"env: {exc}); use fewer envs, simplify its collision geometry, or "
+                                f"{CPU_BACKEND}") from exc
         self._graph = None  # a captured graph reads the arrays it was captured with
         return True
 

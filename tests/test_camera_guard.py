@@ -106,5 +106,6 @@ def test_a_camera_bundle_without_state_statistics_names_the_input_and_the_way_ou
     obs = reach_bundle[2][5][0]
     guarded.act({**obs, "state": obs["state"] + 1e3})   # far out of distribution, and nothing watches for it
     assert not guarded.last.fallback
-    with pytest.raises(BundleError, match="ood_threshold=0 must be > 0"):
-        GuardedPolicy.from_bundle(reach_bundle[0], ood_threshold=0)
+    for bad in (0, float("nan")):
+        with pytest.raises(BundleError, match=f"ood_threshold={bad} must be > 0"):
+            GuardedPolicy.from_bundle(reach_bundle[0], ood_threshold=bad)

@@ -122,7 +122,7 @@ def test_a_finished_trials_run_trains_on_without_its_study(tmp_path):
     trial = study.ask()
     node = OmegaConf.create({"study": "physai", "storage": str(tmp_path / "journal.log"), "trial": trial.number,
                              "seeds": []})
-    assert optuna_study.running_trial(node, seed=0) is not None
+    optuna_study.running_trial(node, seed=0).close()
     study.tell(trial, 1.0)
     assert optuna_study.running_trial(node, seed=0) is None
 
@@ -168,7 +168,9 @@ def test_with_seeds_repeated_the_pruner_judges_their_mean_at_each_step(tmp_path)
     assert first.report(200, 50.0) is True                 # its other seed stops at its next evaluation
 
 
-def test_a_pruned_run_stops_training_and_records_what_did_not_run(tmp_path, one_torch_thread):
+def test_a_pruned_run_stops_training_and_records_what_did_not_run(tmp_path, one_torch_thread, monkeypatch):
+    closed = []
+    monkeypatch.setattr(optuna_study.StudyTrial, "close", lambda self: closed.append(self.number))
     study, storage = _journal_study(tmp_path / "journal.log", {"name": "median", "kwargs": {"n_startup_trials": 1}})
     study.add_trial(optuna.trial.create_trial(value=1e6, intermediate_values={256: 1e6}))
     trial = study.ask()
@@ -188,6 +190,7 @@ def test_a_pruned_run_stops_training_and_records_what_did_not_run(tmp_path, one_
     frozen = storage.get_trial(trial._trial_id)
     assert frozen.intermediate_values == {256: record["pruned"]["last_evaluation"]["mean_return"]}
     assert frozen.user_attrs[optuna_study.PRUNED_AT_ATTR] == 256
+    assert closed == [trial.number]   # the pruned run let go of the study's storage
 
 
 def test_an_evaluation_interval_beyond_the_budget_is_refused():

@@ -71,20 +71,25 @@ class GuardDecision:
     disagreement: Any = None
 
 
-def _check_ood_threshold(ood_threshold: float) -> None:
-    if ood_threshold <= 0:
+def _check_ood_threshold(ood_threshold: Optional[float]) -> None:
+    """None switches the OOD monitor off; anything else must be a positive number of std units (not NaN)."""
+    if ood_threshold is not None and not ood_threshold > 0:
         raise BundleError(f"guard ood_threshold={ood_threshold} must be > 0 (std units), or None for off")
 
 
 def _manifest_reference(policy: Any, ood_threshold: float, min_std: float, width: int,
-                        which: str) -> tuple[np.ndarray, np.ndarray]:
+                        input_label: str) -> tuple[np.ndarray, np.ndarray]:
     """The OOD monitor's ``width`` means and scales from the bundle's manifest; an error naming the fix when the
-    bundle has none (``which`` names the input they describe, for a camera bundle)."""
+    bundle has none or ones of another width (``input_label`` names the input they describe, for a camera
+    bundle)."""
     reference = observation_reference(policy.manifest, float(ood_threshold), float(min_std))
-    if reference is None or reference[0].shape != (width,):
-        raise BundleError(f"{policy.bundle_dir} has no observation_statistics{which} (nor normalization) for the "
-                          f"out-of-distribution monitor: re-export the bundle with this physai version, or pass "
+    if reference is None:
+        raise BundleError(f"{policy.bundle_dir} has no observation_statistics{input_label} (nor normalization) for "
+                          f"the out-of-distribution monitor: re-export the bundle with this physai version, or pass "
                           f"ood_threshold=None to run without it")
+    if reference[0].shape != (width,):
+        raise BundleError(f"{policy.bundle_dir}: its observation_statistics{input_label} hold "
+                          f"{reference[0].shape[0]} columns, its policy reads {width}; re-export the bundle")
     return reference
 
 
@@ -463,8 +468,8 @@ class GuardedCameraPolicy(_Guard):
         width = policy.inputs[state_input][1][0] if state_input else 0
         self.ood_threshold = float(np.finfo(np.float32).max)
         self._mean, self._scale = np.zeros(width), np.ones(width)
+        _check_ood_threshold(ood_threshold)
         if ood_threshold is not None and width:
-            _check_ood_threshold(ood_threshold)
             self._mean, self._scale = _manifest_reference(policy, ood_threshold, min_std, width,
                                                           f" of its {state_input!r} input")
             self.ood_threshold = float(ood_threshold)

@@ -215,7 +215,9 @@ def run_trial(cfg, run_dir: Path, runner: Callable[[Any, Path], dict]) -> dict:
         summary = read_summary(run_dir)
     except ExistingRunError as exc:
         existing = read_trial(run_dir)
-        if existing is not None:  # a finished run is there: it and its record stand, nothing is retrained
+        if (existing is not None and existing.get("configuration") == configuration_of(overrides)
+                and existing.get("seed") == cfg.get("seed")):
+            # The same trial ran here before (the sweep's command repeated): it and its record stand.
             log.warning("trial %s: %s; the run there keeps its record (%s)", info.get("num", "?"), exc,
                         existing.get("status"))
             return read_summary(run_dir) if existing.get("status") == COMPLETED else {}
