@@ -167,11 +167,10 @@ def test_the_same_multirun_again_keeps_every_finished_run_and_its_record(multiru
     assert "already holds checkpoints" in output and "the run there keeps its record (completed)" in output
     assert "4 trial(s): 2 completed, 2 failed" in result.stdout
     # Another sweep pointed at the same directory is refused run by run, and says so in each record.
-    run_train(["-m", *TINY, "seed=2,3", f"hydra.sweep.dir={sweep}"])
-    for num in (0, 1):
-        record = json.loads((sweep / str(num) / "trial.json").read_text())
-        assert record["status"] == "failed" and record["seed"] == num + 2
-        assert "was trained with another config" in record["error"]
+    run_train(["-m", *TINY, "seed=2", f"hydra.sweep.dir={sweep}"])
+    record = json.loads((sweep / "0" / "trial.json").read_text())
+    assert record["status"] == "failed" and record["seed"] == 2
+    assert "was trained with another config" in record["error"]
 
 
 def test_sweep_report_on_the_multirun(multirun):
