@@ -123,6 +123,31 @@ def arm_record(sweep_dir: Path) -> dict[str, Any]:
             "best_objective": best, "curve": curve, "trials": trials}
 
 
+def first_evaluation_agreement(record: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """How well a trial's first evaluation during training foretells its final objective, in an arm that ran
+    every trial to the end: the Spearman rank correlation, and where the winner stood at the first evaluation
+    (1 = best). What a pruner that judges early can hope for."""
+    trials = [t for t in record["trials"] if t["evaluations"] and t["objective"] is not None]
+    if len(trials) < 3:
+        return None
+    first = [t["evaluations"][0][1] for t in trials]
+    final = [t["objective"] for t in trials]
+
+    def ranks(values: list[float]) -> list[int]:
+        order = sorted(range(len(values)), key=lambda i: -values[i])
+        out = [0] * len(values)
+        for rank, i in enumerate(order, start=1):
+            out[i] = rank
+        return out
+
+    first_rank, final_rank = ranks(first), ranks(final)
+    n = len(trials)
+    spearman = 1 - 6 * sum((a - b) ** 2 for a, b in zip(first_rank, final_rank)) / (n * (n * n - 1))
+    winner = final_rank.index(1)
+    return {"spearman": spearman, "trials": n, "winner_rank_at_first_evaluation": first_rank[winner],
+            "first_evaluation_step": trials[winner]["evaluations"][0][0]}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="reach2d", help="the env config group option to search on (PPO preset)")
@@ -193,6 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "wall_s": {"searches_together": round(search_s, 1), "total": round(time.perf_counter() - started, 1),
                    "note": "this invocation's time; a resumed run does not repeat the searches it found finished"},
         "arms": records, "reevaluation": reeval, "targets": targets,
+        "unpruned_first_evaluation_vs_final": first_evaluation_agreement(records["unpruned"]),
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / f"sweep_pruning_{args.env}.json", result)
