@@ -120,8 +120,8 @@ def _without_seed(overrides: Sequence[str]) -> list[str]:
 def optuna_trial_of(overrides: Sequence[str]) -> Optional[int]:
     """The optuna trial number a run belongs to (``sweep.trial=N``, set by hydra/sweeper=physai_optuna)."""
     for override in overrides:
-        key, _, value = override.partition("=")
-        if key.lstrip("+~") == "sweep.trial" and value.isdigit():
+        value = override.partition("=")[2]
+        if _override_key(override) == "sweep.trial" and value.isdigit():
             return int(value)
     return None
 
@@ -134,8 +134,8 @@ def configuration_of(overrides: Sequence[str]) -> str:
 
 def seed_of(overrides: Sequence[str], default: Any = None) -> Any:
     for override in overrides:
-        key, _, value = override.partition("=")
-        if key.lstrip("+~") == "seed":
+        value = override.partition("=")[2]
+        if _override_key(override) == "seed":
             try:
                 return int(value)
             except ValueError:

@@ -223,12 +223,10 @@ class TrainingMonitor(BaseCallback):
         start (those steps are redone after a resume). Off-policy: every earlier step of the rollout is in
         the replay buffer, so only the unstored last step is taken off the counter.
         """
-        if self.stopped_in_step:
-            if isinstance(self.model, OnPolicyAlgorithm):
-                self.model.num_timesteps = self.rollout_start_step
-            else:
-                self.model.num_timesteps -= self.model.get_env().num_envs
-            self.stopped_in_step = False
+        if isinstance(self.model, OnPolicyAlgorithm):
+            self.model.num_timesteps = self.rollout_start_step
+        else:
+            self.model.num_timesteps -= self.model.get_env().num_envs
 
     def write_progress(self) -> None:
         self.num_timesteps = int(self.model.num_timesteps)
@@ -305,8 +303,7 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
                 saved = monitor.save_interrupted()
                 raise TrainingInterrupted(_interrupted_message(stop.requested, saved, run_dir), stop.requested)
             if any(getattr(callback, "stopped_training", False) for callback in callbacks):
-                monitor.stopped_in_step = True  # e.g. a sweep's pruner: SB3 left inside a step, before storing it
-                monitor.rewind_unstored_step()
+                monitor.rewind_unstored_step()  # e.g. a sweep's pruner: SB3 left inside a step, before storing it
             monitor._check_update(model.num_timesteps)  # the last update happened after the last rollout start
             final = monitor.save(FINAL_NAME)
             if stop.requested is not None:
