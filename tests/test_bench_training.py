@@ -4,13 +4,16 @@ the scenario as domain randomization)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+from physai.bench.jobs import JobStore, run_jobs
 from physai.bench.robustness import ARMS, analyze_scenario, arm_overrides, bench_robustness, PLANS
 from physai.bench.time_to_return import bench_time_to_return
+from physai.core.errors import ConfigError
 from physai.core.stats import mean_ci95
 
 
@@ -82,7 +85,8 @@ def test_robustness_arms_differ_only_in_their_experience():
 def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, capsys):
     toy = {"budget": 1100, "eval_episodes": 2, "mbpo": {"rollout_batch": 200, "model_train_every": 100}}
     record = bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path, workers=1,
-                              plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest")
+                              plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest",
+                              work_dir=tmp_path / "work")
     saved = json.loads((tmp_path / "robustness.json").read_text())
     runs = saved["runs"]["cartpole_balance/heavy_pole_push"]
     for arm in ARMS:
@@ -104,6 +108,12 @@ def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, cap
     expected = np.mean([np.mean(r["scenario_returns"]) for r in runs["prompted"]])
     assert result["arms"]["prompted"]["scenario_return"]["mean"] == pytest.approx(expected)
     assert (tmp_path / "robustness.png").stat().st_size > 0 and record["seeds"] == [0, 1]
+    # Run again on the same work folder: every run is read back, none trained, the analysis unchanged.
+    again = bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path / "again", workers=1,
+                             plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest",
+                             work_dir=tmp_path / "work")
+    assert record["runs_resumed"] == 0 and again["runs_resumed"] == len(ARMS) * 2
+    assert again["scenarios"] == json.loads(json.dumps(record["scenarios"]))
     # The README's tables come back from the saved JSON alone.
     from physai.run.cli import main
 
@@ -122,3 +132,37 @@ def test_robustness_bad_arguments_fail_before_anything_trains(argv, says, tmp_pa
     assert main(["bench", "robustness", "--out", str(tmp_path), *argv]) != 0
     assert says in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToyJob:
+    name: str
+    seed: int
+
+
+def test_a_benchmark_killed_part_way_trains_only_the_jobs_it_lacks_when_run_again(tmp_path):
+    jobs = [_ToyJob("a", 0), _ToyJob("a", 1), _ToyJob("b", 0)]
+    trained, records = [], {}
+
+    def run_one(job, events, fail_on=None):
+        if job == fail_on:
+            raise RuntimeError("killed")
+        trained.append(job)
+        return {"return": float(job.seed) + len(job.name)}
+
+    store = JobStore(tmp_path / "work")
+    with pytest.raises(RuntimeError, match="killed"):
+        run_jobs(jobs, lambda job, events: run_one(job, events, fail_on=jobs[2]), 1, print,
+                 lambda job, record: records.update({job: record}), store)
+    assert trained == jobs[:2]
+    trained.clear()
+    resumed = run_jobs(jobs, run_one, 1, print, lambda job, record: records.update({job: record}), store)
+    assert resumed == 2 and trained == [jobs[2]]
+    assert records == {job: {"return": float(job.seed) + len(job.name)} for job in jobs}
+    # A damaged record is named, with the remedy, and nothing is trained over it.
+    damaged = next((tmp_path / "work").glob("*.json"))
+    damaged.write_text("{")
+    trained.clear()
+    with pytest.raises(ConfigError, match=f"{damaged.name}.*delete that file"):
+        run_jobs(jobs, run_one, 1, print, lambda job, record: None, store)
+    assert trained == []

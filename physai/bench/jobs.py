@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import queue
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from physai.core.errors import ConfigError
+from physai.core.io import write_json_atomic
 
 
 def job_inputs(names: Sequence[str], known: Mapping[str, Any], overrides: Optional[Mapping[str, dict]],
@@ -38,18 +42,70 @@ class _Inline:
         self.show(*event)
 
 
+class JobStore:
+    """Each finished job's record in a JSON file named by a digest of the job's settings, so a benchmark
+    run again with the same store trains only the jobs it lacks: a run of hours killed part-way loses only
+    the jobs that were in flight. The key is the job's settings, not the code: clear the folder after
+    changing what a job computes."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    def _entry(self, job: Any) -> tuple[Path, Any]:
+        settings = json.loads(json.dumps(asdict(job), sort_keys=True))
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+        return self.folder / f"{digest}.json", settings
+
+    def load(self, job: Any) -> Optional[Any]:
+        """The stored record of this job, or None when it has not finished in this store."""
+        path, settings = self._entry(job)
+        if not path.exists():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"benchmark store {path} cannot be read ({exc}); delete that file to train its job "
+                              f"again") from exc
+        if not isinstance(stored, dict) or stored.get("job") != settings or "record" not in stored:
+            raise ConfigError(f"benchmark store {path} holds another job than {settings}; delete that file to train "
+                              f"its job again")
+        return stored["record"]
+
+    def save(self, job: Any, record: Any) -> None:
+        path, settings = self._entry(job)
+        write_json_atomic(path, {"job": settings, "record": record})
+
+
 def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: int,
-             show: Callable[..., None], finished: Callable[[Any, Any], None]) -> None:
+             show: Callable[..., None], finished: Callable[[Any, Any], None],
+             store: Optional[JobStore] = None) -> int:
     """Run ``run_one(job, events)`` for every job, in ``workers`` spawned processes (inline with one).
 
     ``run_one`` must be a module-level function (it is pickled into the workers); it reports progress
     with ``events.put(tuple)``, which reaches ``show(*tuple)`` here. ``finished(job, record)`` receives
-    each job's result as it completes; a job's exception propagates.
+    each job's result as it completes; a job's exception propagates. With a ``store``, jobs it already
+    holds are handed to ``finished`` from it without running, and every job is stored as it finishes.
+    Returns how many jobs came from the store.
     """
+    resumed = 0
+    if store is not None:
+        remaining = []
+        for job in jobs:
+            record = store.load(job)
+            if record is None:
+                remaining.append(job)
+            else:
+                finished(job, record)
+                resumed += 1
+        jobs, report = remaining, finished
+
+        def finished(job: Any, record: Any) -> None:
+            store.save(job, record)  # before anything else can fail: a finished job is never trained twice
+            report(job, record)
     if workers <= 1:
         for job in jobs:
             finished(job, run_one(job, _Inline(show)))
-        return
+        return resumed
     context = mp.get_context("spawn")  # torch and MuJoCo state must not be forked mid-run
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         events = manager.Queue()
@@ -63,3 +119,4 @@ def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: i
                     break
             for future in ready:
                 finished(pending.pop(future), future.result())
+    return resumed

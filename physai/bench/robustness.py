@@ -39,7 +39,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from physai.bench.jobs import job_inputs, run_jobs
+from physai.bench.jobs import JobStore, job_inputs, run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
@@ -281,8 +281,9 @@ def _plot(record: dict[str, Any], path: Path) -> None:
 def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequence[int] = REPORT_SEEDS,
                      out_dir: Optional[Path] = Path("benchmarks/results"), *, workers: Optional[int] = None,
                      plans: Optional[dict[str, dict]] = None, torch_threads: int = 1,
-                     command: Optional[str] = None) -> dict[str, Any]:
-    """Train every (scenario, arm, seed), evaluate, analyze; write ``robustness.json`` and the plot."""
+                     command: Optional[str] = None, work_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Train every (scenario, arm, seed), evaluate, analyze; write ``robustness.json`` and the plot.
+    With ``work_dir``, every finished run is kept there and a rerun trains only the runs it lacks."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     resolved, seed_list, workers = job_inputs(scenarios, PLANS, plans, seeds, workers, "--scenarios")
@@ -304,7 +305,10 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
             records[(job.scenario, job.arm, job.seed)] = record
             progress.advance(bar)
 
-        run_jobs(jobs, run_job, workers, show, finished)
+        store = JobStore(work_dir) if work_dir is not None else None
+        resumed = run_jobs(jobs, run_job, workers, show, finished, store)
+    if resumed:
+        print(f"{resumed} of {len(jobs)} runs were read from {work_dir}, finished by an earlier invocation")
     results = {}
     for name, plan in resolved.items():
         threshold = build_task(compose_config([f"env={plan.env}"]).env).solved_threshold
@@ -316,6 +320,7 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "seeds": seed_list, "wall_clock_s": time.perf_counter() - started, "workers": workers,
+        "runs_resumed": resumed, "train_seconds_all_runs": sum(r["seconds"] for r in records.values()),
         "settings": {"plans": {n: asdict(p) for n, p in resolved.items()}, "shared_mbpo": SHARED_MBPO,
                      "world_model": WORLD_MODEL,
                      "overrides": {n: {arm: arm_overrides(arm, n, p) for arm in ARMS} for n, p in resolved.items()},

@@ -346,7 +346,7 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
         return _print_markdown(args.markdown, markdown_tables, RESULT_FILE)
     bench_robustness(_csv(args.scenarios), [_int_arg("--seeds", s) for s in _csv(args.seeds)],
                      Path(args.out) if args.out else None, workers=args.workers,
-                     command="physai " + " ".join(sys.argv[1:]))
+                     command="physai " + " ".join(sys.argv[1:]), work_dir=Path(args.work) if args.work else None)
     return 0
 
 
@@ -526,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--markdown", metavar="JSON", default=None,
                         help="print the README's tables from a robustness.json already written; train nothing")
     robust.add_argument("--out", default="benchmarks/results", help="where robustness.json and the plot go")
+    robust.add_argument("--work", default="benchmarks/work/robustness",
+                        help="where each finished run is kept: the same command run again trains only the runs it "
+                             "lacks (clear it after changing the code; '' keeps nothing)")
     robust.set_defaults(func=_cmd_bench_robustness)
     ret = bench_sub.add_parser("return", help="training wall-clock to a fixed deterministic HalfCheetah return: "
                                               "physai's preset vs the stock RL Zoo recipe")
