@@ -66,7 +66,9 @@ def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProces
 def smoke_run(tmp_path_factory) -> Path:
     """One real ``experiment=smoke`` run (wandb offline), shared by the tests that read its artifacts."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_train(["experiment=smoke", f"hydra.run.dir={run_dir}"], video=True)
+    (run_dir.parent / "tmp").mkdir()  # its own temp dir, to check what a run leaves there
+    result = run_train(["experiment=smoke", f"hydra.run.dir={run_dir}"], video=True,
+                       env_overrides={"TMPDIR": str(run_dir.parent / "tmp")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
 

@@ -18,6 +18,8 @@ def test_smoke_run_produces_every_artifact(smoke_run):
                      "bundle/policy.onnx", "bundle/manifest.json", "summary.json", "report/report.md",
                      "report/learning_curve.png"]:
         assert (smoke_run / artifact).is_file(), artifact
+    # Everything goes to the run directory: SB3's empty per-learn() log folders do not litter the temp dir.
+    assert not list((smoke_run.parent / "tmp").glob("SB3-*"))
 
 
 def test_summary_holds_every_stage_with_units(smoke_run):

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -97,7 +98,11 @@ def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictCon
         kwargs["policy"] = "MultiInputPolicy"  # a camera task: a CNN per image, an MLP for the kept state terms
     if world_model is not None and hasattr(algorithm_class, "world_model_keywords"):
         kwargs.update(algorithm_class.world_model_keywords(OmegaConf.to_container(world_model, resolve=True)))
-    return algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs)
+    model = algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs)
+    # Figures are read from the logger's values, never from its files; left to itself SB3 makes an empty
+    # SB3-<time> folder in the system's temp dir at every learn() (thousands over a sweep).
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def _observation_names(venv) -> Optional[list[str]]:
