@@ -15,7 +15,7 @@ from physai.envs.registry import packaged_env_configs
 from physai.envs.vector import PhysaiVectorEnv
 
 ENV_ID = "physai/CartpoleBalance-v0"
-ALGOS = ["ppo", "sac", "mbpo"]
+ALGOS = ["ppo", "rsl_ppo", "sac", "mbpo"]
 
 
 def _rollout(env, seed: int, steps: int = 300) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_smoke_composes_with_every_listed_env(algo):
         if "learning_starts" in cfg.algo:
             assert cfg.algo.learning_starts < cfg.algo.total_timesteps / 4, (env, algo)
             assert cfg.algo.buffer_size <= cfg.algo.total_timesteps, (env, algo)
-        if algo == "ppo":
+        if algo in ("ppo", "rsl_ppo"):
             assert cfg.algo.n_steps * cfg.algo.n_envs * 2 <= cfg.algo.total_timesteps, env
 
 

@@ -46,6 +46,8 @@ ALGO_FRAMEWORK_KEYS = frozenset({
 TEACHER_KEYS = frozenset({"teacher_run", "teacher_preset", "teacher_timesteps"})
 # SAC-family settings physai turns into the critic network (physai.train.critics), not SB3 keywords.
 SAC_CRITIC_KEYS = frozenset({"critic_dropout", "critic_layer_norm"})
+# rsl-rl's PPO settings without an SB3 counterpart (physai.train.rsl_ppo).
+RSL_PPO_KEYS = frozenset({"schedule", "desired_kl"})
 
 # Keys that change how a run is executed or judged, not which policy it trains. Everything
 # else is the run's training identity: hashed into the bundle's provenance, and frozen once
@@ -148,6 +150,29 @@ class PPOConfig(AlgoConfig):
         if node.batch_size > rollout:
             raise ConfigError(f"{prefix}batch_size={node.batch_size} is larger than one rollout ({prefix}n_steps x "
                               f"{prefix}n_envs = {rollout}); lower {prefix}batch_size or raise {prefix}n_steps")
+
+
+@dataclass
+class RslPPOConfig(PPOConfig):
+    """PPO from rsl-rl-lib on the batched engine (physai.train.rsl_ppo): PPO's keys keep their meaning
+    (``batch_size`` is the minibatch, so a rollout splits into n_steps x n_envs / batch_size of them); the
+    defaults are rsl-rl's own, as Isaac Lab and mjlab train with them."""
+
+    _target_: str = "physai.train.rsl_ppo.RslPPO"
+    name: str = "rsl_ppo"
+    n_envs: int = bounded(64, low=1)
+    n_steps: int = bounded(24, low=2)
+    batch_size: int = bounded(384, low=2, hint="the minibatch; at least 2 to normalize advantages")
+    n_epochs: int = bounded(5, low=1)
+    learning_rate: float = bounded(1e-3, low=0.0, low_open=True, hint="a positive step size such as 1e-3")
+    ent_coef: float = bounded(0.01, low=0.0)
+    vf_coef: float = bounded(1.0, low=0.0)
+    max_grad_norm: float = bounded(1.0, low=0.0, low_open=True)
+    activation: str = one_of("elu", "tanh", "relu", "elu")
+    net_arch: List[int] = field(default_factory=lambda: [128, 128])
+    # "adaptive": the learning rate follows the KL divergence of each minibatch towards desired_kl; "fixed": not.
+    schedule: str = one_of("adaptive", "adaptive", "fixed")
+    desired_kl: float = bounded(0.01, low=0.0, low_open=True)
 
 
 @dataclass
@@ -614,7 +639,7 @@ class PhysaiConfig:
 
 def algo_schema_for(target: str) -> type:
     """The schema dataclass of the algorithm whose ``_target_`` is ``target``."""
-    for schema in (PPOConfig, SACConfig, MBPOConfig, DistillConfig):
+    for schema in (PPOConfig, RslPPOConfig, SACConfig, MBPOConfig, DistillConfig):
         if schema._target_ == target:
             return schema
     raise KeyError(target)
@@ -639,6 +664,7 @@ def register_configs() -> None:
     store.store(name="physai_schema", node=PhysaiConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="algo", name="ppo_schema", node=PPOConfig)
+    store.store(group="algo", name="rsl_ppo_schema", node=RslPPOConfig)
     store.store(group="algo", name="sac_schema", node=SACConfig)
     store.store(group="algo", name="mbpo_schema", node=MBPOConfig)
     store.store(group="algo", name="distill_schema", node=DistillConfig)

@@ -39,6 +39,8 @@ def _check_algo_keys(algo: DictConfig) -> None:
 
     if issubclass(algorithm_class, SAC):
         accepted |= SAC_CRITIC_KEYS
+    # Settings a class's own trainer reads, not its constructor (e.g. rsl-rl's PPO: physai.train.rsl_ppo).
+    accepted |= set(getattr(algorithm_class, "trainer_settings", ()))
     for key in algo.keys():
         if key not in ALGO_FRAMEWORK_KEYS | TEACHER_KEYS and key not in accepted:
             raise ConfigError(f"algo.{key} is not a setting of {algorithm_class.__name__}; remove it or fix the "

@@ -1,4 +1,4 @@
-"""Train a policy with the configured SB3 algorithm, checkpointing as it goes."""
+"""Train a policy with the configured SB3 algorithm (or rsl-rl's PPO), checkpointing as it goes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from physai.synthetic.scenario import Scenario, scenario_of_run
 from physai.train.distill import check_teacher_source, prepare_teacher
 from physai.train.evaluation import ReturnFigures, evaluation_seeds
 from physai.train.periodic_eval import Evaluation, PeriodicEvaluation
+from physai.train.rsl_ppo import check_rsl_ppo, train_rsl_ppo
 from physai.train.sb3 import CURVE_FILE, read_curve, train_policy
 from physai.train.study import StudyTrial, TrialPruned, running_trial
 
@@ -64,6 +65,8 @@ def check(cfg, task) -> None:
                           f"network)")
     if cfg.algo.name == "distill":
         check_teacher_source(cfg.algo, task)
+    if cfg.algo.name == "rsl_ppo":
+        check_rsl_ppo(cfg, task)
 
 
 def _periodic_evaluation(cfg, ctx, trial: Optional[StudyTrial]) -> Optional[PeriodicEvaluation]:
@@ -84,6 +87,12 @@ def run(cfg, ctx) -> TrainSummary:
     teacher, teacher_figures = None, None
     if cfg.algo.name == "distill":
         teacher, teacher_figures = prepare_teacher(cfg.algo, ctx.task, cfg.seed, ctx.run_dir, ctx.tracker, cfg.resume)
+    if cfg.algo.name == "rsl_ppo":
+        figures = train_rsl_ppo(ctx.task, cfg.algo, cfg.seed, ctx.run_dir, ctx.tracker, resume=cfg.resume)
+        figures.update({"algo": cfg.algo.name, "env_id": cfg.env.id, "total_timesteps": cfg.algo.total_timesteps,
+                        "n_envs": cfg.algo.n_envs, "teacher": None, "evaluations": None, "pruned_at_step": None})
+        ctx.record("train", figures)
+        return figures
     reporting = cfg.evaluate.interval_steps and cfg.sweep.trial is not None
     trial = running_trial(cfg.sweep, cfg.seed) if reporting else None
     try:

@@ -34,7 +34,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from physai.config.schema import ALGO_FRAMEWORK_KEYS, SAC_CRITIC_KEYS, TEACHER_KEYS
+from physai.config.schema import ALGO_FRAMEWORK_KEYS, RSL_PPO_KEYS, SAC_CRITIC_KEYS, TEACHER_KEYS
 from physai.core.errors import PhysaiError
 from physai.core.io import write_text_atomic
 from physai.synthetic.artifacts import REAL_DATASET, SYNTHETIC_DATASET
@@ -77,7 +77,7 @@ def build_vec_env(task, algo: DictConfig, seed: int, check_finite: bool = True) 
 
 def algorithm_kwargs(algo: DictConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in OmegaConf.to_container(algo, resolve=True).items()
-              if k not in ALGO_FRAMEWORK_KEYS | SAC_CRITIC_KEYS | TEACHER_KEYS}
+              if k not in ALGO_FRAMEWORK_KEYS | SAC_CRITIC_KEYS | TEACHER_KEYS | RSL_PPO_KEYS}
     policy_kwargs: dict[str, Any] = {"net_arch": list(algo.net_arch),
                                      "activation_fn": ACTIVATIONS[algo.activation],
                                      "log_std_init": algo.log_std_init}
@@ -306,7 +306,7 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
                 monitor.init_callback(model)
             if monitor.stopped_in_step:  # a stop signal ended learn() early
                 saved = monitor.save_interrupted()
-                raise TrainingInterrupted(_interrupted_message(stop.requested, saved, run_dir), stop.requested)
+                raise TrainingInterrupted(interrupted_message(stop.requested, saved, run_dir), stop.requested)
             if any(getattr(callback, "stopped_training", False) for callback in callbacks):
                 monitor.rewind_unstored_step()  # e.g. a sweep's pruner: SB3 left inside a step, before storing it
             monitor._check_update(model.num_timesteps)  # the last update happened after the last rollout start
@@ -357,7 +357,7 @@ def _learn(model: BaseAlgorithm, steps: int, monitor: TrainingMonitor, reset: bo
                                                monitor.last_checkpoint, monitor.run_dir)) from exc
 
 
-def _interrupted_message(signum: int, checkpoint: Path, run_dir: Path) -> str:
+def interrupted_message(signum: int, checkpoint: Path, run_dir: Path) -> str:
     return (f"training stopped by {signal_name(signum)}: checkpoint {checkpoint} holds everything needed to continue. "
             f"Resume with `physai run {run_dir} resume=true` (the run's saved config), or with "
             f"`python train.py resume=true hydra.run.dir={run_dir}` plus the overrides the run was started with")

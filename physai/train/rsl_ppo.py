@@ -1,0 +1,326 @@
+"""PPO from rsl-rl-lib (``algo=rsl_ppo``): the trainer Isaac Lab and mjlab train locomotion with, on physai's
+batched engine, with actions, observations, rewards and the rollout storage as torch tensors.
+
+SB3 converts every step's batch to numpy and back and stores it transition by transition; rsl-rl keeps the
+rollout in preallocated tensors and updates on large minibatches, with an adaptive learning rate (a KL target)
+and empirical observation normalization. What leaves training is an ordinary physai checkpoint: the actor and
+critic copied into SB3's ``ActorCriticPolicy`` of the same layers (``algo._target_`` names it), the
+normalization folded into the first layer of each, so evaluation, export, bundle, profile and gates treat the
+policy like any other. rsl-rl-lib comes with the ``warp`` extra; it is imported only when this trainer runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from stable_baselines3 import PPO as SB3PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
+
+from physai.config.schema import RSL_PPO_KEYS
+from physai.core.errors import ConfigError
+from physai.core.io import write_text_atomic
+from physai.envs.engine import BatchedEngine
+from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, CheckpointError, latest_checkpoint,
+                                      read_trainer_state, save_checkpoint, step_name, verify_checkpoint,
+                                      write_progress)
+from physai.train.guards import (NonFiniteError, StopSignals, TrainingInterrupted, check_parameters,
+                                 nonfinite_message)
+from physai.train.sb3 import (CURVE_FILE, PROGRESS_FILE, TERM_PREFIX, build_model, curve_text, interrupted_message,
+                              read_curve)
+
+log = logging.getLogger(__name__)
+
+# SB3's activation names in the config, as rsl-rl spells them.
+TRAINER_NAME = "rsl_rl.PPO"  # in every checkpoint's trainer state: what can continue it
+RSL_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "elu": "elu"}
+INSTALL_HINT = "pip install -e '.[warp]' (rsl-rl-lib comes with the warp extra)"
+
+
+class RslPPO(SB3PPO):
+    """SB3's PPO as the carrier of an rsl-rl-trained policy (``algo._target_``): checkpoints, prediction and
+    export read its ``ActorCriticPolicy``, into which :func:`to_sb3` copies rsl-rl's actor and critic. Training
+    runs in :func:`train_rsl_ppo`, never through SB3's ``learn``."""
+
+    trainer_settings = RSL_PPO_KEYS  # read by train_rsl_ppo, not by SB3's constructor
+    RSL_STATE_FILE = "rsl_state.pt"
+    rsl_state: Optional[dict[str, Any]] = None  # rsl-rl's own state (weights, optimizer, normalization)
+
+    def learn(self, *args, **kwargs):
+        raise ConfigError("an algo=rsl_ppo policy trains with physai.train.rsl_ppo.train_rsl_ppo (train.py "
+                          "algo=rsl_ppo), not SB3's learn()")
+
+    def save_extras(self, directory, task_id: str) -> None:
+        """Checkpoint hook: rsl-rl's state beside SB3's copy, tensors and numbers only (read back with
+        ``torch.load(weights_only=True)``), so a run continues where it stopped."""
+        if self.rsl_state is not None:
+            torch.save(self.rsl_state, Path(directory) / self.RSL_STATE_FILE)
+
+    def load_extras(self, directory, task_id: Optional[str] = None) -> None:
+        """Nothing to restore into SB3's copy: rsl-rl's state is read by :func:`train_rsl_ppo` on resume."""
+
+
+def check_rsl_ppo(cfg: DictConfig, task) -> None:
+    """What algo=rsl_ppo cannot train, refused before anything runs."""
+    if importlib.util.find_spec("rsl_rl") is None:
+        raise ConfigError(f"algo=rsl_ppo needs rsl-rl-lib, which is not installed; {INSTALL_HINT}")
+    if task.task is None:
+        raise ConfigError(f"algo=rsl_ppo trains on physai's batched engine, and env {task.id} is a gymnasium id; "
+                          f"choose a physai task (its batched twin where there is one, e.g. env=physai_half_cheetah)")
+    if task.task_spec.pixels is not None:
+        raise ConfigError(f"algo=rsl_ppo trains on flat state observations, and env {task.id} gives the policy "
+                          f"camera images; train it with algo=ppo or algo=sac")
+    if cfg.algo.normalize_reward:
+        raise ConfigError("algo=rsl_ppo has no reward normalization; set algo.normalize_reward=false")
+    if cfg.evaluate.interval_steps:
+        raise ConfigError(f"evaluate.interval_steps={cfg.evaluate.interval_steps}: evaluations during training (and a "
+                          f"sweep's pruning, which they feed) run with SB3's algorithms; set "
+                          f"evaluate.interval_steps=null for algo=rsl_ppo")
+
+
+class EngineVecEnv:
+    """rsl-rl's ``VecEnv`` interface over the batched engine (duck-typed: rsl-rl reads these attributes and
+    calls these methods). Finished episodes are kept for the learning curve as the engine reports them."""
+
+    def __init__(self, engine: BatchedEngine, device: str = "cpu") -> None:
+        from tensordict import TensorDict
+
+        self._tensordict = TensorDict
+        self.engine = engine
+        self.num_envs = engine.num_envs
+        self.num_actions = engine.num_actions
+        self.max_episode_length = engine.spec.episode_steps
+        self.device = device
+        self.cfg: dict[str, Any] = {}
+        self.finished: list[dict[str, float]] = []  # curve rows of the episodes ended since the caller took them
+        self.timesteps = 0
+        engine.reset_envs(np.arange(self.num_envs))
+        self._obs = self._observation(engine.observe())
+
+    @property
+    def episode_length_buf(self) -> torch.Tensor:
+        return torch.as_tensor(self.engine.episode_step)
+
+    @episode_length_buf.setter
+    def episode_length_buf(self, value: torch.Tensor) -> None:
+        self.engine.episode_step[:] = value.cpu().numpy()
+
+    def _observation(self, obs: np.ndarray):
+        return self._tensordict({"policy": torch.from_numpy(obs).to(self.device)}, batch_size=[self.num_envs])
+
+    def get_observations(self):
+        return self._obs
+
+    def step(self, actions: torch.Tensor):
+        out = self.engine.step(actions.detach().to("cpu", torch.float64).numpy())
+        self.timesteps += self.num_envs
+        raw = out["info"]
+        for row in range(len(raw.get("done_ids", []))):
+            self.finished.append({"timesteps": self.timesteps, "episode_return": float(raw["episode_return"][row]),
+                                  "episode_length": int(raw["episode_length"][row]),
+                                  **{f"{TERM_PREFIX}{name}": float(sums[row])
+                                     for name, sums in raw["episode_terms"].items()}})
+        self._obs = self._observation(out["obs"])
+        terminated, truncated = out["terminated"], out["truncated"]
+        dones = torch.from_numpy(terminated | truncated).to(self.device)
+        # Time limits and blow-ups are truncations: rsl-rl bootstraps them with the value estimate.
+        extras = {"time_outs": torch.from_numpy(truncated & ~terminated).to(self.device)}
+        return self._obs, torch.from_numpy(out["reward"].astype(np.float32)).to(self.device), dones, extras
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def runner_config(algo: DictConfig) -> dict[str, Any]:
+    """rsl-rl's PPO and model settings from physai's PPO keys (one meaning per key across trainers)."""
+    rollout = int(algo.n_steps) * int(algo.n_envs)
+    model = {"class_name": "MLPModel", "hidden_dims": list(algo.net_arch), "activation": RSL_ACTIVATIONS[algo.activation],
+             "obs_normalization": bool(algo.normalize_obs)}
+    return {
+        "num_steps_per_env": int(algo.n_steps),
+        "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
+        "multi_gpu": None,
+        "actor": {**model, "distribution_cfg": {"class_name": "GaussianDistribution",
+                                                "init_std": math.exp(float(algo.log_std_init)), "std_type": "log"}},
+        "critic": dict(model),
+        "algorithm": {"class_name": "PPO", "num_learning_epochs": int(algo.n_epochs),
+                      "num_mini_batches": max(1, rollout // int(algo.batch_size)), "clip_param": float(algo.clip_range),
+                      "gamma": float(algo.gamma), "lam": float(algo.gae_lambda), "value_loss_coef": float(algo.vf_coef),
+                      "entropy_coef": float(algo.ent_coef), "learning_rate": float(algo.learning_rate),
+                      "max_grad_norm": float(algo.max_grad_norm), "schedule": str(algo.schedule),
+                      "desired_kl": float(algo.desired_kl)},
+    }
+
+
+def _linear_layers(module: nn.Module) -> list[nn.Linear]:
+    return [layer for layer in module.modules() if isinstance(layer, nn.Linear)]
+
+
+def _copy_mlp(rsl_model: nn.Module, hidden: nn.Module, head: nn.Linear) -> None:
+    """Copy an rsl-rl MLPModel's layers into SB3's hidden layers and head, its observation normalization
+    (``(x - mean) / (std + eps)``) folded into the first layer: ``W' = W / (std + eps)``, ``b' = b - W' mean``."""
+    source = _linear_layers(rsl_model.mlp)
+    target = [*_linear_layers(hidden), head]
+    if [tuple(layer.weight.shape) for layer in source] != [tuple(layer.weight.shape) for layer in target]:
+        raise ValueError(f"rsl-rl layers {[tuple(l.weight.shape) for l in source]} do not match SB3's "
+                         f"{[tuple(l.weight.shape) for l in target]}")
+    with torch.no_grad():
+        for src, dst in zip(source, target):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        if getattr(rsl_model, "obs_normalization", False):
+            normalizer = rsl_model.obs_normalizer
+            scale = 1.0 / (normalizer.std.double() + normalizer.eps)
+            weight = source[0].weight.double() * scale
+            target[0].weight.copy_(weight)
+            target[0].bias.copy_(source[0].bias.double() - weight @ normalizer.mean.double())
+
+
+def to_sb3(alg, algo: DictConfig, task, seed: int, timesteps: int, iteration: int = 0) -> RslPPO:
+    """An SB3 PPO holding the rsl-rl actor and critic (the form every later stage reads), and rsl-rl's own
+    state for the checkpoint."""
+    env = DummyVecEnv([task.env_fn()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # SB3's rollout-size advice for one env: it never rolls out
+        model = build_model(algo, env, seed)
+    policy = model.policy
+    _copy_mlp(alg.actor, policy.mlp_extractor.policy_net, policy.action_net)
+    _copy_mlp(alg.critic, policy.mlp_extractor.value_net, policy.value_net)
+    distribution = alg.actor.distribution
+    with torch.no_grad():
+        log_std = (distribution.log_std_param.clamp(*distribution.log_std_range) if distribution.std_type == "log"
+                   else distribution.std_param.clamp(*distribution.std_range).log())
+        policy.log_std.copy_(log_std)
+    model.num_timesteps = int(timesteps)
+    model.rsl_state = {**alg.save(), "iteration": int(iteration), "learning_rate": float(alg.learning_rate)}
+    return model
+
+
+def _named_parameters(alg):
+    yield from (("actor." + name, p) for name, p in alg.actor.named_parameters())
+    yield from (("critic." + name, p) for name, p in alg.critic.named_parameters())
+
+
+def _resume_point(checkpoints: Path, run_dir: Path) -> tuple[Optional[Path], dict[str, Any]]:
+    """The newest complete checkpoint to continue from and its trainer state (None and {} when there is none)."""
+    checkpoint = latest_checkpoint(checkpoints)
+    if checkpoint is None:
+        log.info("resume=true but %s holds no checkpoint: starting a fresh run", checkpoints)
+        return None, {}
+    verify_checkpoint(checkpoint, run_dir)
+    state = read_trainer_state(checkpoint)
+    if state.get("trainer") != TRAINER_NAME or not (checkpoint / RslPPO.RSL_STATE_FILE).is_file():
+        raise CheckpointError(f"{checkpoint} was not written by algo=rsl_ppo; resume it with the algorithm it was "
+                              f"trained with (its run's config.yaml)")
+    return checkpoint, state
+
+
+def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
+    """Train until ``algo.total_timesteps`` (whole rollouts), checkpointing every ``algo.checkpoint_every_steps``
+    and at the end in SB3's form plus rsl-rl's state. ``resume`` continues from the newest checkpoint: weights,
+    optimizer, learning rate and normalization; the env batch starts fresh episodes. SIGINT/SIGTERM save a
+    checkpoint at the next rollout boundary and raise ``TrainingInterrupted``."""
+    from rsl_rl.algorithms import PPO
+
+    torch.set_num_threads(algo.torch_threads)
+    torch.manual_seed(seed)
+    checkpoints = run_dir / CHECKPOINT_DIR
+    checkpoint, state = _resume_point(checkpoints, run_dir) if resume else (None, {})
+    curve = [row for row in read_curve(checkpoint / CURVE_COPY) if row["timesteps"] <= state["timesteps"]] \
+        if checkpoint is not None else []
+    timesteps = int(state.get("timesteps", 0))
+    engine = BatchedEngine(task.train_spec, int(algo.n_envs), seed=seed + timesteps, nthread=task.nthread,
+                           backend=task.backend)
+    env = EngineVecEnv(engine)
+    env.timesteps = timesteps
+    cfg = runner_config(algo)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:  # rsl-rl prints its models; keep them in the log
+        alg = PPO.construct_algorithm(env.get_observations(), env, cfg, "cpu")
+    log.debug("rsl-rl models:\n%s", printed.getvalue())
+    iteration = 0
+    if checkpoint is not None:
+        saved = torch.load(checkpoint / RslPPO.RSL_STATE_FILE, weights_only=True, map_location="cpu")
+        try:
+            alg.load(saved, None, strict=True)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{checkpoint} does not fit the configured rsl_ppo networks ({exc}); resume it "
+                                  f"with the config it was trained with (its run's config.yaml)") from exc
+        alg.learning_rate = float(saved["learning_rate"])
+        for group in alg.optimizer.param_groups:
+            group["lr"] = alg.learning_rate
+        iteration = int(saved["iteration"])
+        log.info("resuming rsl_ppo from %s at step %d", checkpoint, timesteps)
+    per_iteration = int(algo.n_steps) * env.num_envs
+    remaining = max(0, -(-(int(algo.total_timesteps) - timesteps) // per_iteration))
+    every = int(algo.checkpoint_every_steps)
+    next_checkpoint = (timesteps // every + 1) * every
+    last_checkpoint = checkpoint
+
+    def save(name: str) -> Path:
+        rows = [row for row in curve if row["timesteps"] <= timesteps]
+        text = curve_text(rows)
+        path = save_checkpoint(to_sb3(alg, algo, task, seed, timesteps, iteration), checkpoints, name,
+                               keep=None if name == FINAL_NAME else algo.keep_checkpoints, task_id=task.id,
+                               trainer_state={"curve_rows": len(rows), "trainer": TRAINER_NAME,
+                                              "total_timesteps": int(algo.total_timesteps)}, curve_csv=text)
+        write_text_atomic(run_dir / CURVE_FILE, text)
+        write_progress(run_dir / PROGRESS_FILE, {"timesteps": timesteps, "total_timesteps": int(algo.total_timesteps),
+                                                 "last_checkpoint": str(path.relative_to(run_dir)),
+                                                 "updated_unix": round(time.time(), 3)})
+        return path
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    obs = env.get_observations()
+    alg.train_mode()
+    try:
+        with StopSignals() as stop, Progress(*columns) as progress:
+            bar = progress.add_task("train (rsl-rl PPO)", total=timesteps + remaining * per_iteration,
+                                    completed=timesteps)
+            for _ in range(remaining):
+                with torch.inference_mode():
+                    for _ in range(int(algo.n_steps)):
+                        actions = alg.act(obs)
+                        obs, rewards, dones, extras = env.step(actions)
+                        alg.process_env_step(obs, rewards, dones, extras)
+                    alg.compute_returns(obs)
+                losses = alg.update()
+                timesteps, iteration = env.timesteps, iteration + 1
+                problem = check_parameters(_named_parameters(alg), timesteps)
+                if problem is None and not all(math.isfinite(float(v)) for v in losses.values() if v is not None):
+                    problem = f"a non-finite loss in the update at step {timesteps}: {losses}"
+                if problem is not None:
+                    raise NonFiniteError(nonfinite_message(problem, last_checkpoint, run_dir))
+                for row in env.finished:
+                    tracker.log({f"train/{key}": value for key, value in row.items()})
+                curve.extend(env.finished)
+                env.finished.clear()
+                tracker.log({f"train/{key}": float(value) for key, value in losses.items() if value is not None}
+                            | {"train/learning_rate": alg.learning_rate})
+                recent = [row["episode_return"] for row in curve[-20:]]
+                progress.update(bar, completed=timesteps, description=(
+                    f"train (rsl-rl PPO)  return {np.mean(recent):8.1f}" if recent else "train (rsl-rl PPO)"))
+                if stop.requested is not None:
+                    saved_at = save(step_name(timesteps))
+                    raise TrainingInterrupted(interrupted_message(stop.requested, saved_at, run_dir), stop.requested)
+                if timesteps >= next_checkpoint and timesteps < algo.total_timesteps:
+                    last_checkpoint = save(step_name(timesteps))
+                    next_checkpoint = (timesteps // every + 1) * every
+            final = save(FINAL_NAME)
+    finally:
+        env.close()
+    return {"checkpoint": str(final.relative_to(run_dir)), "timesteps": timesteps,
+            "resumed_from_step": int(state["timesteps"]) if checkpoint is not None else None,
+            "episodes": len(curve), "model_based": None, "distillation": None}

@@ -1,0 +1,112 @@
+"""algo=rsl_ppo: rsl-rl's PPO trains on the batched engine, and what the later stages load is what it trained."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from conftest import compose_config, run_train
+from physai.config import validate_config
+from physai.config.compose import build_task
+from physai.core.errors import ConfigError
+from physai.run.tracking import NullTracker
+from physai.train.checkpoints import CHECKPOINT_DIR, FINAL_NAME, CheckpointError
+from physai.train.rsl_ppo import RslPPO, check_rsl_ppo, runner_config, train_rsl_ppo
+from physai.train.sb3 import load_checkpoint, read_curve, train_policy
+
+TINY = ["algo=rsl_ppo", "experiment=smoke", "algo.total_timesteps=1024", "algo.n_envs=16", "algo.n_steps=16"]
+
+
+def _rsl_networks(algo, state_file, obs_dim: int, num_actions: int):
+    """rsl-rl's actor and critic rebuilt from a checkpoint's rsl_state.pt, independently of physai's copy."""
+    from rsl_rl.algorithms import PPO
+
+    env = types.SimpleNamespace(num_envs=4, num_actions=num_actions)
+    obs = TensorDict({"policy": torch.zeros(4, obs_dim)}, batch_size=[4])
+    with contextlib.redirect_stdout(io.StringIO()):
+        alg = PPO.construct_algorithm(obs, env, runner_config(algo), "cpu")
+    alg.load(torch.load(state_file, weights_only=True), None, strict=True)
+    alg.eval_mode()
+    return alg
+
+
+def test_the_policy_later_stages_load_acts_and_values_as_rsl_rl_trained_it(tmp_path, one_torch_thread):
+    cfg = compose_config(TINY)
+    validate_config(cfg)
+    task = build_task(cfg.env)
+    run_dir = tmp_path / "run"
+    figures = train_rsl_ppo(task, cfg.algo, 0, run_dir, NullTracker(), resume=False)
+    assert figures["timesteps"] == 1024 and figures["episodes"] > 0
+    final = run_dir / CHECKPOINT_DIR / FINAL_NAME
+    model = load_checkpoint(cfg.algo, final, run_dir=run_dir, task=task)  # the evaluate/export stages' loader
+    assert type(model) is RslPPO and model.num_timesteps == 1024
+    alg = _rsl_networks(cfg.algo, final / RslPPO.RSL_STATE_FILE, model.observation_space.shape[0],
+                        model.action_space.shape[0])
+    # The empirical normalization learned something, so folding it into the first layer is exercised.
+    assert not torch.allclose(alg.actor.obs_normalizer.mean, torch.zeros_like(alg.actor.obs_normalizer.mean))
+    obs = np.random.default_rng(0).normal(scale=2.0, size=(256, model.observation_space.shape[0])).astype(np.float32)
+    with torch.no_grad():
+        expected_action = alg.actor(TensorDict({"policy": torch.from_numpy(obs)}, batch_size=[256])).numpy()
+        expected_value = alg.critic(TensorDict({"policy": torch.from_numpy(obs)}, batch_size=[256])).numpy()
+        mean = model.policy.get_distribution(torch.from_numpy(obs)).distribution.mean.numpy()
+        value = model.policy.predict_values(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(mean, expected_action, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.policy.log_std.detach().numpy(), alg.actor.distribution.log_std_param.detach().numpy())
+    # SB3's deterministic prediction is that mean within the action bounds, as the engine would clip it.
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], np.clip(expected_action, -1, 1),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_an_rsl_ppo_run_continues_from_its_checkpoint(tmp_path, one_torch_thread):
+    cfg = compose_config(TINY)
+    task = build_task(cfg.env)
+    run_dir = tmp_path / "run"
+    train_rsl_ppo(task, cfg.algo, 0, run_dir, NullTracker(), resume=False)
+    first = read_curve(run_dir / "train_curve.csv")
+    longer = compose_config([*TINY[:-3], "algo.total_timesteps=2048", *TINY[-2:]])
+    figures = train_rsl_ppo(task, longer.algo, 0, run_dir, NullTracker(), resume=True)
+    assert figures["resumed_from_step"] == 1024 and figures["timesteps"] == 2048
+    curve = read_curve(run_dir / "train_curve.csv")
+    assert curve[:len(first)] == first and curve[-1]["timesteps"] > 1024  # the curve goes on
+    state = torch.load(run_dir / CHECKPOINT_DIR / FINAL_NAME / RslPPO.RSL_STATE_FILE, weights_only=True)
+    assert state["iteration"] == 2048 // (16 * 16)
+    # An SB3 run's checkpoint is not continued as rsl-rl's, nor the other way round.
+    sb3_cfg = compose_config(["experiment=smoke", "algo.total_timesteps=256", "algo.n_steps=128"])
+    sb3_dir = tmp_path / "sb3"
+    sb3_dir.mkdir()
+    train_policy(task, sb3_cfg.algo, 0, sb3_dir, NullTracker(), resume=False)
+    with pytest.raises(CheckpointError, match="not written by algo=rsl_ppo"):
+        train_rsl_ppo(task, cfg.algo, 0, sb3_dir, NullTracker(), resume=True)
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["env=half_cheetah"], "gymnasium id; choose a physai task"),
+    (["env=cartpole_balance_pixels"], "camera images"),
+    (["algo.normalize_reward=true"], "algo.normalize_reward=false"),
+    (["evaluate.interval_steps=512"], "evaluate.interval_steps=null"),
+])
+def test_what_rsl_ppo_cannot_train_is_refused_before_training(overrides, says):
+    cfg = compose_config([*TINY, *overrides])
+    with pytest.raises(ConfigError, match=says):
+        check_rsl_ppo(cfg, build_task(cfg.env))
+
+
+def test_train_py_runs_every_stage_with_rsl_ppo(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(["experiment=smoke", "algo=rsl_ppo", f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train"]["algo"] == "rsl_ppo" and summary["train"]["timesteps"] >= 2048
+    assert (run_dir / "bundle" / "policy.onnx").is_file() and summary["gates"]["gates"]
+    # The exported graph acts as the checkpoint does (the export stage's own parity check).
+    assert summary["bundle"]["parity"]["max_abs_error"] < 1e-5
+    # rsl-rl's model printout goes to the debug log, not the console.
+    assert "Actor Model" not in result.stdout
