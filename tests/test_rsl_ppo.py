@@ -110,3 +110,19 @@ def test_train_py_runs_every_stage_with_rsl_ppo(tmp_path):
     assert summary["bundle"]["parity"]["max_abs_error"] < 1e-5
     # rsl-rl's model printout goes to the debug log, not the console.
     assert "Actor Model" not in result.stdout
+
+
+def test_the_trainer_benchmark_gives_both_arms_the_same_settings():
+    from omegaconf import OmegaConf
+
+    from physai.bench.trainers import SHARED_KEYS, arm_configs
+    from physai.config.schema import PPOConfig
+
+    arms = arm_configs("quadruped_velocity", 4096)
+    rsl, sb3 = (OmegaConf.to_container(arms[name].algo, resolve=True) for name in ("rsl-rl PPO", "SB3 PPO"))
+    assert {key: rsl[key] for key in SHARED_KEYS} == {key: sb3[key] for key in SHARED_KEYS}
+    assert rsl["schedule"] == "fixed"  # the adaptive learning rate would change the work, not only its speed
+    # SB3's other settings are its schema's defaults: nothing leaks in from a preset tuned for another recipe.
+    defaults = OmegaConf.to_container(OmegaConf.structured(PPOConfig))
+    assert {k: v for k, v in sb3.items() if k not in SHARED_KEYS and k != "tuned_for"} == \
+        {k: v for k, v in defaults.items() if k not in SHARED_KEYS and k != "tuned_for"}

@@ -12,6 +12,7 @@
     physai bench synthetic [--tasks pendulum,cartpole_balance]            MBPO vs SAC real steps; generation rate
     physai bench return [--arms zoo,physai] [--seed 1]                    wall-clock to the zoo's HalfCheetah return
     physai bench robustness [--scenarios cartpole_balance/heavy_pole_push] prompted synthetic vs nominal vs DR
+    physai bench trainers [--tasks cartpole_balance,quadruped_velocity]   rsl-rl's PPO vs SB3's, same engine and settings
     physai data info PATH                                                 a dataset's spaces, counts and provenance
     physai data export PATH --format lerobot OUT [--fps N] [--frames]     a dataset as a LeRobot v3.0 dataset
     physai sweep-report MULTIRUN_DIR [--preset NAME]                      IQM and mean per configuration, 95% bootstrap CIs,
@@ -350,6 +351,18 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_trainers(args: argparse.Namespace) -> int:
+    from physai.bench.trainers import RESULT_FILE, bench_trainers, markdown_table
+
+    if args.markdown:
+        return _print_markdown(args.markdown, markdown_table, RESULT_FILE)
+    result = bench_trainers(_csv(args.tasks), _int_arg("--timesteps", args.timesteps),
+                            _int_arg("--repeats", args.repeats), _int_arg("--episodes", args.episodes))
+    _save_benchmark(Path(args.out) / RESULT_FILE, result)
+    print(markdown_table(result))
+    return 0
+
+
 def _cmd_bench_return(args: argparse.Namespace) -> int:
     from physai.bench.time_to_return import ARMS, bench_time_to_return
 
@@ -544,6 +557,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a Hydra override for one arm, e.g. physai:algo.learning_rate=1e-4 (repeatable)")
     ret.add_argument("--out", default="benchmarks/results", help="where time_to_return.json and the plot go")
     ret.set_defaults(func=_cmd_bench_return)
+    trainers = bench_sub.add_parser("trainers", help="PPO env-steps/s and final return: rsl-rl's (algo=rsl_ppo) vs "
+                                                     "SB3's, on the same engine with the same settings")
+    trainers.add_argument("--tasks", default="cartpole_balance,quadruped_velocity", help="comma-separated physai tasks")
+    trainers.add_argument("--timesteps", default="200000", help="env steps each run trains")
+    trainers.add_argument("--repeats", default="3", help="alternating runs per arm (seeds 0..repeats-1)")
+    trainers.add_argument("--episodes", default="10", help="deterministic evaluation episodes per final policy")
+    trainers.add_argument("--markdown", metavar="JSON", default=None,
+                          help="print the README's table from a trainers.json already written; train nothing")
+    trainers.add_argument("--out", default="benchmarks/results", help="where trainers.json goes")
+    trainers.set_defaults(func=_cmd_bench_trainers)
     return parser
 
 
