@@ -30,6 +30,13 @@ QUICK = ["experiment=smoke", "algo.total_timesteps=512", "pipeline.stages=[train
          "evaluate.interval_steps=256", "evaluate.interval_episodes=2", "tracking=none"]
 
 
+def _study(sweep):
+    """The sweep's study as ``physai sweep-report`` opens it (these sweeps keep it in a journal file, which
+    holds no connection, so it can still be read after the context closes)."""
+    with sweeps.loaded_study(sweep, sweeps.read_study_record(sweep)) as study:
+        return study
+
+
 def _journal_study(path: Path, pruner: dict, name: str = "physai") -> tuple[optuna.Study, object]:
     storage = optuna_study.open_storage(str(path))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
@@ -233,7 +240,7 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(killed_and_resu
     # Runs 0 and 1 (configuration 0) finished before the kill and were not rerun; run 2 was cut off.
     assert by_num[2]["status"] == "interrupted" and "requeued" in by_num[2]["error"]
     assert by_num[0]["status"] in ("completed", "pruned") and by_num[0]["optuna_trial"] == 0
-    study = sweeps.load_study(sweep, sweeps.read_study_record(sweep))
+    study = _study(sweep)
     states = {t.number: t.state.name for t in study.trials}
     assert states[0] in ("COMPLETE", "PRUNED") and states[1] == "FAIL"
     assert study.trials[1].user_attrs[optuna_study.INTERRUPTED_ATTR] is True
@@ -251,7 +258,7 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(killed_and_resu
 
 def test_optuna_is_told_the_mean_over_seeds(killed_and_resumed):
     sweep, _, _ = killed_and_resumed
-    study = sweeps.load_study(sweep, sweeps.read_study_record(sweep))
+    study = _study(sweep)
     runs = [t for t in sweeps.collect_trials(sweep) if t["status"] == "completed"]
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         mine = [r["objective"] for r in runs if r["optuna_trial"] == trial.number]
@@ -296,7 +303,7 @@ def test_four_ray_workers_share_one_study(tmp_path):
                         "hydra.sweeper.n_jobs=4", "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=4",
                         f"hydra.sweep.dir={sweep}"], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    study = sweeps.load_study(sweep, sweeps.read_study_record(sweep))
+    study = _study(sweep)
     records = sweeps.collect_trials(sweep)
     assert len(study.trials) == len(records) == 8
     assert sorted(r["optuna_trial"] for r in records) == [t.number for t in study.trials] == list(range(8))
@@ -317,7 +324,7 @@ def test_submitit_jobs_share_one_study(tmp_path):
                         "hydra.sweeper.n_jobs=2", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"],
                        timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    study = sweeps.load_study(sweep, sweeps.read_study_record(sweep))
+    study = _study(sweep)
     records = sweeps.collect_trials(sweep)
     assert len(study.trials) == len(records) == 4
     assert sorted(r["optuna_trial"] for r in records) == [t.number for t in study.trials] == list(range(4))

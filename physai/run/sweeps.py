@@ -27,10 +27,11 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from physai.core.io import read_summary, write_json_atomic, write_text_atomic
 from physai.deploy.gates import GateFigures
 from physai.report.format import fmt, save_png
 from physai.train.evaluation import ReturnFigures
-from physai.train.study import TrialPruned, open_storage
+from physai.train.study import TrialPruned, close_storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -513,13 +514,18 @@ def read_study_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def load_study(sweep_dir: Path, record: dict[str, Any]) -> Any:
-    """The optuna study an ``optuna_study.json`` names (a journal file beside it, or its database)."""
+@contextmanager
+def loaded_study(sweep_dir: Path, record: dict[str, Any]) -> Iterator[Any]:
+    """The optuna study an ``optuna_study.json`` names (a journal file beside it, or its database); a database
+    storage's connections are given back on leaving."""
     import optuna
 
     storage = str(record["storage"])
-    spec = storage if "://" in storage else str(Path(sweep_dir) / storage)
-    return optuna.load_study(study_name=record["study_name"], storage=open_storage(spec))
+    opened = open_storage(storage if "://" in storage else str(Path(sweep_dir) / storage))
+    try:
+        yield optuna.load_study(study_name=record["study_name"], storage=opened)
+    finally:
+        close_storage(opened)
 
 
 def study_importances(sweep_dir: Path) -> Optional[dict[str, Any]]:
@@ -531,19 +537,20 @@ def study_importances(sweep_dir: Path) -> Optional[dict[str, Any]]:
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
     from optuna.trial import TrialState
 
-    study = load_study(sweep_dir, record)
-    trials = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
-              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
-                            TrialState.WAITING)}
-    result: dict[str, Any] = {"method": "optuna PED-ANOVA over the completed trials", "study": record["study_name"],
-                              "trials": trials, "importances": None, "unavailable": None}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks PED-ANOVA experimental
-            importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
-        result["importances"] = {name: float(value) for name, value in importances.items()}
-    except (ValueError, RuntimeError, AssertionError) as exc:  # too few completed trials, a one-point space
-        result["unavailable"] = f"{type(exc).__name__}: {exc}"
+    with loaded_study(sweep_dir, record) as study:
+        trials = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+                  for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
+                                TrialState.WAITING)}
+        result: dict[str, Any] = {"method": "optuna PED-ANOVA over the completed trials",
+                                  "study": record["study_name"], "trials": trials, "importances": None,
+                                  "unavailable": None}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks PED-ANOVA experimental
+                importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+            result["importances"] = {name: float(value) for name, value in importances.items()}
+        except (ValueError, RuntimeError, AssertionError) as exc:  # too few completed trials, a one-point space
+            result["unavailable"] = f"{type(exc).__name__}: {exc}"
     return result
 
 
