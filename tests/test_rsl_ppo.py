@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -59,10 +60,27 @@ def test_the_policy_later_stages_load_acts_and_values_as_rsl_rl_trained_it(tmp_p
         value = model.policy.predict_values(torch.from_numpy(obs)).numpy()
     np.testing.assert_allclose(mean, expected_action, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(model.policy.log_std.detach().numpy(), alg.actor.distribution.log_std_param.detach().numpy())
+    np.testing.assert_allclose(model.policy.log_std.detach().numpy(),
+                               alg.actor.distribution.std_param.detach().log().numpy(), rtol=1e-6)
     # SB3's deterministic prediction is that mean within the action bounds, as the engine would clip it.
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], np.clip(expected_action, -1, 1),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoints_do_not_change_what_is_trained(tmp_path, one_torch_thread):
+    """Writing a checkpoint (building SB3's carrier seeds its generators) leaves rsl-rl's draws alone, and
+    model.zip does not pickle rsl-rl's state (it has its own file)."""
+    finals = []
+    for every in (256, 1024):
+        cfg = compose_config([*TINY, f"algo.checkpoint_every_steps={every}"])
+        run_dir = tmp_path / str(every)
+        train_rsl_ppo(build_task(cfg.env), cfg.algo, 0, run_dir, NullTracker(), resume=False)
+        finals.append(torch.load(run_dir / CHECKPOINT_DIR / FINAL_NAME / RslPPO.RSL_STATE_FILE, weights_only=True))
+        with zipfile.ZipFile(run_dir / CHECKPOINT_DIR / FINAL_NAME / "model.zip") as archive:
+            assert "rsl_state" not in json.loads(archive.read("data"))
+    assert len(list((tmp_path / "256" / CHECKPOINT_DIR).glob("step_*"))) == 3
+    for name, weights in finals[0]["actor_state_dict"].items():
+        assert torch.equal(weights, finals[1]["actor_state_dict"][name]), name
 
 
 def test_an_rsl_ppo_run_continues_from_its_checkpoint(tmp_path, one_torch_thread):
@@ -92,6 +110,8 @@ def test_an_rsl_ppo_run_continues_from_its_checkpoint(tmp_path, one_torch_thread
     (["env=cartpole_balance_pixels"], "camera images"),
     (["algo.normalize_reward=true"], "algo.normalize_reward=false"),
     (["evaluate.interval_steps=512"], "evaluate.interval_steps=null"),
+    (["algo.net_arch=[]"], "at least one hidden layer"),
+    (["algo.batch_size=100"], r"does not divide a rollout .* = 256\); .* algo.batch_size=128"),
 ])
 def test_what_rsl_ppo_cannot_train_is_refused_before_training(overrides, says):
     cfg = compose_config([*TINY, *overrides])

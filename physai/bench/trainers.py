@@ -6,12 +6,15 @@ batched engine, with the same value for every setting both define (:data:`SHARED
 minibatch, epochs, learning rate, discount, GAE lambda, clip range, entropy and value coefficients, gradient
 clipping, network, initial std, observation normalization, torch threads), so each does the same number of
 env steps and minibatch updates of the same networks. rsl-rl's adaptive learning rate is off here (it changes
-the learning rate, not the work). What still differs is each library's own PPO: rsl-rl normalizes
-observations with statistics updated after each update (SB3: VecNormalize, every step), clips the value loss
-(SB3 does not by default), normalizes advantages over the rollout (SB3: per minibatch) and initializes
-weights its own way. The arms alternate ``repeats`` times, repeat ``i`` training both on seed ``i``; each
-run's training wall-clock gives env-steps/s, and its final policy plays fixed-seed deterministic episodes
-for the return it reached.
+the learning rate, not the work). What still differs is each library's own PPO, which can change the return
+reached but hardly the time: rsl-rl normalizes observations with statistics updated after each update and
+never clips them (SB3: VecNormalize, updated every step, clipped at ``clip_obs``), clips the value loss, normalizes
+advantages over the rollout (SB3: per minibatch), keeps one minibatch split for all epochs, clips gradients per
+network, bootstraps time-outs with the value of the step's own observation (SB3: of the final observation),
+uses Adam's eps 1e-8 (SB3: 1e-5) and its own weight initialization (SB3: orthogonal). Only the SB3 arm runs
+physai's per-step finite check of the batch (a small cost against it). The arms alternate ``repeats`` times,
+repeat ``i`` training both on seed ``i``; each run's training wall-clock gives env-steps/s, and its final
+policy plays fixed-seed deterministic episodes for the return it reached.
 """
 
 from __future__ import annotations

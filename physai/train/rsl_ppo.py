@@ -51,12 +51,15 @@ INSTALL_HINT = "pip install -e '.[warp]' (rsl-rl-lib comes with the warp extra)"
 
 class RslPPO(SB3PPO):
     """SB3's PPO as the carrier of an rsl-rl-trained policy (``algo._target_``): checkpoints, prediction and
-    export read its ``ActorCriticPolicy``, into which :func:`to_sb3` copies rsl-rl's actor and critic. Training
+    export read its ``ActorCriticPolicy``, into which :func:`copy_into` copies rsl-rl's actor and critic. Training
     runs in :func:`train_rsl_ppo`, never through SB3's ``learn``."""
 
     trainer_settings = RSL_PPO_KEYS  # read by train_rsl_ppo, not by SB3's constructor
     RSL_STATE_FILE = "rsl_state.pt"
     rsl_state: Optional[dict[str, Any]] = None  # rsl-rl's own state (weights, optimizer, normalization)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "rsl_state"]  # it has its own file, never pickled into model.zip
 
     def learn(self, *args, **kwargs):
         raise ConfigError("an algo=rsl_ppo policy trains with physai.train.rsl_ppo.train_rsl_ppo (train.py "
@@ -84,6 +87,14 @@ def check_rsl_ppo(cfg: DictConfig, task) -> None:
                           f"camera images; train it with algo=ppo or algo=sac")
     if cfg.algo.normalize_reward:
         raise ConfigError("algo=rsl_ppo has no reward normalization; set algo.normalize_reward=false")
+    if not len(cfg.algo.net_arch):
+        raise ConfigError("algo.net_arch=[]: rsl-rl's networks need at least one hidden layer, e.g. "
+                          "algo.net_arch=[128,128]")
+    rollout = int(cfg.algo.n_steps) * int(cfg.algo.n_envs)
+    if rollout % int(cfg.algo.batch_size):
+        raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} does not divide a rollout (algo.n_steps x "
+                          f"algo.n_envs = {rollout}); rsl-rl splits a rollout into equal minibatches, so pick a "
+                          f"divisor, e.g. algo.batch_size={rollout // max(1, rollout // int(cfg.algo.batch_size))}")
     if cfg.evaluate.interval_steps:
         raise ConfigError(f"evaluate.interval_steps={cfg.evaluate.interval_steps}: evaluations during training (and a "
                           f"sweep's pruning, which they feed) run with SB3's algorithms; set "
@@ -153,10 +164,10 @@ def runner_config(algo: DictConfig) -> dict[str, Any]:
         "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
         "multi_gpu": None,
         "actor": {**model, "distribution_cfg": {"class_name": "GaussianDistribution",
-                                                "init_std": math.exp(float(algo.log_std_init)), "std_type": "log"}},
+                                                "init_std": math.exp(float(algo.log_std_init))}},
         "critic": dict(model),
         "algorithm": {"class_name": "PPO", "num_learning_epochs": int(algo.n_epochs),
-                      "num_mini_batches": max(1, rollout // int(algo.batch_size)), "clip_param": float(algo.clip_range),
+                      "num_mini_batches": rollout // int(algo.batch_size), "clip_param": float(algo.clip_range),
                       "gamma": float(algo.gamma), "lam": float(algo.gae_lambda), "value_loss_coef": float(algo.vf_coef),
                       "entropy_coef": float(algo.ent_coef), "learning_rate": float(algo.learning_rate),
                       "max_grad_norm": float(algo.max_grad_norm), "schedule": str(algo.schedule),
@@ -188,14 +199,19 @@ def _copy_mlp(rsl_model: nn.Module, hidden: nn.Module, head: nn.Linear) -> None:
             target[0].bias.copy_(source[0].bias.double() - weight @ normalizer.mean.double())
 
 
-def to_sb3(alg, algo: DictConfig, task, seed: int, timesteps: int, iteration: int = 0) -> RslPPO:
-    """An SB3 PPO holding the rsl-rl actor and critic (the form every later stage reads), and rsl-rl's own
-    state for the checkpoint."""
-    env = DummyVecEnv([task.env_fn()])
+def sb3_carrier(algo: DictConfig, task, seed: int) -> RslPPO:
+    """The SB3 PPO that carries the policy into checkpoints, built once before training: SB3's constructor
+    reseeds torch, numpy and python, which must not happen between rsl-rl's draws. Close its env when done."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # SB3's rollout-size advice for one env: it never rolls out
-        model = build_model(algo, env, seed)
-    policy = model.policy
+        return build_model(algo, DummyVecEnv([task.env_fn()]), seed)
+
+
+def copy_into(carrier: RslPPO, alg, timesteps: int, iteration: int) -> RslPPO:
+    """Put rsl-rl's actor and critic into the carrier's ``ActorCriticPolicy`` (the form every later stage
+    reads), with rsl-rl's own state (and torch's generator, which draws its actions and minibatches) for
+    resuming."""
+    policy = carrier.policy
     _copy_mlp(alg.actor, policy.mlp_extractor.policy_net, policy.action_net)
     _copy_mlp(alg.critic, policy.mlp_extractor.value_net, policy.value_net)
     distribution = alg.actor.distribution
@@ -203,9 +219,10 @@ def to_sb3(alg, algo: DictConfig, task, seed: int, timesteps: int, iteration: in
         log_std = (distribution.log_std_param.clamp(*distribution.log_std_range) if distribution.std_type == "log"
                    else distribution.std_param.clamp(*distribution.std_range).log())
         policy.log_std.copy_(log_std)
-    model.num_timesteps = int(timesteps)
-    model.rsl_state = {**alg.save(), "iteration": int(iteration), "learning_rate": float(alg.learning_rate)}
-    return model
+    carrier.num_timesteps = int(timesteps)
+    carrier.rsl_state = {**alg.save(), "iteration": int(iteration), "learning_rate": float(alg.learning_rate),
+                         "torch_rng": torch.get_rng_state()}
+    return carrier
 
 
 def _named_parameters(alg):
@@ -235,7 +252,7 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
     from rsl_rl.algorithms import PPO
 
     torch.set_num_threads(algo.torch_threads)
-    torch.manual_seed(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / CHECKPOINT_DIR
     checkpoint, state = _resume_point(checkpoints, run_dir) if resume else (None, {})
     curve = [row for row in read_curve(checkpoint / CURVE_COPY) if row["timesteps"] <= state["timesteps"]] \
@@ -245,6 +262,8 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
                            backend=task.backend)
     env = EngineVecEnv(engine)
     env.timesteps = timesteps
+    carrier = sb3_carrier(algo, task, seed)
+    torch.manual_seed(seed)
     cfg = runner_config(algo)
     with contextlib.redirect_stdout(io.StringIO()) as printed:  # rsl-rl prints its models; keep them in the log
         alg = PPO.construct_algorithm(env.get_observations(), env, cfg, "cpu")
@@ -261,6 +280,7 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
         for group in alg.optimizer.param_groups:
             group["lr"] = alg.learning_rate
         iteration = int(saved["iteration"])
+        torch.set_rng_state(saved["torch_rng"])
         log.info("resuming rsl_ppo from %s at step %d", checkpoint, timesteps)
     per_iteration = int(algo.n_steps) * env.num_envs
     remaining = max(0, -(-(int(algo.total_timesteps) - timesteps) // per_iteration))
@@ -271,15 +291,18 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
     def save(name: str) -> Path:
         rows = [row for row in curve if row["timesteps"] <= timesteps]
         text = curve_text(rows)
-        path = save_checkpoint(to_sb3(alg, algo, task, seed, timesteps, iteration), checkpoints, name,
+        path = save_checkpoint(copy_into(carrier, alg, timesteps, iteration), checkpoints, name,
                                keep=None if name == FINAL_NAME else algo.keep_checkpoints, task_id=task.id,
                                trainer_state={"curve_rows": len(rows), "trainer": TRAINER_NAME,
                                               "total_timesteps": int(algo.total_timesteps)}, curve_csv=text)
         write_text_atomic(run_dir / CURVE_FILE, text)
-        write_progress(run_dir / PROGRESS_FILE, {"timesteps": timesteps, "total_timesteps": int(algo.total_timesteps),
-                                                 "last_checkpoint": str(path.relative_to(run_dir)),
-                                                 "updated_unix": round(time.time(), 3)})
         return path
+
+    def progress_file(last: Optional[Path]) -> None:
+        write_progress(run_dir / PROGRESS_FILE, {
+            "timesteps": timesteps, "total_timesteps": int(algo.total_timesteps),
+            "last_checkpoint": None if last is None else str(last.relative_to(run_dir)),
+            "updated_unix": round(time.time(), 3)})
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -314,13 +337,17 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
                     f"train (rsl-rl PPO)  return {np.mean(recent):8.1f}" if recent else "train (rsl-rl PPO)"))
                 if stop.requested is not None:
                     saved_at = save(step_name(timesteps))
+                    progress_file(saved_at)
                     raise TrainingInterrupted(interrupted_message(stop.requested, saved_at, run_dir), stop.requested)
                 if timesteps >= next_checkpoint and timesteps < algo.total_timesteps:
                     last_checkpoint = save(step_name(timesteps))
                     next_checkpoint = (timesteps // every + 1) * every
+                progress_file(last_checkpoint)
             final = save(FINAL_NAME)
+            progress_file(final)
     finally:
         env.close()
+        carrier.get_env().close()
     return {"checkpoint": str(final.relative_to(run_dir)), "timesteps": timesteps,
             "resumed_from_step": int(state["timesteps"]) if checkpoint is not None else None,
             "episodes": len(curve), "model_based": None, "distillation": None}
