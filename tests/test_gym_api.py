@@ -69,10 +69,11 @@ def test_smoke_composes_with_every_listed_env(algo):
             assert cfg.algo.n_steps * cfg.algo.n_envs * 2 <= cfg.algo.total_timesteps, env
 
 
-@pytest.mark.parametrize("algo,env", [("ppo", "pendulum"), ("sac", "cartpole_balance"), ("sac", "pendulum"),
-                                      ("mbpo", "cartpole_balance"), ("mbpo", "pendulum")])
+@pytest.mark.parametrize("algo,env", [("ppo", "pendulum"), ("rsl_ppo", "cartpole_balance"), ("sac", "cartpole_balance"),
+                                      ("sac", "pendulum"), ("mbpo", "cartpole_balance"), ("mbpo", "pendulum")])
 def test_smoke_trains_every_algorithm_on_a_physai_task_and_a_gymnasium_id(algo, env, tmp_path):
-    # PPO on the physai task is the shared smoke run; the later stages are covered there too.
+    # PPO on the physai task is the shared smoke run; the later stages are covered there too. rsl_ppo trains
+    # on physai's batched engine only: a gymnasium id is refused (test_rsl_ppo).
     run_dir = tmp_path / "run"
     result = run_train(["experiment=smoke", f"algo={algo}", f"env={env}", "tracking=none",
                         "pipeline.stages=[train,evaluate,export]", f"hydra.run.dir={run_dir}"], timeout=240)
