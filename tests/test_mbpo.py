@@ -211,9 +211,9 @@ def test_bench_synthetic_reports_its_figures(tmp_path):
                      "model_members": 3, "model_elites": 2, "model_hidden": 32, "model_layers": 2,
                      "model_max_epochs": 3, "rollout_length": [0, 1, 1, 2]})
     # Two worker processes: the path the real benchmark takes on this machine.
-    record = bench_synthetic(["pendulum"], [5, 6], tmp_path, plans={"pendulum": toy}, workers=2,
-                             generation_branches=500, generation_horizon=2, sim_seconds=0.05, sim_rounds=2,
-                             batch_sizes=(8,), command="pytest")
+    quick = dict(plans={"pendulum": toy}, generation_branches=500, generation_horizon=2, sim_seconds=0.05,
+                 sim_rounds=2, batch_sizes=(8,), command="pytest", work_dir=tmp_path / "work")
+    record = bench_synthetic(["pendulum"], [5, 6], tmp_path, workers=2, **quick)
     saved = json.loads((tmp_path / "synthetic.json").read_text())
     for key in ("real_steps_ratio", "generation_ratio", "command", "machine", "wall_clock_s", "tasks_detail"):
         assert key in saved, key
@@ -238,6 +238,12 @@ def test_bench_synthetic_reports_its_figures(tmp_path):
         mean = [(a + b) / 2 for a, b in zip(curves[arm][0]["return"], curves[arm][1]["return"])]
         reach = next((step for step, value in zip(curves[arm][0]["steps"], mean) if value >= reference), None)
         assert detail["arms"][arm]["steps_to_reach"] == reach, arm
+    # Run again on the same work folder: no run trains again (the kept MBPO model serves the generation
+    # rate), and the scores come back the same.
+    again = bench_synthetic(["pendulum"], [5, 6], tmp_path / "again", workers=1, **quick)
+    assert record["runs_resumed"] == 0 and again["runs_resumed"] == 4 * 2
+    assert again["steps_to_reach"] == record["steps_to_reach"]
+    assert again["curves_per_seed"] == json.loads(json.dumps(record["curves_per_seed"]))
     # Pendulum-v1 is a gymnasium env: its batched path is gymnasium's vector env (and EnvPool when installed).
     generation = saved["generation"]["pendulum"]
     assert {"single env", "gymnasium sync vector 8"} <= set(generation["simulator"])

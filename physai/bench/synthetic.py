@@ -32,6 +32,7 @@ how many. The generation rate is ``physai.bench.generation``'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -48,7 +49,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 from physai.bench.generation import POLICY_WEIGHTS, generation_figures
-from physai.bench.jobs import job_inputs, run_jobs
+from physai.bench.jobs import JobStore, job_inputs, run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95
@@ -257,8 +258,10 @@ def run_job(job: Job, events=None) -> dict:
     return train_arm(job.arm, task, job.plan, job.seed, on_eval, keep)
 
 
-def _run_jobs(jobs: list[Job], workers: int, progress, bar) -> dict[tuple, dict]:
-    """Every job's record by (task, arm, seed); a rich bar counts real steps of all jobs together."""
+def _run_jobs(jobs: list[Job], workers: int, progress, bar,
+              store: Optional[JobStore] = None) -> tuple[dict[tuple, dict], int]:
+    """Every job's record by (task, arm, seed) (from ``store`` where it holds one) and how many came from the
+    store; a rich bar counts real steps of all jobs together."""
     done_steps: dict[tuple, int] = {}
     records: dict[tuple, dict] = {}
 
@@ -275,8 +278,11 @@ def _run_jobs(jobs: list[Job], workers: int, progress, bar) -> dict[tuple, dict]
         progress.console.log(f"{job.task} {ARM_LABELS[job.arm]} seed {job.seed}: {last['return']:.1f} after "
                              f"{last['steps']:,} real steps, {record['seconds']:.0f} s")
 
-    run_jobs(jobs, run_job, workers, show, finished)
-    return records
+    resumed = run_jobs(jobs, run_job, workers, show, finished, store)
+    if resumed:
+        progress.console.log(f"{resumed} of {len(jobs)} runs were read from {store.folder}, finished by an earlier "
+                             f"invocation")
+    return records, resumed
 
 
 # ---------------------------------------------------------------------- analysis
@@ -494,20 +500,25 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
                     out_dir: str | Path = "benchmarks/results", *, plans: Optional[dict[str, dict]] = None,
                     workers: Optional[int] = None, generation_branches: int = 50_000, generation_horizon: int = 5,
                     sim_seconds: float = 0.5, sim_rounds: int = 5, batch_sizes: Sequence[int] = (64, 1024),
-                    torch_threads: int = 1, command: Optional[str] = None, write: bool = True) -> dict[str, Any]:
+                    torch_threads: int = 1, command: Optional[str] = None, write: bool = True,
+                    work_dir: Optional[Path] = None) -> dict[str, Any]:
     """Run the benchmark; print rich tables and one JSON line; write ``synthetic.json`` and the plot.
 
     ``tasks`` are env options with a plan in ``PLANS``; ``plans`` overrides plan fields per task (e.g.
     ``{"pendulum": {"budget": 300}}``) for quick runs. ``workers`` processes train the jobs (default:
-    one per core).
+    one per core). With ``work_dir``, every finished run (and the MBPO model the generation rate is measured
+    with) is kept there, and a rerun trains only the runs it lacks.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     resolved, seed_list, workers = job_inputs(tasks, PLANS, plans, seeds, workers, "--tasks")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-") as scratch:
-        keep = {name: Path(scratch) / name for name in resolved}
+    kept = (contextlib.nullcontext(str(work_dir)) if work_dir is not None
+            else tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-"))
+    with kept as scratch:
+        keep = {name: Path(scratch) / "models" / name for name in resolved}
+        store = JobStore(Path(scratch) / "runs") if work_dir is not None else None
         jobs = [Job(name, arm, seed, plan, str(keep[name]) if arm == "mbpo" and seed == seed_list[-1] else None,
                     torch_threads) for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
         jobs.sort(key=lambda job: -job.cost)
@@ -516,7 +527,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} real steps"), TimeElapsedColumn())
         with Progress(*columns, transient=False) as progress:
             bar = progress.add_task(f"bench synthetic: {len(jobs)} runs on {workers} workers", total=total)
-            by_job = _run_jobs(jobs, workers, progress, bar)
+            by_job, resumed = _run_jobs(jobs, workers, progress, bar, store)
             train_seconds = time.perf_counter() - started
             torch.set_num_threads(torch_threads)
             results, generation = {}, {}
@@ -544,6 +555,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
         "wall_clock_s": seconds,
         "training_wall_clock_s": train_seconds,
         "workers": workers,
+        "runs_resumed": resumed,
     }
     record = {
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),

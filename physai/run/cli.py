@@ -315,7 +315,8 @@ def _cmd_bench_synthetic(args: argparse.Namespace) -> int:
     if args.markdown:
         return _print_markdown(args.markdown, markdown_tables, RESULT_FILE)
     bench_synthetic(_csv(args.tasks), [_int_arg("--seeds", s) for s in _csv(args.seeds)], Path(args.out),
-                    workers=args.workers, command="physai " + " ".join(sys.argv[1:]))
+                    workers=args.workers, command="physai " + " ".join(sys.argv[1:]),
+                    work_dir=Path(args.work) if args.work else None)
     return 0
 
 
@@ -528,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="print the README's tables from a synthetic.json already written; train nothing")
     synthetic.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
     synthetic.add_argument("--out", default="benchmarks/results", help="where synthetic.json and the plot go")
+    synthetic.add_argument("--work", default="benchmarks/work/synthetic",
+                           help="where each finished run is kept: the same command run again trains only the runs it "
+                                "lacks (clear it after changing the code; '' keeps nothing)")
     synthetic.set_defaults(func=_cmd_bench_synthetic)
     robust = bench_sub.add_parser("robustness", help="edge-case and nominal return of SAC on nominal data, MBPO "
                                                      "with prompted synthetic data, and SAC with the scenario as DR")
