@@ -148,7 +148,8 @@ def test_a_benchmark_killed_part_way_trains_only_the_jobs_it_lacks_when_run_agai
         if job == fail_on:
             raise RuntimeError("killed")
         trained.append(job)
-        return {"return": float(job.seed) + len(job.name)}
+        # A diverged evaluation is NaN, and comes back from the store as NaN.
+        return {"return": float(job.seed) + len(job.name), "curve": [np.float64(1.0), np.nan]}
 
     store = JobStore(tmp_path / "work")
     with pytest.raises(RuntimeError, match="killed"):
@@ -158,7 +159,9 @@ def test_a_benchmark_killed_part_way_trains_only_the_jobs_it_lacks_when_run_agai
     trained.clear()
     resumed = run_jobs(jobs, run_one, 1, print, lambda job, record: records.update({job: record}), store)
     assert resumed == 2 and trained == [jobs[2]]
-    assert records == {job: {"return": float(job.seed) + len(job.name)} for job in jobs}
+    assert {job: record["return"] for job, record in records.items()} == {
+        job: float(job.seed) + len(job.name) for job in jobs}
+    assert all(record["curve"][0] == 1.0 and np.isnan(record["curve"][1]) for record in records.values())
     # A damaged record is named, with the remedy, and nothing is trained over it.
     damaged = next((tmp_path / "work").glob("*.json"))
     damaged.write_text("{")

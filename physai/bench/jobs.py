@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from physai.core.errors import ConfigError
-from physai.core.io import write_json_atomic
+from physai.core.io import write_text_atomic
 
 
 def job_inputs(names: Sequence[str], known: Mapping[str, Any], overrides: Optional[Mapping[str, dict]],
@@ -45,20 +45,26 @@ class _Inline:
 class JobStore:
     """Each finished job's record in a JSON file named by a digest of the job's settings, so a benchmark
     run again with the same store trains only the jobs it lacks: a run of hours killed part-way loses only
-    the jobs that were in flight. The key is the job's settings, not the code: clear the folder after
-    changing what a job computes."""
+    the jobs that were in flight. The settings are the job's ``store_settings()`` where it defines one (all
+    that decides its result: resolved hyperparameters and task config, not only the plan's name), else its
+    fields. Records keep NaN (a diverged evaluation) as NaN. Clear the folder after changing the code."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
 
-    def _entry(self, job: Any) -> tuple[Path, Any]:
-        settings = json.loads(json.dumps(asdict(job), sort_keys=True))
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
-        return self.folder / f"{digest}.json", settings
+    @staticmethod
+    def settings(job: Any) -> Any:
+        settings = job.store_settings() if hasattr(job, "store_settings") else asdict(job)
+        return json.loads(json.dumps(settings, sort_keys=True, default=_plain))
+
+    def path(self, job: Any, suffix: str = ".json") -> Path:
+        """Where this job's record (or, with another ``suffix``, something else of the job) is kept."""
+        text = json.dumps(self.settings(job), sort_keys=True)
+        return self.folder / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}{suffix}"
 
     def load(self, job: Any) -> Optional[Any]:
         """The stored record of this job, or None when it has not finished in this store."""
-        path, settings = self._entry(job)
+        path = self.path(job)
         if not path.exists():
             return None
         try:
@@ -66,14 +72,25 @@ class JobStore:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"benchmark store {path} cannot be read ({exc}); delete that file to train its job "
                               f"again") from exc
-        if not isinstance(stored, dict) or stored.get("job") != settings or "record" not in stored:
-            raise ConfigError(f"benchmark store {path} holds another job than {settings}; delete that file to train "
-                              f"its job again")
+        if not isinstance(stored, dict) or stored.get("job") != self.settings(job) or "record" not in stored:
+            raise ConfigError(f"benchmark store {path} holds another job than {self.settings(job)}; delete that "
+                              f"file to train its job again")
         return stored["record"]
 
     def save(self, job: Any, record: Any) -> None:
-        path, settings = self._entry(job)
-        write_json_atomic(path, {"job": settings, "record": record})
+        payload = {"job": self.settings(job), "record": record}
+        write_text_atomic(self.path(job), json.dumps(payload, default=_plain) + "\n")
+
+    def forget(self, job: Any) -> None:
+        """Drop a job's record, so the next run trains it again."""
+        self.path(job).unlink(missing_ok=True)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists (NaN stays NaN: Python's json reads it back)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: int,
@@ -83,7 +100,8 @@ def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: i
 
     ``run_one`` must be a module-level function (it is pickled into the workers); it reports progress
     with ``events.put(tuple)``, which reaches ``show(*tuple)`` here. ``finished(job, record)`` receives
-    each job's result as it completes; a job's exception propagates. With a ``store``, jobs it already
+    each job's result as it completes. The first job to fail stops the jobs not yet started; those running
+    finish (and are handed over) before its exception propagates. With a ``store``, jobs it already
     holds are handed to ``finished`` from it without running, and every job is stored as it finishes.
     Returns how many jobs came from the store.
     """
@@ -107,6 +125,7 @@ def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: i
             finished(job, run_one(job, _Inline(show)))
         return resumed
     context = mp.get_context("spawn")  # torch and MuJoCo state must not be forked mid-run
+    error: Optional[BaseException] = None
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         events = manager.Queue()
         pending = {pool.submit(run_one, job, events): job for job in jobs}
@@ -118,5 +137,16 @@ def run_jobs(jobs: Sequence[Any], run_one: Callable[[Any, Any], Any], workers: i
                 except queue.Empty:
                     break
             for future in ready:
-                finished(pending.pop(future), future.result())
+                job = pending.pop(future)
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    if error is None:  # the first failure: queued jobs never start, running ones finish
+                        error = future.exception()
+                        for other in pending:
+                            other.cancel()
+                    continue
+                finished(job, future.result())  # kept (and stored) even after another job failed
+    if error is not None:
+        raise error
     return resumed

@@ -32,19 +32,20 @@ how many. The generation rate is ``physai.bench.generation``'s.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -58,7 +59,10 @@ from physai.report.format import save_png
 from physai.synthetic.mbpo import MBPO, training_figures
 from physai.train.critics import sac_policy
 from physai.train.evaluation import episode_returns
+from physai.train.sb3 import log_to_memory
 from physai.train.vec_env import make_training_vec_env
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "synthetic.json"
 PLOT_FILE = "synthetic_curves.png"
@@ -203,7 +207,7 @@ def train_arm(arm: str, task, plan: TaskPlan, seed: int, on_eval: Callable[[int,
     settings = arm_settings(arm, plan)
     policy, critic_kwargs = sac_policy(settings.pop("critic_dropout", 0.0), settings.pop("critic_layer_norm", False))
     settings["policy_kwargs"] = {**settings["policy_kwargs"], **critic_kwargs}
-    model = algo(policy, venv, seed=seed, device="cpu", verbose=0, **settings)
+    model = log_to_memory(algo(policy, venv, seed=seed, device="cpu", verbose=0, **settings))
     seeds = eval_seeds(plan)
 
     def evaluate(trained) -> list[float]:
@@ -236,13 +240,22 @@ class Job:
     arm: str
     seed: int
     plan: TaskPlan
-    keep_model_in: Optional[str] = None
+    keeps_model: bool = False  # MBPO's last seed keeps its model for the generation-rate measurement
+    keep_model_in: Optional[str] = None  # where; not part of what the job computes
     torch_threads: int = 1
 
     @property
     def cost(self) -> int:
         """Gradient steps, the bulk of an arm's time: longest jobs go first."""
         return self.plan.arm_budget(self.arm) * (1 if self.arm == "sac" else self.plan.utd)
+
+    def store_settings(self) -> dict[str, Any]:
+        """What decides the job's record (physai.bench.jobs.JobStore): the arm's resolved hyperparameters and
+        the task's config, not only the plan's name; not where its model is kept."""
+        return {"task": self.task, "arm": self.arm, "seed": self.seed, "plan": asdict(self.plan),
+                "keeps_model": self.keeps_model, "torch_threads": self.torch_threads,
+                "hyperparameters": arm_settings(self.arm, self.plan), "eval_seeds": eval_seeds(self.plan),
+                "env": OmegaConf.to_container(compose_config([f"env={self.task}"]).env, resolve=True)}
 
 
 def run_job(job: Job, events=None) -> dict:
@@ -514,13 +527,19 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     resolved, seed_list, workers = job_inputs(tasks, PLANS, plans, seeds, workers, "--tasks")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    kept = (contextlib.nullcontext(str(work_dir)) if work_dir is not None
-            else tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-"))
-    with kept as scratch:
-        keep = {name: Path(scratch) / "models" / name for name in resolved}
-        store = JobStore(Path(scratch) / "runs") if work_dir is not None else None
-        jobs = [Job(name, arm, seed, plan, str(keep[name]) if arm == "mbpo" and seed == seed_list[-1] else None,
-                    torch_threads) for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
+    store = JobStore(work_dir) if work_dir is not None else None
+    with tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-") as scratch:
+        jobs = [Job(name, arm, seed, plan, keeps_model=arm == "mbpo" and seed == seed_list[-1],
+                    torch_threads=torch_threads) for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
+        # The kept model lives beside its job's record in the store (named by the same digest), else in scratch.
+        jobs = [replace(job, keep_model_in=str(store.path(job, ".model") if store else Path(scratch) / job.task))
+                if job.keeps_model else job for job in jobs]
+        keep = {job.task: Path(job.keep_model_in) for job in jobs if job.keeps_model}
+        for job in jobs:
+            if store and job.keeps_model and not (keep[job.task] / POLICY_WEIGHTS).is_file() and store.load(job):
+                log.info("%s: the model kept by %s seed %d is missing; that run trains again", job.task, job.arm,
+                         job.seed)
+                store.forget(job)
         jobs.sort(key=lambda job: -job.cost)
         total = sum(job.plan.arm_budget(job.arm) for job in jobs)
         columns = (TextColumn("{task.description}"), BarColumn(),

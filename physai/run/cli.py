@@ -545,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--out", default="benchmarks/results", help="where robustness.json and the plot go")
     robust.add_argument("--work", default="benchmarks/work/robustness",
                         help="where each finished run is kept: the same command run again trains only the runs it "
-                             "lacks (clear it after changing the code; '' keeps nothing)")
+                             "lacks (runs are keyed by their plan, arm and seed: clear it after changing the code, a "
+                             "preset or a scenario file; '' keeps nothing)")
     robust.set_defaults(func=_cmd_bench_robustness)
     ret = bench_sub.add_parser("return", help="training wall-clock to a fixed deterministic HalfCheetah return: "
                                               "physai's preset vs the stock RL Zoo recipe")

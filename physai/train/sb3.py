@@ -98,9 +98,12 @@ def build_model(algo: DictConfig, venv, seed: int, world_model: Optional[DictCon
         kwargs["policy"] = "MultiInputPolicy"  # a camera task: a CNN per image, an MLP for the kept state terms
     if world_model is not None and hasattr(algorithm_class, "world_model_keywords"):
         kwargs.update(algorithm_class.world_model_keywords(OmegaConf.to_container(world_model, resolve=True)))
-    model = algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs)
-    # Figures are read from the logger's values, never from its files; left to itself SB3 makes an empty
-    # SB3-<time> folder in the system's temp dir at every learn() (thousands over a sweep).
+    return log_to_memory(algorithm_class(env=venv, seed=seed, verbose=0, device="cpu", **kwargs))
+
+
+def log_to_memory(model: BaseAlgorithm) -> BaseAlgorithm:
+    """Figures are read from the logger's values, never from its files; left to itself SB3 makes an empty
+    SB3-<time> folder in the system's temp dir at every learn() (thousands over a sweep)."""
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model
 
