@@ -143,3 +143,13 @@ def test_rsl_ppo_trains_on_the_warp_backend(tmp_path, one_torch_thread):
     assert figures["timesteps"] == 1024 and figures["episodes"] > 0
     curve = read_curve(tmp_path / "run" / "train_curve.csv")
     assert all(np.isfinite(row["episode_return"]) for row in curve)
+
+
+def test_the_trainer_benchmark_refuses_what_rsl_ppo_cannot_train_before_anything_runs(tmp_path, capsys):
+    from physai.run.cli import main
+
+    assert main(["bench", "trainers", "--tasks", "cartpole_balance,nope", "--out", str(tmp_path)]) != 0
+    assert "--tasks names ['nope']" in capsys.readouterr().err
+    assert main(["bench", "trainers", "--tasks", "cartpole_balance_pixels", "--out", str(tmp_path)]) != 0
+    assert "camera images" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -19,6 +19,7 @@ policy plays fixed-seed deterministic episodes for the return it reached.
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ from rich.progress import Progress
 
 from physai.config.compose import build_task, compose_config
 from physai.config.validate import validate_config
+from physai.core.errors import ConfigError
 from physai.core.stats import mean_ci95
+from physai.envs.registry import packaged_task_configs
 from physai.run.tracking import NullTracker
 from physai.train.checkpoints import CHECKPOINT_DIR, FINAL_NAME
 from physai.train.evaluation import episode_returns
@@ -80,10 +83,13 @@ def _train(arm: str, cfg, seed: int, run_dir: Path) -> float:
 
 def bench_trainers(tasks: Sequence[str], timesteps: int, repeats: int, episodes: int = 10) -> dict[str, Any]:
     """For each task, both arms ``repeats`` times in alternation; env-steps/s and final return per run."""
-    import rsl_rl.algorithms  # noqa: F401  imported before any clock starts: loading a library is not training
-
+    known = packaged_task_configs()
+    unknown = [task for task in tasks if task not in known]
+    if unknown:
+        raise ConfigError(f"--tasks names {unknown}: rsl-rl's PPO trains on physai tasks; choose from {sorted(known)}")
     results: dict[str, Any] = {}
     configs = {task: arm_configs(task, timesteps) for task in tasks}  # every config checked before any training
+    importlib.import_module("rsl_rl.algorithms")  # before any clock starts: loading a library is not training
     torch_threads = torch.get_num_threads()
     with Progress(transient=True) as progress, tempfile.TemporaryDirectory(prefix="physai-bench-trainers-") as scratch:
         bar = progress.add_task("bench trainers", total=len(tasks) * repeats * len(ARMS))
