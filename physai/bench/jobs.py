@@ -57,14 +57,19 @@ class JobStore:
         settings = job.store_settings() if hasattr(job, "store_settings") else asdict(job)
         return json.loads(json.dumps(settings, sort_keys=True, default=_plain))
 
+    def _entry(self, job: Any, suffix: str = ".json") -> tuple[Path, Any]:
+        """The job's file (named by the digest of its settings) and those settings, computed once."""
+        settings = self.settings(job)
+        text = json.dumps(settings, sort_keys=True)
+        return self.folder / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}{suffix}", settings
+
     def path(self, job: Any, suffix: str = ".json") -> Path:
         """Where this job's record (or, with another ``suffix``, something else of the job) is kept."""
-        text = json.dumps(self.settings(job), sort_keys=True)
-        return self.folder / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}{suffix}"
+        return self._entry(job, suffix)[0]
 
     def load(self, job: Any) -> Optional[Any]:
         """The stored record of this job, or None when it has not finished in this store."""
-        path = self.path(job)
+        path, settings = self._entry(job)
         if not path.exists():
             return None
         try:
@@ -72,14 +77,14 @@ class JobStore:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"benchmark store {path} cannot be read ({exc}); delete that file to train its job "
                               f"again") from exc
-        if not isinstance(stored, dict) or stored.get("job") != self.settings(job) or "record" not in stored:
-            raise ConfigError(f"benchmark store {path} holds another job than {self.settings(job)}; delete that "
+        if not isinstance(stored, dict) or stored.get("job") != settings or "record" not in stored:
+            raise ConfigError(f"benchmark store {path} holds another job than {settings}; delete that "
                               f"file to train its job again")
         return stored["record"]
 
     def save(self, job: Any, record: Any) -> None:
-        payload = {"job": self.settings(job), "record": record}
-        write_text_atomic(self.path(job), json.dumps(payload, default=_plain) + "\n")
+        path, settings = self._entry(job)
+        write_text_atomic(path, json.dumps({"job": settings, "record": record}, default=_plain) + "\n")
 
     def forget(self, job: Any) -> None:
         """Drop a job's record, so the next run trains it again."""

@@ -40,7 +40,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from physai.bench.jobs import JobStore, job_inputs, run_jobs
-from physai.config.compose import build_task, compose_config
+from physai.config.compose import build_task, compose_config, override_value
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95, paired_ci95
@@ -98,19 +98,11 @@ def arm_overrides(arm: str, scenario: str, plan: RobustnessPlan) -> list[str]:
     if arm in ("prompted", "unprompted"):
         mbpo = {**SHARED_MBPO, **plan.mbpo, "prompt_share": plan.prompt_share if arm == "prompted" else 0.0}
         return [*common, "algo=mbpo", f"preset=sac_{plan.env}",
-                *(f"synthetic.world_model.{key}={_hydra_value(value)}" for key, value in WORLD_MODEL.items()),
-                *(f"algo.{key}={_hydra_value(value)}" for key, value in mbpo.items())]
+                *(f"synthetic.world_model.{key}={override_value(value)}" for key, value in WORLD_MODEL.items()),
+                *(f"algo.{key}={override_value(value)}" for key, value in mbpo.items())]
     if arm in ("nominal", "randomized"):
         return [*common, "algo=sac"]
     raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
-
-
-def _hydra_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, (list, tuple)) else str(value)
 
 
 class _EdgeCaseSteps(BaseCallback):

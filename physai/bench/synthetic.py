@@ -529,17 +529,21 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     started = time.perf_counter()
     store = JobStore(work_dir) if work_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="physai-bench-synthetic-") as scratch:
-        jobs = [Job(name, arm, seed, plan, keeps_model=arm == "mbpo" and seed == seed_list[-1],
-                    torch_threads=torch_threads) for name, plan in resolved.items() for arm in ARMS for seed in seed_list]
-        # The kept model lives beside its job's record in the store (named by the same digest), else in scratch.
-        jobs = [replace(job, keep_model_in=str(store.path(job, ".model") if store else Path(scratch) / job.task))
-                if job.keeps_model else job for job in jobs]
+        jobs = []
+        for name, plan in resolved.items():
+            for arm in ARMS:
+                for seed in seed_list:
+                    job = Job(name, arm, seed, plan, keeps_model=arm == "mbpo" and seed == seed_list[-1],
+                              torch_threads=torch_threads)
+                    if job.keeps_model:  # beside its record in the store (named by the same digest), else in scratch
+                        kept = store.path(job, ".model") if store else Path(scratch) / name
+                        job = replace(job, keep_model_in=str(kept))
+                        if store and store.path(job).is_file() and not (kept / POLICY_WEIGHTS).is_file():
+                            log.info("%s: the model kept by %s seed %d is missing; that run trains again", name, arm,
+                                     seed)
+                            store.forget(job)
+                    jobs.append(job)
         keep = {job.task: Path(job.keep_model_in) for job in jobs if job.keeps_model}
-        for job in jobs:
-            if store and job.keeps_model and not (keep[job.task] / POLICY_WEIGHTS).is_file() and store.load(job):
-                log.info("%s: the model kept by %s seed %d is missing; that run trains again", job.task, job.arm,
-                         job.seed)
-                store.forget(job)
         jobs.sort(key=lambda job: -job.cost)
         total = sum(job.plan.arm_budget(job.arm) for job in jobs)
         columns = (TextColumn("{task.description}"), BarColumn(),

@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.progress import Progress
 
-from physai.config.compose import build_task, compose_config
+from physai.config.compose import build_task, compose_config, override_value
 from physai.config.validate import validate_config
 from physai.core.errors import ConfigError
 from physai.core.stats import mean_ci95
@@ -55,19 +55,11 @@ def arm_configs(task_name: str, timesteps: int) -> dict[str, Any]:
                           "algo.schedule=fixed", f"algo.checkpoint_every_steps={timesteps}"])
     shared = {key: OmegaConf.to_container(rsl.algo, resolve=True)[key] for key in SHARED_KEYS}
     sb3 = compose_config([f"env={task_name}", "algo=ppo",
-                          *(f"algo.{key}={_override(value)}" for key, value in shared.items())])
+                          *(f"algo.{key}={override_value(value)}" for key, value in shared.items())])
     for cfg in (rsl, sb3):
         validate_config(cfg)
     check_rsl_ppo(rsl, build_task(rsl.env))
     return {"rsl-rl PPO": rsl, "SB3 PPO": sb3}
-
-
-def _override(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value)
 
 
 def _train(arm: str, cfg, seed: int, run_dir: Path) -> float:

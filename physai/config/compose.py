@@ -35,3 +35,12 @@ def compose_config(overrides: list[str]) -> DictConfig:
             return compose("config", overrides=list(overrides))
     except MissingConfigException as exc:
         raise ConfigError(f"{overrides}: {exc}") from None
+
+
+def override_value(value: Any) -> str:
+    """A Python value as the right-hand side of a Hydra override: ``null``, ``true``/``false``, ``[a,b]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, (list, tuple)) else str(value)

@@ -16,7 +16,6 @@ import importlib.util
 import io
 import logging
 import math
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -24,28 +23,24 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from stable_baselines3 import PPO as SB3PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from physai.config.schema import RSL_PPO_KEYS
 from physai.core.errors import ConfigError
-from physai.core.io import write_text_atomic
 from physai.envs.engine import BatchedEngine
 from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, CheckpointError, latest_checkpoint,
-                                      read_trainer_state, save_checkpoint, step_name, verify_checkpoint,
-                                      write_progress)
+                                      read_trainer_state, step_name, verify_checkpoint)
 from physai.train.guards import (NonFiniteError, StopSignals, TrainingInterrupted, check_parameters,
                                  nonfinite_message)
-from physai.train.sb3 import (CURVE_FILE, PROGRESS_FILE, TERM_PREFIX, build_model, curve_text, interrupted_message,
-                              read_curve)
+from physai.train.sb3 import (TRAIN_PROGRESS_COLUMNS, build_model, curve_row, interrupted_message, read_curve,
+                              write_checkpoint, write_training_progress)
 
 log = logging.getLogger(__name__)
 
-# SB3's activation names in the config, as rsl-rl spells them.
 TRAINER_NAME = "rsl_rl.PPO"  # in every checkpoint's trainer state: what can continue it
-RSL_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "elu": "elu"}
 INSTALL_HINT = "pip install -e '.[warp]' (rsl-rl-lib comes with the warp extra)"
 
 
@@ -71,8 +66,6 @@ class RslPPO(SB3PPO):
         if self.rsl_state is not None:
             torch.save(self.rsl_state, Path(directory) / self.RSL_STATE_FILE)
 
-    def load_extras(self, directory, task_id: Optional[str] = None) -> None:
-        """Nothing to restore into SB3's copy: rsl-rl's state is read by :func:`train_rsl_ppo` on resume."""
 
 
 def check_rsl_ppo(cfg: DictConfig, task) -> None:
@@ -102,31 +95,22 @@ def check_rsl_ppo(cfg: DictConfig, task) -> None:
 
 
 class EngineVecEnv:
-    """rsl-rl's ``VecEnv`` interface over the batched engine (duck-typed: rsl-rl reads these attributes and
-    calls these methods). Finished episodes are kept for the learning curve as the engine reports them."""
+    """What rsl-rl's PPO reads of its ``VecEnv`` over the batched engine (duck-typed: the batch's size and
+    action width, observations as a TensorDict, ``step``). Finished episodes are kept for the learning curve
+    as the engine reports them."""
 
-    def __init__(self, engine: BatchedEngine, device: str = "cpu") -> None:
+    def __init__(self, engine: BatchedEngine, timesteps: int = 0, device: str = "cpu") -> None:
         from tensordict import TensorDict
 
         self._tensordict = TensorDict
         self.engine = engine
         self.num_envs = engine.num_envs
         self.num_actions = engine.num_actions
-        self.max_episode_length = engine.spec.episode_steps
         self.device = device
-        self.cfg: dict[str, Any] = {}
         self.finished: list[dict[str, float]] = []  # curve rows of the episodes ended since the caller took them
-        self.timesteps = 0
+        self.timesteps = timesteps  # env steps of the run so far, resumed ones included
         engine.reset_envs(np.arange(self.num_envs))
         self._obs = self._observation(engine.observe())
-
-    @property
-    def episode_length_buf(self) -> torch.Tensor:
-        return torch.as_tensor(self.engine.episode_step)
-
-    @episode_length_buf.setter
-    def episode_length_buf(self, value: torch.Tensor) -> None:
-        self.engine.episode_step[:] = value.cpu().numpy()
 
     def _observation(self, obs: np.ndarray):
         return self._tensordict({"policy": torch.from_numpy(obs).to(self.device)}, batch_size=[self.num_envs])
@@ -139,10 +123,8 @@ class EngineVecEnv:
         self.timesteps += self.num_envs
         raw = out["info"]
         for row in range(len(raw.get("done_ids", []))):
-            self.finished.append({"timesteps": self.timesteps, "episode_return": float(raw["episode_return"][row]),
-                                  "episode_length": int(raw["episode_length"][row]),
-                                  **{f"{TERM_PREFIX}{name}": float(sums[row])
-                                     for name, sums in raw["episode_terms"].items()}})
+            self.finished.append(curve_row(self.timesteps, raw["episode_return"][row], raw["episode_length"][row],
+                                           {name: sums[row] for name, sums in raw["episode_terms"].items()}))
         self._obs = self._observation(out["obs"])
         terminated, truncated = out["terminated"], out["truncated"]
         dones = torch.from_numpy(terminated | truncated).to(self.device)
@@ -157,7 +139,8 @@ class EngineVecEnv:
 def runner_config(algo: DictConfig) -> dict[str, Any]:
     """rsl-rl's PPO and model settings from physai's PPO keys (one meaning per key across trainers)."""
     rollout = int(algo.n_steps) * int(algo.n_envs)
-    model = {"class_name": "MLPModel", "hidden_dims": list(algo.net_arch), "activation": RSL_ACTIVATIONS[algo.activation],
+    # The schema's activation choices (tanh, relu, elu) are rsl-rl's names too.
+    model = {"class_name": "MLPModel", "hidden_dims": list(algo.net_arch), "activation": str(algo.activation),
              "obs_normalization": bool(algo.normalize_obs)}
     return {
         "num_steps_per_env": int(algo.n_steps),
@@ -260,8 +243,7 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
     timesteps = int(state.get("timesteps", 0))
     engine = BatchedEngine(task.train_spec, int(algo.n_envs), seed=seed + timesteps, nthread=task.nthread,
                            backend=task.backend)
-    env = EngineVecEnv(engine)
-    env.timesteps = timesteps
+    env = EngineVecEnv(engine, timesteps)
     carrier = sb3_carrier(algo, task, seed)
     torch.manual_seed(seed)
     cfg = runner_config(algo)
@@ -289,27 +271,17 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
     last_checkpoint = checkpoint
 
     def save(name: str) -> Path:
-        rows = [row for row in curve if row["timesteps"] <= timesteps]
-        text = curve_text(rows)
-        path = save_checkpoint(copy_into(carrier, alg, timesteps, iteration), checkpoints, name,
-                               keep=None if name == FINAL_NAME else algo.keep_checkpoints, task_id=task.id,
-                               trainer_state={"curve_rows": len(rows), "trainer": TRAINER_NAME,
-                                              "total_timesteps": int(algo.total_timesteps)}, curve_csv=text)
-        write_text_atomic(run_dir / CURVE_FILE, text)
-        return path
+        return write_checkpoint(copy_into(carrier, alg, timesteps, iteration), run_dir, name, curve,
+                                keep=algo.keep_checkpoints, task_id=task.id,
+                                trainer_state={"trainer": TRAINER_NAME, "total_timesteps": int(algo.total_timesteps)})
 
     def progress_file(last: Optional[Path]) -> None:
-        write_progress(run_dir / PROGRESS_FILE, {
-            "timesteps": timesteps, "total_timesteps": int(algo.total_timesteps),
-            "last_checkpoint": None if last is None else str(last.relative_to(run_dir)),
-            "updated_unix": round(time.time(), 3)})
+        write_training_progress(run_dir, timesteps, algo.total_timesteps, last)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-               TimeElapsedColumn(), TimeRemainingColumn())
     obs = env.get_observations()
     alg.train_mode()
     try:
-        with StopSignals() as stop, Progress(*columns) as progress:
+        with StopSignals() as stop, Progress(*TRAIN_PROGRESS_COLUMNS) as progress:
             bar = progress.add_task("train (rsl-rl PPO)", total=timesteps + remaining * per_iteration,
                                     completed=timesteps)
             for _ in range(remaining):

@@ -165,10 +165,7 @@ class TrainingMonitor(BaseCallback):
         for info in self.locals.get("infos", []):
             episode = info.get("episode")
             if episode:
-                row = {"timesteps": self.num_timesteps, "episode_return": float(episode["r"]),
-                       "episode_length": int(episode["l"])}
-                # physai tasks report each reward term's episode sum: the curves users tune rewards from.
-                row.update({f"{TERM_PREFIX}{name}": value for name, value in episode.get("terms", {}).items()})
+                row = curve_row(self.num_timesteps, episode["r"], episode["l"], episode.get("terms", {}))
                 self.curve.append(row)
                 # No explicit step: several envs can finish on the same timestep, and wandb merges equal steps.
                 self.tracker.log({f"train/{key}": value for key, value in row.items()})
@@ -203,20 +200,13 @@ class TrainingMonitor(BaseCallback):
         return (step // every + 1) * every
 
     def save(self, name: str, keep: Optional[int] = None) -> Path:
-        keep = self.algo.keep_checkpoints if keep is None else keep
-        step = int(self.model.num_timesteps)
-        rows = [row for row in self.curve if row["timesteps"] <= step]
-        text = curve_text(rows)
-        path = save_checkpoint(self.model, self.run_dir / CHECKPOINT_DIR, name,
-                               keep=keep if name != FINAL_NAME else None, task_id=self.env_task_id,
-                               trainer_state={"curve_rows": len(rows),
-                                              "checkpoint_every_steps": int(self.algo.checkpoint_every_steps),
-                                              "total_timesteps": int(self.algo.total_timesteps)},
-                               curve_csv=text)
-        write_text_atomic(self.run_dir / CURVE_FILE, text)
+        path = write_checkpoint(self.model, self.run_dir, name, self.curve,
+                                keep=self.algo.keep_checkpoints if keep is None else keep, task_id=self.env_task_id,
+                                trainer_state={"checkpoint_every_steps": int(self.algo.checkpoint_every_steps),
+                                               "total_timesteps": int(self.algo.total_timesteps)})
         self.last_checkpoint = path
         self.write_progress()
-        log.info("checkpoint %s/%s at step %d", CHECKPOINT_DIR, name, step)
+        log.info("checkpoint %s/%s at step %d", CHECKPOINT_DIR, name, self.model.num_timesteps)
         return path
 
     def save_interrupted(self) -> Path:
@@ -239,10 +229,39 @@ class TrainingMonitor(BaseCallback):
     def write_progress(self) -> None:
         self.num_timesteps = int(self.model.num_timesteps)
         self._progress_written_at = self.num_timesteps
-        last = None if self.last_checkpoint is None else str(self.last_checkpoint.relative_to(self.run_dir))
-        write_progress(self.run_dir / PROGRESS_FILE, {
-            "timesteps": int(self.num_timesteps), "total_timesteps": int(self.algo.total_timesteps),
-            "last_checkpoint": last, "updated_unix": round(time.time(), 3)})
+        write_training_progress(self.run_dir, self.num_timesteps, self.algo.total_timesteps, self.last_checkpoint)
+
+
+def curve_row(timesteps: int, episode_return: float, episode_length: int, terms: dict[str, float]) -> dict[str, Any]:
+    """One finished episode of the learning curve; physai tasks report each reward term's episode sum (the
+    curves users tune rewards from)."""
+    return {"timesteps": int(timesteps), "episode_return": float(episode_return), "episode_length": int(episode_length),
+            **{f"{TERM_PREFIX}{name}": float(value) for name, value in terms.items()}}
+
+
+def write_checkpoint(model: BaseAlgorithm, run_dir: Path, name: str, curve: list[dict[str, float]], *, keep: int,
+                     task_id: Optional[str], trainer_state: dict[str, Any]) -> Path:
+    """Checkpoint ``name`` of the model (the curve up to its step inside; ``keep`` applies to step checkpoints,
+    never to the final one), and the run's curve file rewritten to match."""
+    step = int(model.num_timesteps)
+    rows = [row for row in curve if row["timesteps"] <= step]
+    text = curve_text(rows)
+    path = save_checkpoint(model, run_dir / CHECKPOINT_DIR, name, keep=keep if name != FINAL_NAME else None,
+                           task_id=task_id, trainer_state={"curve_rows": len(rows), **trainer_state}, curve_csv=text)
+    write_text_atomic(run_dir / CURVE_FILE, text)
+    return path
+
+
+def write_training_progress(run_dir: Path, timesteps: int, total_timesteps: int, last_checkpoint: Optional[Path]) -> None:
+    """The status file a watcher reads while a run trains."""
+    last = None if last_checkpoint is None else str(last_checkpoint.relative_to(run_dir))
+    write_progress(run_dir / PROGRESS_FILE, {"timesteps": int(timesteps), "total_timesteps": int(total_timesteps),
+                                             "last_checkpoint": last, "updated_unix": round(time.time(), 3)})
+
+
+# The training progress bar of every trainer.
+TRAIN_PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                          TimeElapsedColumn(), TimeRemainingColumn())
 
 
 def curve_text(rows: list[dict[str, float]]) -> str:
@@ -296,10 +315,8 @@ def train_policy(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resu
         model.set_teacher(teacher)
     resumed_from = model.num_timesteps
     remaining = max(0, algo.total_timesteps - model.num_timesteps)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-               TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with StopSignals() as stop, Progress(*columns) as progress:
+        with StopSignals() as stop, Progress(*TRAIN_PROGRESS_COLUMNS) as progress:
             task_id = progress.add_task("train", total=algo.total_timesteps, completed=model.num_timesteps)
             monitor = TrainingMonitor(run_dir, algo, tracker, curve, progress, task_id, env_task_id=task.id,
                                       resumed_from=checkpoint, resume_state=state, stop=stop)
