@@ -19,7 +19,7 @@ from physai.config.compose import build_task
 from physai.core.errors import ConfigError
 from physai.run.tracking import NullTracker
 from physai.train.checkpoints import CHECKPOINT_DIR, FINAL_NAME, CheckpointError
-from physai.train.rsl_ppo import RslPPO, check_rsl_ppo, runner_config, train_rsl_ppo
+from physai.train.rsl_ppo import RslPPO, check_rsl_ppo, rsl_rl_process_state, runner_config, train_rsl_ppo
 from physai.train.sb3 import load_checkpoint, read_curve, train_policy
 
 TINY = ["algo=rsl_ppo", "experiment=smoke", "algo.total_timesteps=1024", "algo.n_envs=16", "algo.n_steps=16"]
@@ -31,7 +31,7 @@ def _rsl_networks(algo, state_file, obs_dim: int, num_actions: int):
 
     env = types.SimpleNamespace(num_envs=4, num_actions=num_actions)
     obs = TensorDict({"policy": torch.zeros(4, obs_dim)}, batch_size=[4])
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), rsl_rl_process_state():
         alg = PPO.construct_algorithm(obs, env, runner_config(algo), "cpu")
     alg.load(torch.load(state_file, weights_only=True), None, strict=True)
     alg.eval_mode()
@@ -81,6 +81,15 @@ def test_checkpoints_do_not_change_what_is_trained(tmp_path, one_torch_thread):
     assert len(list((tmp_path / "256" / CHECKPOINT_DIR).glob("step_*"))) == 3
     for name, weights in finals[0]["actor_state_dict"].items():
         assert torch.equal(weights, finals[1]["actor_state_dict"][name]), name
+
+
+def test_training_with_rsl_ppo_leaves_sb3s_nan_checks_on(tmp_path, one_torch_thread):
+    """rsl-rl turns torch.distributions' argument checks off process-wide; SB3 reports a NaN policy output
+    through them, so a process that trains both (physai bench trainers) must get them back."""
+    cfg = compose_config([*TINY, "algo.total_timesteps=256"])
+    train_rsl_ppo(build_task(cfg.env), cfg.algo, 0, tmp_path / "run", NullTracker(), resume=False)
+    with pytest.raises(ValueError, match="invalid values"):
+        torch.distributions.Normal(torch.tensor([float("nan")]), torch.tensor([1.0]))
 
 
 def test_an_rsl_ppo_run_continues_from_its_checkpoint(tmp_path, one_torch_thread):

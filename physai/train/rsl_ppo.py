@@ -18,7 +18,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -227,11 +227,27 @@ def _resume_point(checkpoints: Path, run_dir: Path) -> tuple[Optional[Path], dic
     return checkpoint, state
 
 
+@contextlib.contextmanager
+def rsl_rl_process_state() -> Iterator[None]:
+    """rsl-rl's distributions switch off torch.distributions' argument checks for the whole process (a speed-up
+    for its own); SB3 relies on them to report a NaN policy output, so they are put back on leaving."""
+    before = torch.distributions.Distribution._validate_args
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
+
+
 def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
     """Train until ``algo.total_timesteps`` (whole rollouts), checkpointing every ``algo.checkpoint_every_steps``
     and at the end in SB3's form plus rsl-rl's state. ``resume`` continues from the newest checkpoint: weights,
     optimizer, learning rate and normalization; the env batch starts fresh episodes. SIGINT/SIGTERM save a
     checkpoint at the next rollout boundary and raise ``TrainingInterrupted``."""
+    with rsl_rl_process_state():
+        return _train(task, algo, seed, run_dir, tracker, resume)
+
+
+def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
     from rsl_rl.algorithms import PPO
 
     torch.set_num_threads(algo.torch_threads)
