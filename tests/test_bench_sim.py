@@ -5,10 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
-from physai.bench.sim import target_checks
+from physai.bench.sim import PhysicsReplay, target_checks
+from physai.envs.registry import packaged_task_configs
+from physai.envs.spec import build_spec
+from physai.envs.vector import PhysaiVectorEnv
+from physai.run.cli import main
 
 TINY = ["--envs", "4", "--threads", "1,2", "--seconds", "0.1", "--rounds", "2", "--ppo-timesteps", "0"]
 
@@ -50,6 +55,31 @@ def test_envpool_steps_the_identical_gymnasium_task_on_the_threads_it_is_given(t
         assert point["ratio_vs_envpool_physics_steps"] > 0
 
 
+def test_bare_rollout_redoes_the_physics_the_engine_did_since_its_last_round():
+    """The ceiling is the same work: each replayed step gives the physics result the engine's own step had."""
+    venv = PhysaiVectorEnv(build_spec(**packaged_task_configs()["physai_half_cheetah"]["task"]), 4, seed=0, nthread=1)
+    venv.reset(seed=0)
+    engine, actions = venv.engine, np.random.default_rng(0).uniform(-1, 1, size=(7, 4, 6))
+    replay, physics = PhysicsReplay(engine), []
+
+    def engine_steps(batch):
+        for action in batch:
+            replay.record(lambda: venv.step(action))
+            physics.append(engine._state_out[:, -1].copy())  # the physics result, before resets and events
+
+    try:
+        engine_steps(actions[:4])
+        for i in range(6):  # a round longer than the steps recorded cycles through them
+            replay.replay(i)
+            np.testing.assert_array_equal(replay.state_out[:, -1], physics[i % 4])
+        engine_steps(actions[4:])
+        for i in range(3):  # the next round redoes only the steps made since the last one began
+            replay.replay(i)
+            np.testing.assert_array_equal(replay.state_out[:, -1], physics[4 + i])
+    finally:
+        venv.close()
+
+
 def _point(n, threads, physai, bare, envpool=None):
     contenders = {"physai": {"median": physai, "threads": threads}, "bare rollout": {"median": bare}}
     if envpool is not None:
@@ -71,3 +101,13 @@ def test_targets_are_judged_by_the_issues_rules_on_hand_built_figures():
     cartpole = {c["target"] for c in target_checks("cartpole_balance", points, {"envpool": "x", "identical": False})}
     assert "physai >= 85% of bare rollout at 256 envs, 1 thread(s)" in cartpole
     assert not any("EnvPool" in target for target in cartpole)  # a similar model is no identical work
+
+
+def test_markdown_prints_the_readme_table_from_a_saved_result(tmp_path, capsys):
+    point = _point(64, 1, 35_000, 37_000, envpool=31_000)
+    for figures in point["contenders"].values():
+        figures.update(min=figures["median"] - 1000, max=figures["median"] + 500)
+    (tmp_path / "sim.json").write_text(json.dumps({"points": [point]}))
+    assert main(["bench", "sim", "--markdown", str(tmp_path / "sim.json")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        "| 64 | 1 | 35.0k (34-36) | 1 | 37.0k (36-38) | 31.0k (30-32) | – | – | 95% |"

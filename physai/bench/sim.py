@@ -4,8 +4,8 @@ Contenders, each stepping the same task with the same random actions (automatic 
 
 - ``physai``: the batched engine (``gym.make_vec("physai/<Task>")``), on the threads it is given.
 - ``bare rollout``: the engine's own physics backend (``mujoco.rollout``) alone on the same models,
-  threads, states and controls (replayed from the engine's own steps): physics only, no observations,
-  rewards or resets. The ceiling of the engine.
+  threads, states and controls: it redoes the physics the engine did in the round just before it
+  (``PhysicsReplay``), without observations, rewards or resets. The ceiling of the engine.
 - ``physai warp`` (``--backend warp``): the same engine on the MuJoCo Warp backend (physics on Warp's
   device, a GPU when there is one, else Warp's CPU device; terms on the host), measured at the first
   thread count only (it uses no host threads for physics). See physai.bench.device_sim.
@@ -76,33 +76,68 @@ def _timed_rounds(contenders: list[Contender], num_envs: int, seconds: float, ro
     return timed_rounds(steps, seconds / rounds, rounds, warmup=warmup, min_calls=3)
 
 
-def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Contender]:
-    """The engine and its bare physics backend on the same models, threads, states and controls.
+class PhysicsReplay:
+    """The physics the engine did, kept so ``bare rollout`` can redo exactly that work.
 
-    The bare contender replays the states and controls the engine met in a recorded stretch of
-    ``ACTION_BANK`` steps: the same physics work (a free-running batch without resets would drift into
-    other states, e.g. a fallen pole against the cart's limits, and cost more or less per step).
+    The engine contender copies each step's starting states and controls into a ring (the copies are timed
+    with the engine, a small cost against it); at the start of each of its rounds (its call 0, as
+    ``timed_rounds`` numbers calls) the bare contender takes the steps the engine made since it last
+    started one (the newest, up to the ring's size) and replays them in order, cycling if it makes more
+    calls. A fixed bank from the first steps after reset was not the same work: a trajectory's physics cost
+    changes as it runs (on HalfCheetah the first steps after reset cost less than later ones).
     """
+
+    MEMORY_BYTES = 16 * 2**20  # the ring's size: steps of states and controls in this many bytes (at most
+    MAX_STEPS = 1024           # this many steps)
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        per_step = engine.state.nbytes + engine._control.nbytes
+        capacity = int(min(self.MAX_STEPS, max(ACTION_BANK, self.MEMORY_BYTES // per_step)))
+        # Written once here, so no timed copy meets a page the kernel has not handed out yet.
+        self.states = np.ones((capacity, *engine.state.shape))
+        self.controls = np.ones((capacity, *engine._control.shape))
+        self.count = 0        # steps recorded
+        self.pending = 0      # of those, made since the replay last started a round
+        self.window = 0       # the steps the current replay round cycles through (the newest ``window``)
+        self.state_out, self.sensor_out = np.zeros_like(engine._state_out), np.zeros_like(engine._sensor_out)
+
+    def record(self, step: Callable[[], Any]) -> None:
+        """Run one engine step, keeping the states it started from and the controls it applied."""
+        slot = self.count % len(self.states)
+        np.copyto(self.states[slot], self.engine.state)
+        step()
+        np.copyto(self.controls[slot], self.engine._control)
+        self.count += 1
+        self.pending += 1
+
+    def replay(self, i: int) -> None:
+        """Call ``i`` of a round: the physics alone of one recorded step, on the engine's own backend."""
+        if i == 0 and self.pending:
+            self.window, self.pending = min(self.pending, len(self.states)), 0
+        slot = (self.count - self.window + i % self.window) % len(self.states)
+        engine = self.engine
+        engine.backend.step(engine.models, self.states[slot], self.controls[slot], self.state_out, self.sensor_out)
+
+
+def physai_contenders(spec, num_envs: int, nthread: int, seed: int) -> list[Contender]:
+    """The engine and its bare physics backend on the same models, threads, states and controls
+    (``PhysicsReplay``: the bare contender redoes the physics the engine did in its latest round)."""
     venv = PhysaiVectorEnv(spec, num_envs, seed=seed, nthread=nthread)
     venv.reset(seed=seed)
     engine = venv.engine
     actions = random_actions(num_envs, engine.num_actions, seed)
-    states, controls = [], []
-    for i in range(ACTION_BANK):
-        states.append(engine.state.copy())
-        venv.step(actions[i])
-        controls.append(engine._control.copy())
-    states_bank, controls_bank = np.stack(states), np.stack(controls)
-    state_out, sensor_out = np.zeros_like(engine._state_out), np.zeros_like(engine._sensor_out)
+    replay = PhysicsReplay(engine)
 
-    def bare(i: int) -> None:
-        engine.backend.step(engine.models, states_bank[i % ACTION_BANK], controls_bank[i % ACTION_BANK], state_out,
-                            sensor_out)
+    def engine_step(i: int) -> None:
+        replay.record(lambda: venv.step(actions[i % ACTION_BANK]))
 
+    for i in range(ACTION_BANK):  # something to replay before the first round
+        engine_step(i)
     skip = spec.frame_skip
     used = getattr(engine.backend, "nthread", engine.nthread)  # the backend keeps one thread where that is faster
-    return [Contender("physai", lambda i: venv.step(actions[i % ACTION_BANK]), venv.close, skip, used),
-            Contender("bare rollout", bare, lambda: None, skip, used)]
+    return [Contender("physai", engine_step, venv.close, skip, used),
+            Contender("bare rollout", replay.replay, lambda: None, skip, used)]
 
 
 def _rss_bytes() -> int:
@@ -390,6 +425,26 @@ def _print_table(task_name: str, frame_skip: int, points: list[dict]) -> None:
             cells.append("-" if c is None else f"{_k(c['median'])} ({_k(c['min'])}-{_k(c['max'])})")
         table.add_row(str(p["num_envs"]), str(p["threads"]), *cells, f"{p['fraction_of_bare_rollout']:.0%}")
     Console(stderr=True).print(table)
+
+
+MARKDOWN_CONTENDERS = ("physai", "bare rollout", "EnvPool", "gymnasium Sync", "gymnasium Async")
+
+
+def markdown_table(result: dict) -> str:
+    """The README's table of a ``sim_<task>.json``: env steps/s, median (min-max over rounds) in thousands."""
+    def cell(contender: Optional[dict]) -> str:
+        if contender is None:
+            return "–"
+        return f"{_k(contender['median'])} ({contender['min'] / 1000:.0f}-{contender['max'] / 1000:.0f})"
+
+    lines = ["| envs | threads given | physai | threads physai used | bare rollout | EnvPool | gymnasium Sync | "
+             "gymnasium Async | physai of bare |", "|---|---|---|---|---|---|---|---|---|"]
+    for point in result["points"]:
+        figures = point["contenders"]
+        cells = [cell(figures.get(name)) for name in MARKDOWN_CONTENDERS]
+        lines.append(f"| {point['num_envs']} | {point['threads']} | {cells[0]} | {figures['physai']['threads']} | "
+                     f"{' | '.join(cells[1:])} | {point['fraction_of_bare_rollout']:.0%} |")
+    return "\n".join(lines)
 
 
 def _k(rate: float) -> str:

@@ -331,8 +331,10 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
         _save_benchmark(Path(args.out) / f"sim_camera_{args.task}.json", result)
         print(json.dumps(result))
         return 0
-    from physai.bench.sim import bench_sim
+    from physai.bench.sim import bench_sim, markdown_table
 
+    if args.markdown:
+        return _print_markdown(args.markdown, markdown_table, "sim_<task>.json")
     result = bench_sim(args.task, [_int_arg("--envs", n) for n in _csv(args.envs)],
                        [_int_arg("--threads", t) for t in _csv(args.threads)], args.seconds, args.rounds, Path(args.out), args.ppo_timesteps, args.ppo_repeats,
                        use_envpool=args.envpool, backend=args.backend)
@@ -518,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="warp: also the engine on the MuJoCo Warp backend (the warp extra; GPU when present)")
     sim.add_argument("--camera", help="measure rendered env-steps/s from this MJCF camera instead (e.g. side), "
                                       "against gymnasium's rgb_array rendering")
+    sim.add_argument("--markdown", metavar="JSON", default=None,
+                     help="print the README's table from a saved sim_<task>.json and measure nothing")
     sim.add_argument("--size", default="64", help="camera frame height and width with --camera")
     sim.set_defaults(func=_cmd_bench_sim)
     synthetic = bench_sub.add_parser("synthetic", help="real steps MBPO needs to reach SAC's return; generation rate")
