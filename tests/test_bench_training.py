@@ -84,6 +84,11 @@ def test_robustness_arms_differ_only_in_their_experience():
 @pytest.mark.slow  # trains every arm of the robustness benchmark end to end (about 15 s); its analysis is tested on hand-built curves
 def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, capsys):
     toy = {"budget": 1100, "eval_episodes": 2, "mbpo": {"rollout_batch": 200, "model_train_every": 100}}
+    # The SAC arms first, alone: kept in the work folder, nothing analyzed or written to the results folder.
+    assert bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path, workers=1,
+                            plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest",
+                            work_dir=tmp_path / "work", arms=["randomized", "nominal"]) is None
+    assert not (tmp_path / "robustness.json").exists() and len(list((tmp_path / "work").glob("*.json"))) == 4
     record = bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path, workers=1,
                               plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest",
                               work_dir=tmp_path / "work")
@@ -112,7 +117,7 @@ def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, cap
     again = bench_robustness(["cartpole_balance/heavy_pole_push"], [0, 1], tmp_path / "again", workers=1,
                              plans={"cartpole_balance/heavy_pole_push": toy}, command="pytest",
                              work_dir=tmp_path / "work")
-    assert record["runs_resumed"] == 0 and again["runs_resumed"] == len(ARMS) * 2
+    assert record["runs_resumed"] == 4 and again["runs_resumed"] == len(ARMS) * 2
     assert again["scenarios"] == json.loads(json.dumps(record["scenarios"]))
     # The README's tables come back from the saved JSON alone.
     from physai.run.cli import main
@@ -125,6 +130,8 @@ def test_bench_robustness_trains_every_arm_and_stages_the_scenario(tmp_path, cap
 @pytest.mark.parametrize("argv, says", [
     (["--seeds", "100"], "at least 2 distinct seeds"),
     (["--scenarios", "cartpole_balance/nope"], "'cartpole_balance/nope', which has no benchmark plan"),
+    (["--arms", "nominal,dreamed"], "choose one or more of nominal, prompted, randomized, unprompted"),
+    (["--arms", "nominal", "--work", ""], "its runs must be kept: give --work"),
 ])
 def test_robustness_bad_arguments_fail_before_anything_trains(argv, says, tmp_path, capsys):
     from physai.run.cli import main

@@ -105,6 +105,16 @@ def arm_overrides(arm: str, scenario: str, plan: RobustnessPlan) -> list[str]:
     raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
 
 
+def check_arms(arms: Sequence[str], work_dir: Optional[Path]) -> list[str]:
+    """The arms to train, in ``ARMS`` order; a subset needs a work folder to keep its runs for the full analysis."""
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown or not arms:
+        raise ConfigError(f"--arms {','.join(arms)!r}: choose one or more of {', '.join(ARMS)}")
+    if len(set(arms)) < len(ARMS) and work_dir is None:
+        raise ConfigError("--arms trains only some arms and analyzes nothing, so its runs must be kept: give --work")
+    return [arm for arm in ARMS if arm in arms]
+
+
 class _EdgeCaseSteps(BaseCallback):
     """Counts real steps taken under the scenario's physics, reading every env's context each step."""
 
@@ -273,13 +283,19 @@ def _plot(record: dict[str, Any], path: Path) -> None:
 def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequence[int] = REPORT_SEEDS,
                      out_dir: Optional[Path] = Path("benchmarks/results"), *, workers: Optional[int] = None,
                      plans: Optional[dict[str, dict]] = None, torch_threads: int = 1,
-                     command: Optional[str] = None, work_dir: Optional[Path] = None) -> dict[str, Any]:
+                     command: Optional[str] = None, work_dir: Optional[Path] = None,
+                     arms: Sequence[str] = ARMS) -> Optional[dict[str, Any]]:
     """Train every (scenario, arm, seed), evaluate, analyze; write ``robustness.json`` and the plot.
-    With ``work_dir``, every finished run is kept there and a rerun trains only the runs it lacks."""
+    With ``work_dir``, every finished run is kept there and a rerun trains only the runs it lacks.
+
+    ``arms`` short of all of them trains only those (into ``work_dir``, which it then needs) and analyzes
+    nothing: on a small machine the cheap arms can be done first, and the full command later reads them back.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     resolved, seed_list, workers = job_inputs(scenarios, PLANS, plans, seeds, workers, "--scenarios")
-    jobs = sorted((Job(name, arm, seed, plan, torch_threads) for name, plan in resolved.items() for arm in ARMS
+    chosen = check_arms(arms, work_dir)
+    jobs = sorted((Job(name, arm, seed, plan, torch_threads) for name, plan in resolved.items() for arm in chosen
                    for seed in seed_list), key=lambda job: -job.cost)
     records: dict[tuple, dict] = {}
     started = time.perf_counter()
@@ -301,6 +317,14 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
         resumed = run_jobs(jobs, run_job, workers, show, finished, store)
     if resumed:
         print(f"{resumed} of {len(jobs)} runs were read from {work_dir}, finished by an earlier invocation")
+    if len(chosen) < len(ARMS):
+        for job in sorted(jobs, key=lambda job: (job.scenario, ARMS.index(job.arm), job.seed)):
+            run = records[(job.scenario, job.arm, job.seed)]
+            print(f"{job.scenario} {ARM_LABELS[job.arm]} seed {job.seed}: scenario "
+                  f"{np.mean(run['scenario_returns']):.1f}, nominal {np.mean(run['nominal_returns']):.1f}")
+        print(f"trained only {', '.join(chosen)}, kept in {work_dir}; run the command without --arms (same "
+              f"--work) to train the other arms and write {RESULT_FILE}")
+        return None
     results = {}
     for name, plan in resolved.items():
         threshold = build_task(compose_config([f"env={plan.env}"]).env).solved_threshold

@@ -350,7 +350,8 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
         return _print_markdown(args.markdown, markdown_tables, RESULT_FILE)
     bench_robustness(_csv(args.scenarios), [_int_arg("--seeds", s) for s in _csv(args.seeds)],
                      Path(args.out) if args.out else None, workers=args.workers,
-                     command="physai " + " ".join(sys.argv[1:]), work_dir=Path(args.work) if args.work else None)
+                     command="physai " + " ".join(sys.argv[1:]), work_dir=Path(args.work) if args.work else None,
+                     arms=_csv(args.arms))
     return 0
 
 
@@ -544,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--seeds", default="100,101,102,103,104",
                         help="comma-separated training seeds (>= 2); the default five were never used for tuning")
     robust.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
+    robust.add_argument("--arms", default="nominal,prompted,randomized,unprompted",
+                        help="comma-separated arms to train; fewer than all keeps their runs in --work and analyzes "
+                             "nothing (train the cheap SAC arms first, then run without --arms)")
     robust.add_argument("--markdown", metavar="JSON", default=None,
                         help="print the README's tables from a robustness.json already written; train nothing")
     robust.add_argument("--out", default="benchmarks/results", help="where robustness.json and the plot go")
