@@ -3,14 +3,17 @@
 Three arms run the same 24-trial PPO search with ``hydra/sweeper=physai_optuna`` on one task (``--env``, default
 ``reach2d``: its shipped preset trains 400,000 steps and solves in well under a minute, and its return, a
 negative distance, keeps separating good configurations from better ones where cart-pole saturates at 500),
-through ``train.py -m`` exactly as a user runs it, with the same sampler (TPE, sampler seed 0) and training
-seed 0:
+through ``train.py -m`` exactly as a user runs it, with the same sampler (TPE) and training seed in every arm
+(``--search-seed``, 0 by default: the sampler's seed and the training seed of every trial):
 
 * ``unpruned``: ``hydra.sweeper.pruner=none``, every trial trains its whole budget;
 * ``pruned``: ``hydra.sweeper.pruner=median`` with optuna's defaults (5 startup trials, no warm-up steps);
 * ``successive_halving``: ``hydra.sweeper.pruner=successive_halving`` with optuna's defaults (reduction
   factor 4, minimum resource estimated from the first finished trial). This arm was added after the median
   arm missed the target on cart-pole and on reach2d; it is reported beside it, not instead of it.
+* ``median_3_startup``: the median pruner judging from the fourth trial on (``n_startup_trials=3``). Chosen
+  after both arms above missed, by replaying the unpruned seed-0 searches' evaluations (reach2d and cart-pole)
+  through candidate pruners; it is reported on a search seed that choice never saw (``--search-seed 1``).
 
 **One rule for all.** Every trial evaluates itself every ``--interval`` env steps (default: a tenth of the preset's budget) on ``--episodes``
 deterministic episodes (the unpruned arm too, so every arm pays the same evaluation cost; only the pruned
@@ -55,8 +58,11 @@ from physai.run import sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"unpruned": ["hydra.sweeper.pruner=none"], "pruned": ["hydra.sweeper.pruner=median"],
-        "successive_halving": ["hydra.sweeper.pruner=successive_halving"]}
-LABELS = {"unpruned": "no pruner", "pruned": "median pruner", "successive_halving": "successive halving"}
+        "successive_halving": ["hydra.sweeper.pruner=successive_halving"],
+        "median_3_startup": ["hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_kwargs.n_startup_trials=3"]}
+LABELS = {"unpruned": "no pruner", "pruned": "median pruner", "successive_halving": "successive halving",
+          "median_3_startup": "median pruner, 3 startup trials"}
+DEFAULT_ARMS = "unpruned,pruned,successive_halving"
 COMMON = ["algo=ppo", "pipeline.stages=[train,evaluate]", "tracking=none", "evaluate.video=false"]
 
 
@@ -159,30 +165,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--work", default="benchmarks/work/sweep_pruning", help="where the sweeps run (relative "
                                                                                "to the repository)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--search-seed", type=int, default=0,
+                        help="the TPE sampler's seed and every trial's training seed (the same in every arm)")
+    parser.add_argument("--arms", default=DEFAULT_ARMS,
+                        help=f"comma-separated arms, 'unpruned' among them; known: {', '.join(ARMS)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for every run (e.g. algo.total_timesteps=4096 for a quick check)")
     args = parser.parse_args(argv)
+    arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
+    if "unpruned" not in arms or any(arm not in ARMS for arm in arms):
+        parser.error(f"--arms {args.arms!r}: name 'unpruned' and any of {', '.join(ARMS)}")
+    seed = args.search_seed
+    tag = args.env if seed == 0 else f"{args.env}_search{seed}"  # seed 0 keeps the names results were first written under
     task = compose_config([f"env={args.env}", *COMMON, *args.set])
     budget = int(task.algo.total_timesteps)
     interval = args.interval or budget // 10
-    work, out = REPO / args.work / args.env, REPO / args.out
+    work, out = REPO / args.work / tag, REPO / args.out
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.reeval_seeds.split(",")]
     search = [f"env={args.env}", *COMMON, *args.set, f"evaluate.interval_steps={interval}", f"evaluate.interval_episodes={args.episodes}",
               "hydra/sweeper=physai_optuna", f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.sampler=tpe",
-              "hydra.sweeper.sampler_seed=0", "seed=0"]
+              f"hydra.sweeper.sampler_seed={seed}", f"seed={seed}"]
     commands: dict[str, list[str]] = {}
     processes, dirs = {}, {}
     started = time.perf_counter()
-    for arm, extra in ARMS.items():
+    for arm in arms:
         dirs[arm] = work / arm
-        commands[arm] = ["-m", *search, *extra, f"hydra.sweep.dir={args.work}/{args.env}/{arm}"]
+        commands[arm] = ["-m", *search, *ARMS[arm], f"hydra.sweep.dir={args.work}/{tag}/{arm}"]
         processes[arm] = _train(commands[arm], work / f"{arm}.log")
-    _wait(processes, dirs, {arm: args.trials for arm in ARMS}, "search")
+    _wait(processes, dirs, {arm: args.trials for arm in arms}, "search")
     search_s = time.perf_counter() - started
-    records = {arm: arm_record(dirs[arm]) for arm in ARMS}
+    records = {arm: arm_record(dirs[arm]) for arm in arms}
     reeval, processes, reeval_dirs = {}, {}, {}
-    for arm in ARMS:
+    for arm in arms:
         report = sweeps.sweep_report(dirs[arm], resamples=2000)
         records[arm]["best_configuration"] = report["best_configuration"]
         records[arm]["importances"] = (report.get("importances") or {}).get("importances")
@@ -190,16 +205,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         best_overrides = [o for o in report["best_configuration"].split() if not o.startswith("evaluate.interval_")]
         reeval_dirs[arm] = work / f"{arm}_reeval"
         commands[f"{arm}_reeval"] = ["-m", *best_overrides, f"seed={','.join(map(str, seeds))}",
-                                     f"hydra.sweep.dir={args.work}/{args.env}/{arm}_reeval"]
+                                     f"hydra.sweep.dir={args.work}/{tag}/{arm}_reeval"]
         if not _finished(reeval_dirs[arm], sweeps.configuration_of(best_overrides), seeds):
             processes[arm] = _train(commands[f"{arm}_reeval"], work / f"{arm}_reeval.log")
     _wait(processes, reeval_dirs, {arm: len(seeds) for arm in processes}, "re-evaluate")
-    for arm in ARMS:
+    for arm in arms:
         returns = [t["objective"] for t in sweeps.collect_trials(reeval_dirs[arm])]
         reeval[arm] = {"seeds": seeds, "returns": returns, **mean_ci95([r for r in returns if r is not None])}
     low, high = reeval["unpruned"]["ci95_low"], reeval["unpruned"]["ci95_high"]
     targets = {}
-    for arm in ARMS:
+    for arm in arms:
         if arm != "unpruned":
             ratio = records[arm]["env_steps"] / records["unpruned"]["env_steps"]
             targets[arm] = {"env_steps_ratio": ratio, "steps_ratio_max": 0.6, "steps_ratio_met": ratio <= 0.6,
@@ -209,10 +224,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "command": "python benchmarks/sweep_pruning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "task": f"{task.env.id} (env={args.env}, PPO preset for {task.algo.tuned_for}: {budget:,} steps)",
-        "rule": ("same TPE sampler (seed 0), training seed 0 and search space (configs/hydra/sweeper/search_space/"
-                 "ppo.yaml) in every arm; every arm evaluates every interval_steps on interval_episodes deterministic "
-                 "episodes; pruned arms: optuna's MedianPruner and SuccessiveHalvingPruner defaults; cost = env steps trained; best configuration "
-                 "by IQM (physai sweep-report), re-trained on 5 fresh seeds and evaluated on 10 episodes each"),
+        "rule": (f"same TPE sampler (seed {seed}), training seed {seed} and search space (configs/hydra/sweeper/"
+                 "search_space/ppo.yaml) in every arm; every arm evaluates every interval_steps on interval_episodes "
+                 "deterministic episodes; pruned arms: optuna's MedianPruner and SuccessiveHalvingPruner defaults, "
+                 "and MedianPruner with n_startup_trials=3; cost = env steps trained; best configuration by IQM "
+                 "(physai sweep-report), re-trained on 5 fresh seeds and evaluated on 10 episodes each"),
+        "search_seed": seed,
         "train_commands": {name: "python train.py " + " ".join(c) for name, c in commands.items()},
         "interval_steps": interval, "interval_episodes": args.episodes, "n_trials": args.trials,
         "wall_s": {"searches_together": round(search_s, 1), "total": round(time.perf_counter() - started, 1),
@@ -221,8 +238,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "unpruned_first_evaluation_vs_final": first_evaluation_agreement(records["unpruned"]),
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / f"sweep_pruning_{args.env}.json", result)
-    plot(result, out / f"sweep_pruning_{args.env}.png", args.env)
+    write_json_atomic(out / f"sweep_pruning_{tag}.json", result)
+    plot(result, out / f"sweep_pruning_{tag}.png", args.env)
     print(json.dumps({k: result[k] for k in ("targets", "wall_s")}))
     return 0
 
@@ -244,7 +261,8 @@ def plot(result: dict[str, Any], path: Path, env: str) -> None:
         axes[1].plot([i] * len(re["returns"]), re["returns"], "x", color=f"C{i}", alpha=0.6)
     axes[0].set_xlabel("env steps spent by the search (millions)")
     axes[0].set_ylabel("best evaluation return so far")
-    axes[0].set_title(f"{result['n_trials']}-trial PPO search on {env} (TPE, seed 0)", fontsize=10)
+    axes[0].set_title(f"{result['n_trials']}-trial PPO search on {env} (TPE, seed {result.get('search_seed', 0)})",
+                      fontsize=10)
     axes[0].legend(fontsize=8)
     axes[0].grid(alpha=0.3)
     axes[1].set_xticks(range(len(result["arms"])))
