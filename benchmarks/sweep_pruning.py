@@ -13,7 +13,8 @@ through ``train.py -m`` exactly as a user runs it, with the same sampler (TPE) a
   arm missed the target on cart-pole and on reach2d; it is reported beside it, not instead of it.
 * ``median_3_startup``: the median pruner judging from the fourth trial on (``n_startup_trials=3``). Chosen
   after both arms above missed, by replaying the unpruned seed-0 searches' evaluations (reach2d and cart-pole)
-  through candidate pruners; it is reported on a search seed that choice never saw (``--search-seed 1``).
+  through candidate pruners (``--replay benchmarks/results/sweep_pruning_<env>.json`` prints that table); it
+  is reported on a search seed that choice never saw (``--search-seed 1``).
 
 **One rule for all.** Every trial evaluates itself every ``--interval`` env steps (default: a tenth of the preset's budget) on ``--episodes``
 deterministic episodes (the unpruned arm too, so every arm pays the same evaluation cost; only the pruned
@@ -154,6 +155,58 @@ def first_evaluation_agreement(record: dict[str, Any]) -> Optional[dict[str, Any
             "first_evaluation_step": trials[winner]["evaluations"][0][0]}
 
 
+# Pruners replayed by --replay: (label, physai pruner name, kwargs; "interval" in a value means that many
+# evaluation intervals of env steps).
+REPLAYED = [("median, optuna's defaults", "median", {}),
+            ("median, 3 startup trials", "median", {"n_startup_trials": 3}),
+            ("median, warm-up 2 evaluations", "median", {"n_warmup_steps": "2 interval"}),
+            ("successive halving, optuna's defaults", "successive_halving", {}),
+            ("successive halving, from 2 evaluations, 1 in 3 kept", "successive_halving",
+             {"min_resource": "2 interval", "reduction_factor": 3}),
+            ("hyperband, from 1 evaluation, factor 3", "hyperband",
+             {"min_resource": "1 interval", "max_resource": "budget", "reduction_factor": 3})]
+
+
+def replay_pruners(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each pruner in ``REPLAYED`` would have done to a finished unpruned search: its trials, in order,
+    report their recorded evaluations to a fresh study with that pruner. The env steps a pruned trial trained
+    are its step when judged. An approximation of a real pruned search, whose sampler would have seen the
+    pruned trials and suggested different ones after them; used to choose a pruner on one search seed."""
+    import optuna
+
+    from physai.train.study import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    trials = sorted(result["arms"]["unpruned"]["trials"], key=lambda t: t["num"])
+    budget, interval = trials[0]["env_steps"], result["interval_steps"]
+    ranked = sorted((t["objective"] for t in trials), reverse=True)
+
+    def value(v: Any) -> Any:
+        if isinstance(v, str):
+            return budget if v == "budget" else int(v.split()[0]) * interval
+        return v
+
+    rows = []
+    for label, name, kwargs in REPLAYED:
+        study = optuna.create_study(direction="maximize", pruner=make_pruner(name, {k: value(v) for k, v in kwargs.items()}))
+        spent, kept = 0, []
+        for record in trials:
+            trial = study.ask()
+            for step, mean_return in record["evaluations"]:
+                trial.report(mean_return, step)
+                if trial.should_prune():
+                    spent += step
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                spent += budget
+                kept.append(record["objective"])
+                study.tell(trial, record["objective"])
+        rows.append({"pruner": label, "env_steps_ratio": spent / (budget * len(trials)), "completed": len(kept),
+                     "best_rank_among_all_trials": ranked.index(max(kept)) + 1})
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="reach2d", help="the env config group option to search on (PPO preset)")
@@ -169,9 +222,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="the TPE sampler's seed and every trial's training seed (the same in every arm)")
     parser.add_argument("--arms", default=DEFAULT_ARMS,
                         help=f"comma-separated arms, 'unpruned' among them; known: {', '.join(ARMS)}")
+    parser.add_argument("--replay", metavar="JSON", default=None,
+                        help="replay a saved result's unpruned search through several pruners; train nothing")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for every run (e.g. algo.total_timesteps=4096 for a quick check)")
     args = parser.parse_args(argv)
+    if args.replay:
+        print("| pruner | env steps of unpruned | trials completed | its best's rank among all trials |")
+        print("|---|---|---|---|")
+        for row in replay_pruners(json.loads(Path(args.replay).read_text())):
+            print(f"| {row['pruner']} | {row['env_steps_ratio']:.1%} | {row['completed']} | "
+                  f"{row['best_rank_among_all_trials']} |")
+        return 0
     arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
     if "unpruned" not in arms or any(arm not in ARMS for arm in arms):
         parser.error(f"--arms {args.arms!r}: name 'unpruned' and any of {', '.join(ARMS)}")
