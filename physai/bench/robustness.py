@@ -105,6 +105,12 @@ def arm_overrides(arm: str, scenario: str, plan: RobustnessPlan) -> list[str]:
     raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
 
 
+def _run_line(name: str, arm: str, seed: int, record: dict) -> str:
+    """One finished run's mean returns under the scenario and nominal physics, as the progress log shows them."""
+    return (f"{name} {ARM_LABELS[arm]} seed {seed}: scenario {np.mean(record['scenario_returns']):.1f}, "
+            f"nominal {np.mean(record['nominal_returns']):.1f}")
+
+
 def check_arms(arms: Sequence[str], work_dir: Optional[Path]) -> list[str]:
     """The arms to train, in ``ARMS`` order; a subset needs a work folder to keep its runs for the full analysis."""
     unknown = [arm for arm in arms if arm not in ARMS]
@@ -305,9 +311,7 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
         bar = progress.add_task(f"bench robustness: {len(jobs)} runs on {workers} workers", total=len(jobs))
 
         def show(name: str, arm: str, seed: int, record: dict) -> None:
-            progress.console.log(f"{name} {ARM_LABELS[arm]} seed {seed}: scenario "
-                                 f"{np.mean(record['scenario_returns']):.1f}, nominal "
-                                 f"{np.mean(record['nominal_returns']):.1f} ({record['seconds']:.0f} s)")
+            progress.console.log(f"{_run_line(name, arm, seed, record)} ({record['seconds']:.0f} s)")
 
         def finished(job: Job, record: dict) -> None:
             records[(job.scenario, job.arm, job.seed)] = record
@@ -319,9 +323,7 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
         print(f"{resumed} of {len(jobs)} runs were read from {work_dir}, finished by an earlier invocation")
     if len(chosen) < len(ARMS):
         for job in sorted(jobs, key=lambda job: (job.scenario, ARMS.index(job.arm), job.seed)):
-            run = records[(job.scenario, job.arm, job.seed)]
-            print(f"{job.scenario} {ARM_LABELS[job.arm]} seed {job.seed}: scenario "
-                  f"{np.mean(run['scenario_returns']):.1f}, nominal {np.mean(run['nominal_returns']):.1f}")
+            print(_run_line(job.scenario, job.arm, job.seed, records[(job.scenario, job.arm, job.seed)]))
         print(f"trained only {', '.join(chosen)}, kept in {work_dir}; run the command without --arms (same "
               f"--work) to train the other arms and write {RESULT_FILE}")
         return None
