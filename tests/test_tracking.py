@@ -47,6 +47,7 @@ def runs_by_job_type(run_dir: Path) -> dict[str, dict]:
     runs = {}
     for path in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
         recorded = read_run_records(path)
+        recorded["files"] = path.parent / "files"
         runs[recorded["job_type"]] = recorded
     return runs
 
@@ -85,16 +86,19 @@ def test_one_run_per_stage_with_outputs_logged(tmp_path):
     tracker = _tracker(run_dir)
     with tracker.stage("train"):
         tracker.log({"train/episode_return": 1.0})
-        tracker.summary("train", {"timesteps": 10})
+        tracker.summary("train", {"timesteps": 10, "eval": {"mean": 1.5, "n": 4}, "note": "ok"})
     with tracker.stage("export"):
         _fake_outputs(run_dir)
     tracker.finish()
     runs = runs_by_job_type(run_dir)
     assert set(runs) == {"train", "export"}
+    # The installed packages are recorded once per process, with its first run.
+    requirements = (runs["train"]["files"] / "requirements.txt").read_text()
+    assert "stable_baselines3" in requirements.replace("-", "_") and "mujoco==" in requirements
     assert {r["group"] for r in runs.values()} == {"run-2026-01-02_03-04-05"}
     assert runs["train"]["name"] == "unit-ppo-s3-train"
     assert "train/episode_return" in runs["train"]["history_keys"]
-    assert "train/timesteps" in runs["train"]["summary_keys"]
+    assert {"train/timesteps", "train/eval/mean", "train/eval/n", "train/note"} <= runs["train"]["summary_keys"]
     export = runs["export"]
     assert [a["type"] for a in export["artifacts"]] == ["model"]
     assert export["artifacts"][0]["name"] == "bundle-physai-CartpoleBalance-v0-ppo"

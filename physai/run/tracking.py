@@ -75,13 +75,19 @@ class WandbTracker(NullTracker):
         self.default_job_type = job_type
         self.run: Any = None
         self._logged: set[str] = set()
+        self._runs_started = 0
 
     # ----- runs -----------------------------------------------------------------------------
     def _start(self, job_type: str) -> None:
+        # wandb lists every installed package (requirements.txt) at each init, about half a second apiece; the
+        # packages cannot change between the stages of one process, so only its first run records them.
+        settings = self._wandb.Settings(console="off", x_disable_stats=True,
+                                        x_save_requirements=self._runs_started == 0)
         self.run = self._wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
                                     name=f"{self.name}-{job_type}", job_type=job_type, mode=self.mode,
                                     dir=str(self.run_dir), config=self.config, reinit="create_new",
-                                    settings=self._wandb.Settings(console="off", x_disable_stats=True))
+                                    settings=settings)
+        self._runs_started += 1
         log.info("wandb run %s (%s, group %s, job_type %s) in %s", self.run.id, self.mode, self.group, job_type,
                  self.run_dir / "wandb")
 
@@ -116,9 +122,8 @@ class WandbTracker(NullTracker):
         self._current().log(metrics, step=step)
 
     def summary(self, section: str, figures: dict[str, Any]) -> None:
-        run = self._current()
-        for key, value in _flatten(figures, prefix=section).items():
-            run.summary[key] = value
+        # One update for the section: setting keys one by one sends wandb's service a message per key.
+        self._current().summary.update(_flatten(figures, prefix=section))
 
     def log_image(self, key: str, path: Path) -> None:
         self._current().log({key: self._wandb.Image(str(path))})
