@@ -2,7 +2,7 @@
 
 The engine owns terms, resets and bookkeeping; a backend only steps physics, so a GPU
 backend (mujoco-warp or MJX on a machine that has one) can replace the CPU one behind the
-same call. Select one with ``env.backend=<dotted.path.Class>``.
+same call. Select one with ``env.backend=NAME`` (``physai.envs.spec.BACKENDS``) or a dotted class path.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class WarpBackend:
             return wp.get_device("cuda" if wp.get_cuda_device_count() else "cpu")
         if self.device.startswith("cuda") and not wp.get_cuda_device_count():
             raise TaskError(f"env.backend asks for Warp's {self.device!r} device, but Warp finds no CUDA device "
-                            f"here; use Warp's CPU device: env.backend=physai.envs.backends_warp.WarpBackend")
+                            f"here; use Warp's CPU device: env.backend=warp")
         return wp.get_device(self.device)
 
     # ----- per-env models ------------------------------------------------------------------

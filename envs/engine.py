@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import math
 import os
 from typing import Any, Optional
@@ -23,7 +22,7 @@ import mujoco
 import numpy as np
 
 from physai.envs.camera import BatchCamera
-from physai.envs.spec import DEFAULT_BACKEND, TIMED_EVENT_MODES, TaskError, TaskSpec, Term
+from physai.envs.spec import DEFAULT_BACKEND, TIMED_EVENT_MODES, TaskError, TaskSpec, Term, backend_class
 
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -621,13 +620,11 @@ class BatchedEngine:
             self.camera.close()
 
 
-def _backend_class(spec: TaskSpec, path: str) -> Any:
-    module_name, _, name = path.rpartition(".")
+def _backend_class(spec: TaskSpec, backend: str) -> Any:
     try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise TaskError(f"task {spec.name}: env.backend={path!r} cannot be imported ({exc}); "
-                        f"the CPU backend is {DEFAULT_BACKEND}") from exc
+        return backend_class(backend)
+    except TaskError as exc:
+        raise TaskError(f"task {spec.name}: {exc}") from exc
 
 
 def _count(model: mujoco.MjModel, kind: str) -> int:

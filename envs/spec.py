@@ -17,7 +17,11 @@ from physai.core.errors import ConfigError
 from physai.envs import mdp
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_BACKEND = "physai.envs.backends.RolloutBackend"
+# Physics backends by short name (``env.backend=warp``); a dotted path to any class with their interface works too.
+BACKENDS = {"rollout": "physai.envs.backends.RolloutBackend",  # MuJoCo's C rollout on CPU threads
+            "warp": "physai.envs.backends_warp.WarpBackend",  # MuJoCo Warp: a CUDA GPU if Warp finds one, else its CPU
+            "warp_cuda": "physai.envs.backends_warp.WarpCudaBackend"}  # MuJoCo Warp on a CUDA GPU, or refused
+DEFAULT_BACKEND = BACKENDS["rollout"]
 ACTION_KEYS = ("actuators", "scale")
 EVENT_MODES = ("startup", "reset", "interval", "once")
 TIMED_EVENT_MODES = ("interval", "once")  # fired by a countdown drawn from every_steps
@@ -27,6 +31,17 @@ MJCF_SOURCES = {"gymnasium": ("gymnasium", "envs/mujoco/assets")}
 
 class TaskError(ConfigError):
     """A task definition that cannot be built; the message names task, term and field."""
+
+
+def backend_class(backend: str) -> type:
+    """The physics backend ``env.backend`` names: a short name in ``BACKENDS`` or a dotted class path."""
+    path = BACKENDS.get(backend, backend)
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise TaskError(f"env.backend={backend!r} cannot be imported ({exc}); name one of {sorted(BACKENDS)} "
+                        f"(rollout, MuJoCo's CPU engine, is the default) or a dotted path to a backend class") from exc
 
 
 @dataclass

@@ -27,6 +27,7 @@ CASES = [
     (["env.nthread=0"], "env.nthread=0"),
     (["env.control_rate_hz=-5"], "env.control_rate_hz=-5"),
     (["env.backend=no.such.Backend"], "env.backend='no.such.Backend'"),
+    (["env.backend=wrap"], "name one of ['rollout', 'warp', 'warp_cuda']"),
     (["env.task.rewards.upright.weight=nan"], "env.task.rewards.upright.weight=nan is not a finite number"),
     (["env=gym", "env.id=NoSuchEnv-v0"], "env.id='NoSuchEnv-v0'"),
     (["env.kwargs.bogus=1"], "env.kwargs.bogus"),

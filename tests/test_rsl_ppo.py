@@ -146,7 +146,7 @@ def test_the_trainer_benchmark_gives_both_arms_the_same_settings():
 
 @pytest.mark.slow  # compiles Warp's kernels on the CPU device when its cache is cold (about 40 s)
 def test_rsl_ppo_trains_on_the_warp_backend(tmp_path, one_torch_thread):
-    cfg = compose_config([*TINY, "env.backend=physai.envs.backends_warp.WarpBackend"])
+    cfg = compose_config([*TINY, "env.backend=warp"])
     task = build_task(cfg.env)
     figures = train_rsl_ppo(task, cfg.algo, 0, tmp_path / "run", NullTracker(), resume=False)
     assert figures["timesteps"] == 1024 and figures["episodes"] > 0

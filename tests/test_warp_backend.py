@@ -33,7 +33,7 @@ from physai.envs.engine import FULL, BatchedEngine
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import TaskError, Term, build_spec
 
-WARP = "physai.envs.backends_warp.WarpBackend"
+WARP = "warp"  # the short name of physai.envs.backends_warp.WarpBackend
 SMOOTH_TOLERANCE, SMOOTH_STEPS = 1e-5, 200
 CONTACT_TOLERANCE, CONTACT_STEPS = 1e-2, 10
 
@@ -97,6 +97,16 @@ def test_an_event_editing_a_field_warp_does_not_batch_is_refused_at_build():
     spec.events.append(Term(name="contact_dims", fn=_edit_condim, mode="startup"))
     with pytest.raises(TaskError, match=r"event 'contact_dims' edits model field 'geom_condim'"):
         BatchedEngine(spec, 4, seed=0, nthread=1, backend=WARP)
+
+
+@requires_warp
+def test_asking_for_the_gpu_where_warp_finds_none_says_so_and_names_the_cpu_device():
+    import warp
+
+    if warp.get_cuda_device_count():
+        pytest.skip("this machine has a CUDA device: warp_cuda builds here")
+    with pytest.raises(TaskError, match=r"Warp finds no CUDA device here; use Warp's CPU device: env\.backend=warp$"):
+        BatchedEngine(_spec("cartpole_balance"), 2, seed=0, nthread=1, backend="warp_cuda")
 
 
 def test_the_warp_backend_without_its_extra_names_the_extra(monkeypatch):

@@ -27,7 +27,7 @@ from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import build_spec
 from physai.envs.vector import PhysaiVectorEnv
 
-WARP_BACKEND = "physai.envs.backends_warp.WarpBackend"
+WARP_BACKEND = "warp"  # physai.envs.spec.BACKENDS
 ACTION_BANK = 64  # pre-drawn action batches, cycled, so drawing random numbers is not timed
 
 

@@ -10,7 +10,6 @@ the message.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -22,6 +21,7 @@ from omegaconf import MISSING, DictConfig
 
 from physai.core.errors import ConfigError
 from physai.edge.fallback import FALLBACK_MODULE, FALLBACKS
+from physai.envs.spec import backend_class
 
 
 def bounded(default: Any, *, low: float | None = None, high: float | None = None,
@@ -82,19 +82,15 @@ class EnvConfig:
     train_events: Dict[str, Any] = field(default_factory=dict)
     # Threads of the batched engine (None: all cores).
     nthread: Optional[int] = bounded(None, low=1)
-    # The physics backend of physai tasks: MuJoCo's rollout on CPU threads; a GPU one plugs in here.
-    backend: Optional[str] = None  # None: physai.envs.spec.DEFAULT_BACKEND
+    # The physics backend of physai tasks: a name in physai.envs.spec.BACKENDS (rollout: MuJoCo's C engine on
+    # CPU threads; warp, warp_cuda: MuJoCo Warp) or a dotted path to a backend class.
+    backend: Optional[str] = None  # None: rollout
 
     @staticmethod
     def check(node: DictConfig, prefix: str) -> None:
         backend = node.get("backend")
         if backend:
-            module_name, _, name = str(backend).rpartition(".")
-            try:
-                getattr(importlib.import_module(module_name), name)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise ConfigError(f"{prefix}backend={backend!r} cannot be imported ({exc}); leave it unset for "
-                                  f"MuJoCo's CPU rollout backend") from exc
+            backend_class(str(backend))  # refuses, naming env.backend and the short names
 
 
 @dataclass
