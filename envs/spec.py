@@ -35,13 +35,16 @@ class TaskError(ConfigError):
 
 def backend_class(backend: str) -> type:
     """The physics backend ``env.backend`` names: a short name in ``BACKENDS`` or a dotted class path."""
+    choices = f"name one of {sorted(BACKENDS)} (rollout, MuJoCo's CPU engine, is the default) or a dotted path " \
+              f"to a backend class"
     path = BACKENDS.get(backend, backend)
     module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise TaskError(f"env.backend={backend!r} is not a physics backend; {choices}")
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise TaskError(f"env.backend={backend!r} cannot be imported ({exc}); name one of {sorted(BACKENDS)} "
-                        f"(rollout, MuJoCo's CPU engine, is the default) or a dotted path to a backend class") from exc
+        raise TaskError(f"env.backend={backend!r} cannot be imported ({exc}); {choices}") from exc
 
 
 @dataclass
