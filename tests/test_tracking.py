@@ -92,7 +92,7 @@ def test_one_run_per_stage_with_outputs_logged(tmp_path):
     tracker.finish()
     runs = runs_by_job_type(run_dir)
     assert set(runs) == {"train", "export"}
-    # The installed packages are recorded once per process, with its first run.
+    # The installed packages are recorded once per pipeline, with its first stage's run.
     requirements = (runs["train"]["files"] / "requirements.txt").read_text()
     assert "stable_baselines3" in requirements.replace("-", "_") and "mujoco==" in requirements
     assert {r["group"] for r in runs.values()} == {"run-2026-01-02_03-04-05"}

@@ -79,8 +79,8 @@ class WandbTracker(NullTracker):
 
     # ----- runs -----------------------------------------------------------------------------
     def _start(self, job_type: str) -> None:
-        # wandb lists every installed package (requirements.txt) at each init, about half a second apiece; the
-        # packages cannot change between the stages of one process, so only its first run records them.
+        # wandb lists every installed package (requirements.txt) at each init, about half a second apiece; they
+        # cannot change between the stages of one pipeline, so only its first stage's run records them.
         settings = self._wandb.Settings(console="off", x_disable_stats=True,
                                         x_save_requirements=self._runs_started == 0)
         self.run = self._wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
