@@ -7,8 +7,9 @@ update once cut mjlab's speed 17x, so any other version is warned about).
 What runs on the device: every physics step of every env (MJWarp's ``step`` over ``num_envs`` worlds),
 with the per-env model fields that randomization events edit. What does not, yet: observation, reward and
 termination terms, resets and events run on the host as they do for the CPU backend, so each control step
-copies the states and controls to the device and the states and sensors of its physics steps back
-(float64 on the host, float32 on the device). Moving the terms to the device is the next step.
+copies the states and controls to the device and the state and sensors its last physics step leaves back
+(float64 on the host, float32 on the device); the physics steps before it stay on the device. Moving the
+terms to the device is the next step.
 
 Numerics: MJWarp computes in float32, C MuJoCo in float64. From the same state with the same controls the
 two agree to float32 rounding at first and drift apart as a chaotic system amplifies it; the tolerance
@@ -225,16 +226,17 @@ class WarpBackend:
                 self._to_device()
                 self._physics_steps()
                 self._to_host()
-        np.copyto(state_out, self._host["state_out"].transpose(1, 0, 2))
+        # The engine reads only what the last physics step leaves; the earlier rows of the outputs are not filled.
+        np.copyto(state_out[:, -1], self._host["state_out"])
         if self._nsensor:
-            np.copyto(sensor_out, self._host["sensor_out"].transpose(1, 0, 2))
+            np.copyto(sensor_out[:, -1], self._host["sensor_out"])
 
     def _allocate(self, frame_skip: int) -> None:
         """Device arrays for one control step of ``frame_skip`` physics steps, and their host mirrors
         (the same arrays on Warp's CPU device; pinned host copies for a GPU)."""
         wp, n = self._wp, self.num_envs
         shapes = {"state": (n, self._nstate), "control": (frame_skip, n, self._model.nu),
-                  "state_out": (frame_skip, n, self._nstate), "sensor_out": (frame_skip, n, self._nsensor)}
+                  "state_out": (n, self._nstate), "sensor_out": (n, self._nsensor)}
         self._device_arrays = {key: wp.zeros(shape, dtype=float, device=self._device)
                                for key, shape in shapes.items()}
         if self._device.is_cuda:
@@ -309,8 +311,8 @@ class WarpBackend:
         return True
 
     def _physics_steps(self) -> None:
-        """One control step on the device: set the state, then per physics step its control, ``mjw.step``,
-        and the state and sensors it leaves (sensors come from the step's forward pass, as in ``mj_step``).
+        """One control step on the device: set the state, then per physics step its control and ``mjw.step``;
+        then the state and sensors the last one leaves (sensors come from its forward pass, as in ``mj_step``).
         The overflow flags are cleared first, so they tell about this control step alone."""
         wp, mjw, model, data, arrays = self._wp, self._mjw, self._model, self._data, self._device_arrays
         data.overflow.zero_()
@@ -319,9 +321,9 @@ class WarpBackend:
             if model.nu:
                 wp.copy(data.ctrl, arrays["control"][k])
             mjw.step(model, data)
-            mjw.get_state(model, data, arrays["state_out"][k], FULL)
-            if self._nsensor:
-                wp.copy(arrays["sensor_out"][k], data.sensordata)
+        mjw.get_state(model, data, arrays["state_out"], FULL)
+        if self._nsensor:
+            wp.copy(arrays["sensor_out"], data.sensordata)
 
     def reset_envs(self, env_ids: np.ndarray) -> None:
         """Start these envs' solver cold, as ``mj_resetData`` does."""
