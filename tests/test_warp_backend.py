@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import subprocess
 import sys
 
 import mujoco
@@ -201,3 +202,25 @@ def test_bench_sim_measures_the_warp_backend_beside_the_c_engine(tmp_path):
     assert figures["backend"] == "warp" and warp["rounds"] == 2 and 0 < warp["min"] <= warp["median"] <= warp["max"]
     assert point["ratio_warp_vs_c_engine"] == pytest.approx(warp["median"] / point["contenders"]["physai"]["median"])
     assert (tmp_path / "sim_scaling_cartpole_balance_warp.png").stat().st_size > 1000
+
+
+@requires_warp
+def test_the_gpu_hosts_benchmark_runs_without_the_training_stack(tmp_path):
+    """``benchmarks/gpu_sim.sh`` runs ``physai.bench.device_sim`` on a GPU host that has no SB3, Hydra, wandb or
+    onnxruntime: with those imports made to fail, the module still measures every batch size on the device."""
+    absent = ["stable_baselines3", "hydra", "omegaconf", "wandb", "matplotlib", "onnx", "onnxruntime", "rich",
+              "rsl_rl", "tensordict", "optuna", "envpool"]
+    script = (f"import sys\nsys.modules.update(dict.fromkeys({absent!r}))\n"
+              f"from physai.bench.device_sim import main\n"
+              f"main(['--task', 'cartpole_balance', '--envs', '8,16', '--seconds', '0.4', '--rounds', '2', "
+              f"'--out', {str(tmp_path)!r}])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "sim_cartpole_balance_warp_device.json").read_text())
+    assert figures["backend"] == "warp" and figures["command"].startswith("python -m physai.bench.device_sim")
+    assert [point["num_envs"] for point in figures["points"]] == [8, 16]
+    for point in figures["points"]:
+        assert point["device"].startswith(("cpu", "cuda")) and point["rounds"] == 2
+        assert 0 < point["min"] <= point["median"] <= point["max"]
+        assert point["physics_steps_per_s"] == pytest.approx(point["median"] * figures["frame_skip"])
+    assert figures["versions"]["mujoco-warp"] == "4.0.0"
