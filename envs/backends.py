@@ -4,7 +4,8 @@ The engine owns terms, resets and bookkeeping; a backend only steps physics, so 
 backend (mujoco-warp or MJX on a machine that has one) can replace the CPU one behind the
 same call. The engine reads only the state and sensors the last physics step of a control step
 leaves (``state_out[:, -1]``, ``sensor_out[:, -1]``); a backend need not fill the earlier rows
-(the Warp backend keeps them on its device). Select one with ``env.backend=NAME`` (``physai.envs.spec.BACKENDS``) or a dotted class path.
+(the Warp backend keeps them on its device). Select one with ``env.backend=NAME``
+(``physai.envs.spec.BACKENDS``) or a dotted class path.
 """
 
 from __future__ import annotations

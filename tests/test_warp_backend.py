@@ -140,7 +140,8 @@ def test_a_contact_task_on_warp_matches_c_for_ten_control_steps(task):
         # the device), after a control per physics step.
         np.testing.assert_allclose(warp_out[:, -1], c_out[:, -1], atol=CONTACT_TOLERANCE, rtol=0,
                                    err_msg=f"control step {step}")
-        np.testing.assert_allclose(warp_sensors[:, -1], c_sensors[:, -1], atol=CONTACT_TOLERANCE, rtol=CONTACT_TOLERANCE)
+        np.testing.assert_allclose(warp_sensors[:, -1], c_sensors[:, -1], atol=CONTACT_TOLERANCE,
+                                   rtol=CONTACT_TOLERANCE)
         c_state, warp_state = c_out[:, -1].copy(), warp_out[:, -1].copy()
     # A reset starts the solver cold on the device too: stepping a reset env from qpos0 matches C from qpos0.
     warp.reset_envs(np.arange(n))
