@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# The MuJoCo Warp backend's simulation benchmark on an offline GPU host that has Python 3.12 with PyTorch, JAX,
-# onnxruntime and numpy, but no mujoco, warp-lang or gymnasium, and no network. The wheels are carried to it
-# as parts of one archive (each under 60 MiB, for transfer tools that cap a file's size):
+# The MuJoCo Warp backend's simulation benchmark and a training run on an offline GPU host that has Python 3.12
+# with PyTorch, JAX, onnxruntime and numpy, but no mujoco, warp-lang, gymnasium or rsl-rl-lib, and no network.
+# The wheels are carried to it as parts of one archive (each under 60 MiB, for transfer tools that cap a file's
+# size):
 #
 #   with network:        bash benchmarks/gpu_sim.sh prepare
 #                        -> build/gpu_wheels/part-aa, part-ab, ... and wheels.sha256
 #   on the GPU host:     copy build/gpu_wheels/ (every part and wheels.sha256) into the same place of this tree
 #                        bash benchmarks/gpu_sim.sh run
 #                        -> checks and installs the wheels, runs python -m physai.bench.device_sim per task and
-#                           writes benchmarks/results/sim_<task>_warp_device.json (copied to $OUT when set)
+#                           writes benchmarks/results/sim_<task>_warp_device.json, then trains the quadruped with
+#                           rsl-rl's PPO (python -m physai.bench.device_train) for at most TRAIN_MINUTES of training
+#                           clock and writes benchmarks/results/train_quadruped_velocity_warp_device.json (all
+#                           copied to $OUT when set)
 #
-# The first step compiles Warp's CUDA kernels (tens of seconds); a task that fails does not lose the others' results.
+# The first step compiles Warp's CUDA kernels (tens of seconds); a job that fails does not lose the others' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=build/gpu_wheels
 PYTHON=${PYTHON:-python3}
+TRAIN_MINUTES=${TRAIN_MINUTES:-3}
 # What the GPU machine lacks, pinned: mujoco-warp and warp-lang as the warp extra pins them, the rest as tested here.
+# rsl-rl-lib comes with what it imports (tensordict, pyvers, tensorboard, protobuf, packaging), not with what
+# only its runner's logging and export use (GitPython, onnx, onnxscript): every wheel installs without
+# dependency resolution, so the list is the whole set.
 PACKAGES="mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 mujoco-warp==4.0.0 warp-lang==1.19.0
   gymnasium==1.4.0 cloudpickle==3.1.3 farama-notifications==0.0.6 etils==1.15.0 zipp==4.1.2 absl-py==2.5.1
-  glfw==2.11.0 pyopengl==3.1.10 pyyaml==6.0.4 websockets==17.4"
+  glfw==2.11.0 pyopengl==3.1.10 pyyaml==6.0.4 websockets==17.4
+  rsl-rl-lib==5.5.1 tensordict==0.15.3 pyvers==0.2.3 tensorboard==2.21.0 protobuf==7.36.2 packaging==26.4"
 
 case "${1:-}" in
   prepare)
@@ -37,7 +46,7 @@ case "${1:-}" in
       || { echo "the wheel parts in $WHEELS are incomplete: carry every part (see the top of this script)"; exit 2; }
     mkdir -p "$WHEELS/all" && cat "$WHEELS"/part-* | tar -xf - -C "$WHEELS/all"
     # shellcheck disable=SC2086
-    "$PYTHON" -m pip install --no-index --find-links "$WHEELS/all" $PACKAGES
+    "$PYTHON" -m pip install --no-deps --no-index --find-links "$WHEELS/all" $PACKAGES
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
     failed=0
     for job in "cartpole_balance 1024,4096,8192,16384" "quadruped_velocity 1024,4096,8192"; do
@@ -55,7 +64,18 @@ from physai.bench.device_sim import main
 main(["--task", sys.argv[1], "--envs", sys.argv[2]])
 PY
     done
-    if [ -n "${OUT:-}" ]; then cp benchmarks/results/sim_*_warp_device.json "$OUT"/ || true; fi
+    "$PYTHON" - "$TRAIN_MINUTES" <<'PY' || { echo "the training run failed"; failed=1; }
+import os
+import sys
+
+import physai
+
+physai.__path__.append(os.getcwd())
+from physai.bench.device_train import main
+
+main(["--task", "quadruped_velocity", "--envs", "4096", "--minutes", sys.argv[1]])
+PY
+    if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_warp_device.json "$OUT"/ || true; fi
     exit $failed
     ;;
   *)

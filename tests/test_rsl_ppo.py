@@ -19,7 +19,8 @@ from physai.config.compose import build_task
 from physai.core.errors import ConfigError
 from physai.run.tracking import NullTracker
 from physai.train.checkpoints import CHECKPOINT_DIR, FINAL_NAME, CheckpointError
-from physai.train.rsl_ppo import RslPPO, check_rsl_ppo, rsl_rl_process_state, runner_config, train_rsl_ppo
+from physai.train.rsl_env import rsl_rl_process_state, runner_config
+from physai.train.rsl_ppo import RslPPO, check_rsl_ppo, train_rsl_ppo
 from physai.train.sb3 import load_checkpoint, read_curve, train_policy
 
 TINY = ["algo=rsl_ppo", "experiment=smoke", "algo.total_timesteps=1024", "algo.n_envs=16", "algo.n_steps=16"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from physai.report.format import save_png
-from physai.train.sb3 import TERM_PREFIX
+from physai.train.episodes import TERM_PREFIX
 
 
 def _smooth(values, window: int):

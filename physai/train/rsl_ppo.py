@@ -7,18 +7,17 @@ and empirical observation normalization. What leaves training is an ordinary phy
 critic copied into SB3's ``ActorCriticPolicy`` of the same layers (``algo._target_`` names it), the
 normalization folded into the first layer of each, so evaluation, export, bundle, profile and gates treat the
 policy like any other. rsl-rl-lib comes with the ``warp`` extra; it is imported only when this trainer runs.
+The env adapter, the settings and one iteration live in physai.train.rsl_env, which the GPU host runs alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -35,7 +34,8 @@ from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, Ch
                                       read_trainer_state, step_name, verify_checkpoint)
 from physai.train.guards import (NonFiniteError, StopSignals, TrainingInterrupted, check_parameters,
                                  nonfinite_message)
-from physai.train.sb3 import (TRAIN_PROGRESS_COLUMNS, build_model, curve_row, interrupted_message, read_curve,
+from physai.train.rsl_env import EngineVecEnv, build_ppo, rollout_and_update, rsl_rl_process_state
+from physai.train.sb3 import (TRAIN_PROGRESS_COLUMNS, build_model, interrupted_message, read_curve,
                               write_checkpoint, write_training_progress)
 
 log = logging.getLogger(__name__)
@@ -92,70 +92,6 @@ def check_rsl_ppo(cfg: DictConfig, task) -> None:
         raise ConfigError(f"evaluate.interval_steps={cfg.evaluate.interval_steps}: evaluations during training (and a "
                           f"sweep's pruning, which they feed) run with SB3's algorithms; set "
                           f"evaluate.interval_steps=null for algo=rsl_ppo")
-
-
-class EngineVecEnv:
-    """What rsl-rl's PPO reads of its ``VecEnv`` over the batched engine (duck-typed: the batch's size and
-    action width, observations as a TensorDict, ``step``). Finished episodes are kept for the learning curve
-    as the engine reports them."""
-
-    def __init__(self, engine: BatchedEngine, timesteps: int = 0, device: str = "cpu") -> None:
-        from tensordict import TensorDict
-
-        self._tensordict = TensorDict
-        self.engine = engine
-        self.num_envs = engine.num_envs
-        self.num_actions = engine.num_actions
-        self.device = device
-        self.finished: list[dict[str, float]] = []  # curve rows of the episodes ended since the caller took them
-        self.timesteps = timesteps  # env steps of the run so far, resumed ones included
-        engine.reset_envs(np.arange(self.num_envs))
-        self._obs = self._observation(engine.observe())
-
-    def _observation(self, obs: np.ndarray):
-        return self._tensordict({"policy": torch.from_numpy(obs).to(self.device)}, batch_size=[self.num_envs])
-
-    def get_observations(self):
-        return self._obs
-
-    def step(self, actions: torch.Tensor):
-        out = self.engine.step(actions.detach().to("cpu", torch.float64).numpy())
-        self.timesteps += self.num_envs
-        raw = out["info"]
-        for row in range(len(raw.get("done_ids", []))):
-            self.finished.append(curve_row(self.timesteps, raw["episode_return"][row], raw["episode_length"][row],
-                                           {name: sums[row] for name, sums in raw["episode_terms"].items()}))
-        self._obs = self._observation(out["obs"])
-        terminated, truncated = out["terminated"], out["truncated"]
-        dones = torch.from_numpy(terminated | truncated).to(self.device)
-        # Time limits and blow-ups are truncations: rsl-rl bootstraps them with the value estimate.
-        extras = {"time_outs": torch.from_numpy(truncated & ~terminated).to(self.device)}
-        return self._obs, torch.from_numpy(out["reward"].astype(np.float32)).to(self.device), dones, extras
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-def runner_config(algo: DictConfig) -> dict[str, Any]:
-    """rsl-rl's PPO and model settings from physai's PPO keys (one meaning per key across trainers)."""
-    rollout = int(algo.n_steps) * int(algo.n_envs)
-    # The schema's activation choices (tanh, relu, elu) are rsl-rl's names too.
-    model = {"class_name": "MLPModel", "hidden_dims": list(algo.net_arch), "activation": str(algo.activation),
-             "obs_normalization": bool(algo.normalize_obs)}
-    return {
-        "num_steps_per_env": int(algo.n_steps),
-        "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
-        "multi_gpu": None,
-        "actor": {**model, "distribution_cfg": {"class_name": "GaussianDistribution",
-                                                "init_std": math.exp(float(algo.log_std_init))}},
-        "critic": dict(model),
-        "algorithm": {"class_name": "PPO", "num_learning_epochs": int(algo.n_epochs),
-                      "num_mini_batches": rollout // int(algo.batch_size), "clip_param": float(algo.clip_range),
-                      "gamma": float(algo.gamma), "lam": float(algo.gae_lambda), "value_loss_coef": float(algo.vf_coef),
-                      "entropy_coef": float(algo.ent_coef), "learning_rate": float(algo.learning_rate),
-                      "max_grad_norm": float(algo.max_grad_norm), "schedule": str(algo.schedule),
-                      "desired_kl": float(algo.desired_kl)},
-    }
 
 
 def _linear_layers(module: nn.Module) -> list[nn.Linear]:
@@ -227,17 +163,6 @@ def _resume_point(checkpoints: Path, run_dir: Path) -> tuple[Optional[Path], dic
     return checkpoint, state
 
 
-@contextlib.contextmanager
-def rsl_rl_process_state() -> Iterator[None]:
-    """rsl-rl's distributions switch off torch.distributions' argument checks for the whole process (a speed-up
-    for its own); SB3 relies on them to report a NaN policy output, so they are put back on leaving."""
-    before = torch.distributions.Distribution._validate_args
-    try:
-        yield
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(before)
-
-
 def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
     """Train until ``algo.total_timesteps`` (whole rollouts), checkpointing every ``algo.checkpoint_every_steps``
     and at the end in SB3's form plus rsl-rl's state. ``resume`` continues from the newest checkpoint: weights,
@@ -248,8 +173,6 @@ def train_rsl_ppo(task, algo: DictConfig, seed: int, run_dir: Path, tracker, res
 
 
 def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bool) -> dict[str, Any]:
-    from rsl_rl.algorithms import PPO
-
     torch.set_num_threads(algo.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / CHECKPOINT_DIR
@@ -262,10 +185,7 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
     env = EngineVecEnv(engine, timesteps)
     carrier = sb3_carrier(algo, task, seed)
     torch.manual_seed(seed)
-    cfg = runner_config(algo)
-    with contextlib.redirect_stdout(io.StringIO()) as printed:  # rsl-rl prints its models; keep them in the log
-        alg = PPO.construct_algorithm(env.get_observations(), env, cfg, "cpu")
-    log.debug("rsl-rl models:\n%s", printed.getvalue())
+    alg = build_ppo(env, algo, "cpu")
     iteration = 0
     if checkpoint is not None:
         saved = torch.load(checkpoint / RslPPO.RSL_STATE_FILE, weights_only=True, map_location="cpu")
@@ -301,13 +221,7 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
             bar = progress.add_task("train (rsl-rl PPO)", total=timesteps + remaining * per_iteration,
                                     completed=timesteps)
             for _ in range(remaining):
-                with torch.inference_mode():
-                    for _ in range(int(algo.n_steps)):
-                        actions = alg.act(obs)
-                        obs, rewards, dones, extras = env.step(actions)
-                        alg.process_env_step(obs, rewards, dones, extras)
-                    alg.compute_returns(obs)
-                losses = alg.update()
+                obs, losses = rollout_and_update(alg, env, obs, int(algo.n_steps))
                 timesteps, iteration = env.timesteps, iteration + 1
                 problem = check_parameters(_named_parameters(alg), timesteps)
                 if problem is None and not all(math.isfinite(float(v)) for v in losses.values() if v is not None):

@@ -45,6 +45,7 @@ from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, LA
                                       read_trainer_state, restore_rng, save_checkpoint, step_name,
                                       verify_checkpoint, write_progress)
 from physai.train.critics import sac_policy
+from physai.train.episodes import TERM_PREFIX, curve_row
 from physai.train.guards import (FiniteCheckVecEnv, NonFiniteError, NonFiniteInEnv, StopSignals,
                                  TrainingInterrupted, check_losses, check_parameters, model_parameters,
                                  nonfinite_message, signal_name)
@@ -58,7 +59,6 @@ ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU
 CURVE_FILE = "train_curve.csv"
 PROGRESS_FILE = "train_progress.json"
 CURVE_FIELDS = ("timesteps", "episode_return", "episode_length")
-TERM_PREFIX = "reward_term/"
 # A watcher's status file is rewritten at rollout ends, at most once per this many steps.
 PROGRESS_MIN_STEPS = 64
 
@@ -230,13 +230,6 @@ class TrainingMonitor(BaseCallback):
         self.num_timesteps = int(self.model.num_timesteps)
         self._progress_written_at = self.num_timesteps
         write_training_progress(self.run_dir, self.num_timesteps, self.algo.total_timesteps, self.last_checkpoint)
-
-
-def curve_row(timesteps: int, episode_return: float, episode_length: int, terms: dict[str, float]) -> dict[str, Any]:
-    """One finished episode of the learning curve; physai tasks report each reward term's episode sum (the
-    curves users tune rewards from)."""
-    return {"timesteps": int(timesteps), "episode_return": float(episode_return), "episode_length": int(episode_length),
-            **{f"{TERM_PREFIX}{name}": float(value) for name, value in terms.items()}}
 
 
 def write_checkpoint(model: BaseAlgorithm, run_dir: Path, name: str, curve: list[dict[str, float]], *, keep: int,

@@ -1,0 +1,121 @@
+"""rsl-rl's PPO on the batched engine, with nothing else of the training stack: the env adapter rsl-rl reads,
+its settings from physai's PPO keys, and one rollout-and-update iteration.
+
+``algo=rsl_ppo`` (physai.train.rsl_ppo) trains through these with checkpoints, tracking and SB3's policy form
+around them; the GPU host's training benchmark (physai.bench.device_train), which has no SB3, Hydra or wandb,
+trains through them alone. rsl-rl-lib is imported only when an algorithm is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from physai.envs.engine import BatchedEngine
+from physai.train.episodes import curve_row
+
+log = logging.getLogger(__name__)
+
+
+class EngineVecEnv:
+    """What rsl-rl's PPO reads of its ``VecEnv`` over the batched engine (duck-typed: the batch's size and
+    action width, observations as a TensorDict on ``device``, ``step``). Finished episodes are kept for the
+    learning curve as the engine reports them."""
+
+    def __init__(self, engine: BatchedEngine, timesteps: int = 0, device: str = "cpu") -> None:
+        from tensordict import TensorDict
+
+        self._tensordict = TensorDict
+        self.engine = engine
+        self.num_envs = engine.num_envs
+        self.num_actions = engine.num_actions
+        self.device = device
+        self.finished: list[dict[str, float]] = []  # curve rows of the episodes ended since the caller took them
+        self.timesteps = timesteps  # env steps of the run so far, resumed ones included
+        engine.reset_envs(np.arange(self.num_envs))
+        self._obs = self._observation(engine.observe())
+
+    def _observation(self, obs: np.ndarray):
+        return self._tensordict({"policy": torch.from_numpy(obs).to(self.device)}, batch_size=[self.num_envs])
+
+    def get_observations(self):
+        return self._obs
+
+    def step(self, actions: torch.Tensor):
+        out = self.engine.step(actions.detach().to("cpu", torch.float64).numpy())
+        self.timesteps += self.num_envs
+        raw = out["info"]
+        for row in range(len(raw.get("done_ids", []))):
+            self.finished.append(curve_row(self.timesteps, raw["episode_return"][row], raw["episode_length"][row],
+                                           {name: sums[row] for name, sums in raw["episode_terms"].items()}))
+        self._obs = self._observation(out["obs"])
+        terminated, truncated = out["terminated"], out["truncated"]
+        dones = torch.from_numpy(terminated | truncated).to(self.device)
+        # Time limits and blow-ups are truncations: rsl-rl bootstraps them with the value estimate.
+        extras = {"time_outs": torch.from_numpy(truncated & ~terminated).to(self.device)}
+        return self._obs, torch.from_numpy(out["reward"].astype(np.float32)).to(self.device), dones, extras
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def runner_config(algo: Mapping[str, Any]) -> dict[str, Any]:
+    """rsl-rl's PPO and model settings from physai's PPO keys (one meaning per key across trainers); ``algo`` is
+    the run's ``algo`` config or a plain mapping of the same keys."""
+    rollout = int(algo["n_steps"]) * int(algo["n_envs"])
+    # The schema's activation choices (tanh, relu, elu) are rsl-rl's names too.
+    model = {"class_name": "MLPModel", "hidden_dims": list(algo["net_arch"]), "activation": str(algo["activation"]),
+             "obs_normalization": bool(algo["normalize_obs"])}
+    return {
+        "num_steps_per_env": int(algo["n_steps"]),
+        "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
+        "multi_gpu": None,
+        "actor": {**model, "distribution_cfg": {"class_name": "GaussianDistribution",
+                                                "init_std": math.exp(float(algo["log_std_init"]))}},
+        "critic": dict(model),
+        "algorithm": {"class_name": "PPO", "num_learning_epochs": int(algo["n_epochs"]),
+                      "num_mini_batches": rollout // int(algo["batch_size"]), "clip_param": float(algo["clip_range"]),
+                      "gamma": float(algo["gamma"]), "lam": float(algo["gae_lambda"]),
+                      "value_loss_coef": float(algo["vf_coef"]), "entropy_coef": float(algo["ent_coef"]),
+                      "learning_rate": float(algo["learning_rate"]), "max_grad_norm": float(algo["max_grad_norm"]),
+                      "schedule": str(algo["schedule"]), "desired_kl": float(algo["desired_kl"])},
+    }
+
+
+def build_ppo(env: EngineVecEnv, algo: Mapping[str, Any], device: str):
+    """rsl-rl's PPO for ``env`` from physai's PPO keys, its networks on ``device``."""
+    from rsl_rl.algorithms import PPO
+
+    with contextlib.redirect_stdout(io.StringIO()) as printed:  # rsl-rl prints its models; keep them in the log
+        alg = PPO.construct_algorithm(env.get_observations(), env, runner_config(algo), device)
+    log.debug("rsl-rl models:\n%s", printed.getvalue())
+    return alg
+
+
+def rollout_and_update(alg, env: EngineVecEnv, obs, n_steps: int) -> tuple[Any, dict[str, float]]:
+    """One PPO iteration: ``n_steps`` steps of every env with the current policy, then rsl-rl's update.
+    Returns the latest observations (the next rollout starts from them) and the update's losses."""
+    with torch.inference_mode():
+        for _ in range(n_steps):
+            actions = alg.act(obs)
+            obs, rewards, dones, extras = env.step(actions)
+            alg.process_env_step(obs, rewards, dones, extras)
+        alg.compute_returns(obs)
+    return obs, alg.update()
+
+
+@contextlib.contextmanager
+def rsl_rl_process_state() -> Iterator[None]:
+    """rsl-rl's distributions switch off torch.distributions' argument checks for the whole process (a speed-up
+    for its own); SB3 relies on them to report a NaN policy output, so they are put back on leaving."""
+    before = torch.distributions.Distribution._validate_args
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
