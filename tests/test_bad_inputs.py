@@ -54,6 +54,7 @@ CASES = [
     (["algo=dqn"], "algo/dqn"),
     (["algo=sac", "algo.tau=2"], "algo.tau=2.0"),
     (["algo=sac", "algo.learning_starts=5000", "algo.total_timesteps=2000"], "algo.learning_starts=5000"),
+    (["algo=rsl_ppo", "algo.device=gpu"], "algo.device='gpu'"),
     (["algo=mbpo", "synthetic.world_model.elites=9"], "synthetic.world_model.elites=9"),
     (["algo=mbpo", "algo.rollout_length=[1,2,3]"], "algo.rollout_length=[1, 2, 3]"),
     (["algo=mbpo", "algo.real_ratio=1.5"], "algo.real_ratio=1.5"),

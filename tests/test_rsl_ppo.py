@@ -122,6 +122,8 @@ def test_an_rsl_ppo_run_continues_from_its_checkpoint(tmp_path, one_torch_thread
     (["evaluate.interval_steps=512"], "evaluate.interval_steps=null"),
     (["algo.net_arch=[]"], "at least one hidden layer"),
     (["algo.batch_size=100"], r"does not divide a rollout .* = 256\); .* algo.batch_size=128"),
+    pytest.param(["algo.device=cuda"], "finds no CUDA device on this machine; set algo.device=cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])
 def test_what_rsl_ppo_cannot_train_is_refused_before_training(overrides, says):
     cfg = compose_config([*TINY, *overrides])

@@ -47,14 +47,14 @@ TEACHER_KEYS = frozenset({"teacher_run", "teacher_preset", "teacher_timesteps"})
 # SAC-family settings physai turns into the critic network (physai.train.critics), not SB3 keywords.
 SAC_CRITIC_KEYS = frozenset({"critic_dropout", "critic_layer_norm"})
 # rsl-rl's PPO settings without an SB3 counterpart (physai.train.rsl_ppo).
-RSL_PPO_KEYS = frozenset({"schedule", "desired_kl"})
+RSL_PPO_KEYS = frozenset({"schedule", "desired_kl", "device"})
 
 # Keys that change how a run is executed or judged, not which policy it trains. Everything
 # else is the run's training identity: hashed into the bundle's provenance, and frozen once
 # a run directory exists (reruns and resumes may change only these).
 NON_IDENTITY_KEYS = ("pipeline", "tracking", "resume", "evaluate", "export", "guard", "profile", "delay_eval", "gate",
                      "device", "experiment", "sweep", "algo.total_timesteps", "algo.checkpoint_every_steps",
-                     "algo.keep_checkpoints", "algo.torch_threads", "env.nthread", "env.backend",
+                     "algo.keep_checkpoints", "algo.torch_threads", "algo.device", "env.nthread", "env.backend",
                      # the dream video and the trust report come after the synthetic dataset is written: reports, not data
                      "synthetic.synthesize.dream_video", "synthetic.synthesize.dream_steps",
                      "synthetic.synthesize.trust_steps")
@@ -169,6 +169,9 @@ class RslPPOConfig(PPOConfig):
     # "adaptive": the learning rate follows the KL divergence of each minibatch towards desired_kl; "fixed": not.
     schedule: str = one_of("adaptive", "adaptive", "fixed")
     desired_kl: float = bounded(0.01, low=0.0, low_open=True)
+    # Where rsl-rl's networks and rollout storage live: "cuda" keeps a GPU simulator's batches on the GPU
+    # (env.backend=warp); on the CPU engine the small default networks run faster on the CPU.
+    device: str = one_of("cpu", "cpu", "cuda")
 
 
 @dataclass

@@ -78,6 +78,9 @@ def check_rsl_ppo(cfg: DictConfig, task) -> None:
     if task.task_spec.pixels is not None:
         raise ConfigError(f"algo=rsl_ppo trains on flat state observations, and env {task.id} gives the policy "
                           f"camera images; train it with algo=ppo or algo=sac")
+    if cfg.algo.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"algo.device=cuda: torch {torch.__version__} finds no CUDA device on this machine; set "
+                          f"algo.device=cpu (the default)")
     if cfg.algo.normalize_reward:
         raise ConfigError("algo=rsl_ppo has no reward normalization; set algo.normalize_reward=false")
     if not len(cfg.algo.net_arch):
@@ -141,6 +144,8 @@ def copy_into(carrier: RslPPO, alg, timesteps: int, iteration: int) -> RslPPO:
     carrier.num_timesteps = int(timesteps)
     carrier.rsl_state = {**alg.save(), "iteration": int(iteration), "learning_rate": float(alg.learning_rate),
                          "torch_rng": torch.get_rng_state()}
+    if next(alg.actor.parameters()).is_cuda:  # algo.device=cuda: actions and minibatches are drawn on the GPU
+        carrier.rsl_state["cuda_rng"] = torch.cuda.get_rng_state()
     return carrier
 
 
@@ -182,10 +187,10 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
     timesteps = int(state.get("timesteps", 0))
     engine = BatchedEngine(task.train_spec, int(algo.n_envs), seed=seed + timesteps, nthread=task.nthread,
                            backend=task.backend)
-    env = EngineVecEnv(engine, timesteps)
+    env = EngineVecEnv(engine, timesteps, device=str(algo.device))
     carrier = sb3_carrier(algo, task, seed)
     torch.manual_seed(seed)
-    alg = build_ppo(env, algo, "cpu")
+    alg = build_ppo(env, algo, str(algo.device))
     iteration = 0
     if checkpoint is not None:
         saved = torch.load(checkpoint / RslPPO.RSL_STATE_FILE, weights_only=True, map_location="cpu")
@@ -199,6 +204,8 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
             group["lr"] = alg.learning_rate
         iteration = int(saved["iteration"])
         torch.set_rng_state(saved["torch_rng"])
+        if "cuda_rng" in saved and str(algo.device) == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"])
         log.info("resuming rsl_ppo from %s at step %d", checkpoint, timesteps)
     per_iteration = int(algo.n_steps) * env.num_envs
     remaining = max(0, -(-(int(algo.total_timesteps) - timesteps) // per_iteration))
