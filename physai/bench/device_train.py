@@ -1,12 +1,13 @@
 """Wall-clock to a solved task with rsl-rl's PPO on physai's engine, needing only numpy, torch, MuJoCo, Warp,
 rsl-rl-lib and physai.envs: the training run of ``benchmarks/gpu_sim.sh`` on a GPU host without SB3 or Hydra.
 
-    python -m physai.bench.device_train --task quadruped_velocity --envs 4096 --minutes 4 --out benchmarks/results
+    python -m physai.bench.device_train --task quadruped_velocity --envs 4096 --minutes 3 --out benchmarks/results
 
-The training clock starts before the engine is built, so it counts Warp's kernel compilation. Every
-``--eval-every`` iterations the policy's mean action plays ``--eval-episodes`` episodes of the task as shipped
-on C MuJoCo (fixed seeds, the clock stopped), as the pipeline's evaluate stage does; the run stops at the first
-evaluation whose mean reaches the task's solved threshold, or when the budget is spent. The PPO settings are
+The training clock starts before the engine is built (the imports come before it), so it counts Warp's kernel
+compilation where Warp's kernel cache is cold (``benchmarks/gpu_sim.sh`` gives the run an empty one through
+``WARP_CACHE_PATH``). Every ``--eval-every`` iterations the policy's mean action plays ``--eval-episodes``
+episodes of the task as shipped, one per env of a C MuJoCo batch with a fixed seed, the clock stopped; the run
+stops at the first evaluation whose mean reaches the task's solved threshold, or when the budget is spent. The PPO settings are
 rsl-rl's defaults as ``algo=rsl_ppo`` has them, the rollout split into four minibatches whatever the number of
 envs; ``--set KEY=VALUE`` changes one.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import sys
 import time
@@ -30,7 +32,7 @@ from physai.core.io import write_json_atomic
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import build_spec
-from physai.train.rsl_env import EngineVecEnv, build_ppo, rollout_and_update, rsl_rl_process_state
+from physai.train.rsl_env import EngineVecEnv, build_ppo, import_rsl_rl, rollout_and_update, rsl_rl_process_state
 
 # rsl-rl's defaults, as algo=rsl_ppo's schema has them (tests/test_device_train.py keeps the two equal).
 RSL_PPO_DEFAULTS: dict[str, Any] = {
@@ -96,10 +98,13 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     threshold = float(spec.solved_threshold if threshold is None else threshold)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = ppo_settings(num_envs, changes)
+    import_rsl_rl()  # a process's one-time imports, before the clock
+    kernel_cache = _kernel_cache(backend)
     torch.manual_seed(seed)
     budget_s = 60.0 * minutes
     evaluations: list[dict[str, Any]] = []
     clock = 0.0  # training seconds so far; evaluations are not counted
+    wall_start = time.perf_counter()
     with rsl_rl_process_state():
         start = time.perf_counter()
         engine = BatchedEngine(spec, num_envs, seed=seed, backend=backend)
@@ -111,6 +116,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
             first_iteration_s, iteration, solved_at = None, 0, None
             while clock < budget_s and solved_at is None:
                 obs, losses = rollout_and_update(alg, env, obs, int(settings["n_steps"]))
+                env.finished.clear()  # the engine's episode records: this run reads evaluations only
                 iteration += 1
                 clock = time.perf_counter() - start
                 if first_iteration_s is None:
@@ -119,6 +125,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
                     continue
                 returns = evaluate(alg, spec, eval_episodes, device)
                 evaluations.append({"iteration": iteration, "timesteps": env.timesteps, "train_clock_s": clock,
+                                    "eval_s": time.perf_counter() - start - clock,
                                     "mean": float(np.mean(returns)), "returns": returns})
                 print(f"{task_name}: iteration {iteration}, {env.timesteps:,} steps, {clock:.1f} s of training: "
                       f"evaluation {np.mean(returns):.1f} (threshold {threshold:g})", file=sys.stderr)
@@ -138,7 +145,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
         "time_to_threshold_s": solved_at["train_clock_s"] if solved_at else None,
         "timesteps_to_threshold": solved_at["timesteps"] if solved_at else None,
         "first_iteration_s": first_iteration_s, "iterations": iteration, "timesteps": env.timesteps,
-        "train_clock_s": clock,
+        "train_clock_s": clock, "wall_s": time.perf_counter() - wall_start, "kernel_cache": kernel_cache,
         # Env steps per second of training after the first iteration (which holds the compilation).
         "env_steps_per_s": trained_steps / trained_s if trained_s > 0 else None,
         "evaluations": evaluations,
@@ -146,6 +153,25 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
         "note": "the engine's terms, resets and events run on the host CPU, the physics on physics_device, the "
                 "networks on policy_device",
     }
+
+
+def _kernel_cache(backend: str) -> Optional[str]:
+    """Whether Warp's compilation can count: its kernel cache empty at the start, or the one found there."""
+    if not backend.startswith("warp"):
+        return None
+    path = os.environ.get("WARP_CACHE_PATH")
+    if path and (not os.path.isdir(path) or not os.listdir(path)):
+        return "empty at the start: compilation counted"
+    return "as found (WARP_CACHE_PATH unset or not empty): compilation counted only where the cache was cold"
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+    return parse
 
 
 def _version(package: str) -> Optional[str]:
@@ -158,11 +184,11 @@ def _version(package: str) -> Optional[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="quadruped_velocity")
-    parser.add_argument("--envs", type=int, default=4096)
+    parser.add_argument("--envs", type=_positive(int), default=4096)
     parser.add_argument("--backend", default="warp", help="a name of physai.envs.spec.BACKENDS")
-    parser.add_argument("--minutes", type=float, default=4.0, help="training wall-clock budget")
-    parser.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations")
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--minutes", type=_positive(float), default=3.0, help="training wall-clock budget")
+    parser.add_argument("--eval-every", type=_positive(int), default=10, help="iterations between evaluations")
+    parser.add_argument("--eval-episodes", type=_positive(int), default=10)
     parser.add_argument("--threshold", type=float, default=None, help="default: the task's solved threshold")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="the networks' torch device (default: cuda where present)")

@@ -88,10 +88,16 @@ def runner_config(algo: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_ppo(env: EngineVecEnv, algo: Mapping[str, Any], device: str):
-    """rsl-rl's PPO for ``env`` from physai's PPO keys, its networks on ``device``."""
+def import_rsl_rl():
+    """rsl-rl's PPO class (importing rsl-rl brings in tensordict and tensorboard: a second or more, once)."""
     from rsl_rl.algorithms import PPO
 
+    return PPO
+
+
+def build_ppo(env: EngineVecEnv, algo: Mapping[str, Any], device: str):
+    """rsl-rl's PPO for ``env`` from physai's PPO keys, its networks on ``device``."""
+    PPO = import_rsl_rl()
     with contextlib.redirect_stdout(io.StringIO()) as printed:  # rsl-rl prints its models; keep them in the log
         alg = PPO.construct_algorithm(env.get_observations(), env, runner_config(algo), device)
     log.debug("rsl-rl models:\n%s", printed.getvalue())
