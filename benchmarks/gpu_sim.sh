@@ -7,14 +7,17 @@
 #   with network:        bash benchmarks/gpu_sim.sh prepare
 #                        -> build/gpu_wheels/part-aa, part-ab, ... and wheels.sha256
 #   on the GPU host:     copy build/gpu_wheels/ (every part and wheels.sha256) into the same place of this tree
-#                        bash benchmarks/gpu_sim.sh run
-#                        -> checks and installs the wheels, runs python -m physai.bench.device_sim per task and
-#                           writes benchmarks/results/sim_<task>_warp_device.json, then trains the quadruped with
-#                           rsl-rl's PPO (python -m physai.bench.device_train) for at most TRAIN_MINUTES of training
-#                           clock and writes benchmarks/results/train_quadruped_velocity_warp_device.json (all
-#                           copied to $OUT when set)
+#                        bash benchmarks/gpu_sim.sh run [all | sim | train]
+#                        -> checks and installs the wheels (again harmlessly), then
+#                           sim:   python -m physai.bench.device_sim per task, writing
+#                                  benchmarks/results/sim_<task>_warp_device.json;
+#                           train: the quadruped trained with rsl-rl's PPO (python -m physai.bench.device_train) for
+#                                  at most TRAIN_MINUTES of training clock, writing
+#                                  benchmarks/results/train_quadruped_velocity_warp_device.json;
+#                           all (the default): both. Results are copied to $OUT when set.
 #
-# The first step compiles Warp's CUDA kernels (tens of seconds); a job that fails does not lose the others' results.
+# Each part takes several minutes (the first step of each compiles Warp's CUDA kernels, tens of seconds); where one
+# command may run only so long, run the parts as separate commands. A job that fails does not lose the others'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=build/gpu_wheels
@@ -43,6 +46,8 @@ case "${1:-}" in
     ls -l "$WHEELS"
     ;;
   run)
+    PARTS=${2:-all}
+    case "$PARTS" in all|sim|train) ;; *) echo "run takes all, sim or train, not '$PARTS'"; exit 2 ;; esac
     test "$(cd "$WHEELS" && cat part-* | sha256sum | cut -d' ' -f1)" = "$(cat "$WHEELS/wheels.sha256")" \
       || { echo "the wheel parts in $WHEELS are incomplete: carry every part (see the top of this script)"; exit 2; }
     mkdir -p "$WHEELS/all" && cat "$WHEELS"/part-* | tar -xf - -C "$WHEELS/all"
@@ -50,11 +55,12 @@ case "${1:-}" in
     "$PYTHON" -m pip install --no-deps --no-index --find-links "$WHEELS/all" $PACKAGES
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
     failed=0
-    rm -f benchmarks/results/*_warp_device.json  # what a job leaves is this run's, or nothing
-    for job in "cartpole_balance 1024,4096,8192,16384" "quadruped_velocity 1024,4096,8192"; do
-      set -- $job
-      # physai is not installed there: physai.envs and physai.configs are read from the source tree.
-      "$PYTHON" - "$1" "$2" <<'PY' || { echo "the $1 benchmark failed; going on"; failed=1; }
+    if [ "$PARTS" != train ]; then
+      rm -f benchmarks/results/sim_*_warp_device.json  # what a job leaves is this run's, or nothing
+      for job in "cartpole_balance 1024,4096,8192,16384" "quadruped_velocity 1024,4096,8192"; do
+        set -- $job
+        # physai is not installed there: physai.envs and physai.configs are read from the source tree.
+        "$PYTHON" - "$1" "$2" <<'PY' || { echo "the $1 benchmark failed; going on"; failed=1; }
 import os
 import sys
 
@@ -65,11 +71,14 @@ from physai.bench.device_sim import main
 
 main(["--task", sys.argv[1], "--envs", sys.argv[2]])
 PY
-    done
-    # An empty kernel cache, so the training clock counts Warp's compilation as a first run on a new machine
-    # would (the simulation benchmark above filled the default cache); the training budget plus time to evaluate.
-    WARP_CACHE_PATH="$(mktemp -d)" timeout $((TRAIN_MINUTES * 60 + 240)) "$PYTHON" - "$TRAIN_MINUTES" <<'PY' \
-      || { echo "the training run failed"; failed=1; }
+      done
+    fi
+    if [ "$PARTS" != sim ]; then
+      rm -f benchmarks/results/train_*_warp_device.json
+      # An empty kernel cache, so the training clock counts Warp's compilation as a first run on a new machine
+      # would (a simulation benchmark fills the default one); the training budget plus time to evaluate.
+      WARP_CACHE_PATH="$(mktemp -d)" timeout $((TRAIN_MINUTES * 60 + 240)) "$PYTHON" - "$TRAIN_MINUTES" <<'PY' \
+        || { echo "the training run failed"; failed=1; }
 import os
 import sys
 
@@ -80,9 +89,10 @@ from physai.bench.device_train import main
 
 main(["--task", "quadruped_velocity", "--envs", "4096", "--minutes", sys.argv[1]])
 PY
+    fi
     if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_warp_device.json "$OUT"/ || true; fi
     exit $failed
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_sim.sh prepare | run   (see the top of this script)"; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_sim.sh prepare | run [all | sim | train]   (see the top of this script)"; exit 2 ;;
 esac
