@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import types
 
 import pytest
+import torch
 
 from physai.bench.device_train import MINIBATCHES, RSL_PPO_DEFAULTS, ppo_settings
 from physai.config.schema import RslPPOConfig
@@ -131,6 +133,19 @@ def test_a_bound_below_one_is_refused_by_the_command_line(argv, capsys):
     with pytest.raises(SystemExit):
         main(["--task", "cartpole_balance", *argv])
     assert "is not above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--backend", "wrap"], "name one of ['rollout', 'warp', 'warp_cuda']"),
+    pytest.param(["--device", "cuda"], "finds no CUDA device here; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
+])
+def test_what_cannot_run_here_is_refused_before_training(argv, says, tmp_path):
+    from physai.bench.device_train import main
+
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        main(["--task", "cartpole_balance", "--envs", "8", *argv, "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("change, named", [

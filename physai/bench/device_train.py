@@ -31,7 +31,7 @@ import yaml
 from physai.core.io import write_json_atomic
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
-from physai.envs.spec import build_spec
+from physai.envs.spec import TaskError, build_spec
 from physai.train.rsl_env import EngineVecEnv, build_ppo, import_rsl_rl, rollout_and_update, rsl_rl_process_state
 
 # rsl-rl's defaults, as algo=rsl_ppo's schema has them (tests/test_device_train.py keeps the two equal).
@@ -97,6 +97,8 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     spec = build_spec(**configs[task_name]["task"])
     threshold = float(spec.solved_threshold if threshold is None else threshold)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch {torch.__version__} finds no CUDA device here; use --device cpu")
     settings = ppo_settings(num_envs, changes)
     import_rsl_rl()  # a process's one-time imports, before the clock
     kernel_cache = _kernel_cache(backend)
@@ -196,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = train_to_threshold(args.task, args.envs, args.backend, args.minutes, args.eval_every,
-                                args.eval_episodes, args.set, args.seed, args.device, args.threshold)
+    try:
+        result = train_to_threshold(args.task, args.envs, args.backend, args.minutes, args.eval_every,
+                                    args.eval_episodes, args.set, args.seed, args.device, args.threshold)
+    except TaskError as exc:  # a backend that cannot run here, named with what to do instead
+        raise SystemExit(str(exc)) from exc
     result = {"command": "python -m physai.bench.device_train " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.machine()}, Python {platform.python_version()}", **result}
     write_json_atomic(Path(args.out) / f"train_{args.task}_{args.backend}_device.json", result)
