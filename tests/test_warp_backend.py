@@ -225,3 +225,26 @@ def test_the_gpu_hosts_benchmark_runs_without_the_training_stack(tmp_path):
         assert 0 < point["min"] <= point["median"] <= point["max"]
         assert point["physics_steps_per_s"] == pytest.approx(point["median"] * figures["frame_skip"])
     assert figures["versions"]["mujoco-warp"] == "4.0.0"
+
+
+@requires_warp
+def test_the_agreement_table_reports_each_task_and_what_warp_refuses(tmp_path, monkeypatch):
+    """``python -m physai.bench.warp_agreement``: cart-pole within the smooth tolerance with the same resets, and
+    a task Warp refuses listed with the reason instead of stopping the table."""
+    from physai.bench import warp_agreement
+
+    real_build = warp_agreement.BatchedEngine
+
+    def refusing(spec, *args, backend="rollout", **kwargs):
+        if spec.name == "reach2d" and backend == "warp":
+            raise TaskError("task reach2d: refused for this test")
+        return real_build(spec, *args, backend=backend, **kwargs)
+
+    monkeypatch.setattr(warp_agreement, "BatchedEngine", refusing)
+    warp_agreement.main(["--tasks", "cartpole_balance,reach2d", "--steps", "60", "--envs", "4", "--out", str(tmp_path)])
+    cartpole, reach = json.loads((tmp_path / "warp_agreement.json").read_text())["tasks"]
+    assert cartpole["task"] == "cartpole_balance" and list(cartpole["max_obs_deviation"]) == ["1", "10", "50", "60"]
+    assert 0 < cartpole["max_obs_deviation"]["60"] < SMOOTH_TOLERANCE
+    assert cartpole["max_reward_deviation"]["60"] < SMOOTH_TOLERANCE and cartpole["first_done_mismatch"] is None
+    assert cartpole["c_engine_resets"] > 0  # random actions drop the pole: resets were compared too
+    assert reach == {"task": "reach2d", "refused": "task reach2d: refused for this test"}
