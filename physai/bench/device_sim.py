@@ -12,7 +12,6 @@ in rounds with the same random actions the other sim benchmarks use (automatic r
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from importlib import metadata
@@ -23,6 +22,7 @@ import numpy as np
 
 from physai.bench.timing import timed_rounds
 from physai.core.io import write_json_atomic
+from physai.deploy.devices.host import machine_description
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import build_spec
 from physai.envs.vector import PhysaiVectorEnv
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = bench_device_sim(args.task, [int(n) for n in args.envs.split(",")], args.seconds, args.rounds)
     result = {"command": "python -m physai.bench.device_sim " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{platform.machine()}, Python {platform.python_version()}", **result}
+              "machine": machine_description(), **result}
     write_json_atomic(Path(args.out) / f"sim_{args.task}_warp_device.json", result)
     return 0
 

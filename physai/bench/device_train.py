@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import time
 from importlib import metadata
@@ -29,6 +28,7 @@ import torch
 import yaml
 
 from physai.core.io import write_json_atomic
+from physai.deploy.devices.host import machine_description
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import TaskError, build_spec
@@ -117,7 +117,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
             alg.train_mode()
             first_iteration_s, iteration, solved_at = None, 0, None
             while clock < budget_s and solved_at is None:
-                obs, losses = rollout_and_update(alg, env, obs, int(settings["n_steps"]))
+                obs, _ = rollout_and_update(alg, env, obs, int(settings["n_steps"]))
                 env.finished.clear()  # the engine's episode records: this run reads evaluations only
                 iteration += 1
                 clock = time.perf_counter() - start
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except TaskError as exc:  # a backend that cannot run here, named with what to do instead
         raise SystemExit(str(exc)) from exc
     result = {"command": "python -m physai.bench.device_train " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{platform.machine()}, Python {platform.python_version()}", **result}
+              "machine": machine_description(), **result}
     write_json_atomic(Path(args.out) / f"train_{args.task}_{args.backend}_device.json", result)
     verdict = (f"solved in {result['time_to_threshold_s']:.1f} s" if result["solved"]
                else f"not solved within {args.minutes:g} min")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,7 +43,7 @@ from physai.config.compose import build_task, compose_config, override_value
 from physai.core.errors import ConfigError
 from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95, paired_ci95
-from physai.deploy.devices.host import cpu_model
+from physai.deploy.devices.host import machine_description
 from physai.report.format import save_png
 from physai.synthetic.mbpo import training_figures
 from physai.synthetic.scenario import Scenario, scenario_of_run
@@ -336,7 +335,7 @@ def bench_robustness(scenarios: Sequence[str] = DEFAULT_SCENARIOS, seeds: Sequen
                                          MARGIN_SHARE * float(threshold))
     record = {
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine_description(),
         "seeds": seed_list, "wall_clock_s": time.perf_counter() - started, "workers": workers,
         "runs_resumed": resumed, "train_seconds_all_runs": sum(r["seconds"] for r in records.values()),
         "settings": {"plans": {n: asdict(p) for n, p in resolved.items()}, "shared_mbpo": SHARED_MBPO,

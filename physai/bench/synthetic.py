@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from physai.bench.jobs import JobStore, job_inputs, run_jobs
 from physai.config.compose import build_task, compose_config
 from physai.core.io import write_json_atomic
 from physai.core.stats import mean_ci95
-from physai.deploy.devices.host import cpu_model
+from physai.deploy.devices.host import machine_description
 from physai.report.format import save_png
 from physai.synthetic.mbpo import MBPO, training_figures
 from physai.train.critics import sac_policy
@@ -582,7 +581,7 @@ def bench_synthetic(tasks: Sequence[str] = DEFAULT_TASKS, seeds: Sequence[int] =
     }
     record = {
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine_description(),
         **figures,
         "settings": {"shared_sac": SHARED_SAC, "shared_mbpo": SHARED_MBPO, "droq_critics": DROQ_CRITICS,
                      "plans": {n: asdict(p) for n, p in resolved.items()}, "torch_threads": torch_threads,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from physai.core.io import write_json_atomic
+from physai.deploy.devices.host import machine_description
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import TaskError, build_spec
@@ -81,7 +81,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                   for mark, value in row["max_obs_deviation"].items())
         print(f"{task}: {summary}", file=sys.stderr)
     result = {"command": "python -m physai.bench.warp_agreement " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{platform.machine()}, Python {platform.python_version()}", "tasks": rows}
+              "machine": machine_description(), "tasks": rows}
     write_json_atomic(Path(args.out) / "warp_agreement.json", result)
     return 0
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -37,6 +35,7 @@ from omegaconf import DictConfig
 from physai.core.errors import ConfigError, PhysaiError
 from physai.core.io import write_json_atomic
 from physai.core.manifest import read_json_object
+from physai.deploy.devices.host import machine_description
 
 # Each subcommand imports its implementation when it runs (see tests/test_layers.py), so `physai --help`,
 # `physai verify` and `physai data info` load no trainer, torch or Hydra.
@@ -386,12 +385,7 @@ def _cmd_bench_return(args: argparse.Namespace) -> int:
 
 def _save_benchmark(path: Path, result: dict) -> None:
     """Keep a measured run with the command and the machine it came from, next to its plot."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    record = {"command": "physai " + " ".join(sys.argv[1:]),
-              "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}", **result}
+    record = {"command": "physai " + " ".join(sys.argv[1:]), "machine": machine_description(), **result}
     write_json_atomic(path, record)
 
 

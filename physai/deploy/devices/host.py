@@ -19,6 +19,7 @@ value, with one logged note per figure.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
@@ -88,6 +89,11 @@ def cpu_model() -> str:
     except OSError:
         model = None
     return model or platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """The machine a benchmark ran on, as its JSON records it: processor, cores and Python."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def simd_from_flags(flags: set[str]) -> tuple[Optional[str], Optional[int], Optional[bool]]:
