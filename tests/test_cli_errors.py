@@ -77,3 +77,15 @@ def test_training_into_an_existing_run_directory_is_refused(smoke_run):
                         f"hydra.run.dir={smoke_run}"], timeout=120)
     assert result.returncode == 2 and "was trained with another config (seed: 0 -> 5" in result.stderr
     assert _snapshot(smoke_run) == before  # not even Hydra's .hydra/ record is rewritten
+
+
+def test_an_out_of_range_setting_is_refused_before_the_training_stack_loads(tmp_path):
+    """A refusal is quick feedback: checking values and the task must not wait for torch and SB3 to import."""
+    run_dir = tmp_path / "run"
+    result = run_train(["experiment=smoke", "tracking=none", f"hydra.run.dir={run_dir}", "algo.n_envs=0"],
+                       timeout=120, env_overrides={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 2 and "algo.n_envs=0 is out of range" in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "hydra" in imported  # the import log was written
+    assert not imported & {"torch", "stable_baselines3", "wandb"}, "a plain refusal loaded the training stack"

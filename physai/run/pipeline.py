@@ -27,8 +27,8 @@ from physai.config.validate import check_writable_dir, validate_config
 from physai.core.errors import ConfigError, ExistingRunError
 from physai.core.io import read_summary, recover_interrupted_swaps, update_summary, write_text_atomic
 from physai.deploy.devices.roofline import check_device
+from physai.envs.engine import BatchedEngine
 from physai.stages import known_stages, section_mismatch, stage_module
-from physai.train.vec_env import make_training_vec_env
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     task = build_task(cfg.env)  # refuses an unknown env id or a broken task definition
     task.make().close()  # the env itself refuses env.kwargs it does not take, or term parameters that conflict
     if getattr(task, "train_spec", None) is not getattr(task, "task_spec", None):
-        make_training_vec_env(task, 1, seed=0).close()  # so do training-only events (env.train_events)
+        # so do training-only events (env.train_events); the engine alone, so a refusal loads no trainer
+        BatchedEngine(task.train_spec, 1, seed=0, nthread=1, backend=task.backend).close()
     for key, device in cfg.device.items():
         check_device(key, device)  # a device file the model cannot use fails before training, not at profile
     stages = list(cfg.pipeline.stages)
