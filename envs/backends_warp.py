@@ -8,8 +8,9 @@ What runs on the device: every physics step of every env (MJWarp's ``step`` over
 with the per-env model fields that randomization events edit. What does not, yet: observation, reward and
 termination terms, resets and events run on the host as they do for the CPU backend, so each control step
 copies the states and controls to the device and the state and sensors its last physics step leaves back
-(float64 on the host, float32 on the device); the physics steps before it stay on the device. Moving the
-terms to the device is the next step.
+(float64 on the host, float32 on the device); the physics steps before it stay on the device. The terms
+compute with the namespace of the state they read (``physai.envs.array_api``), so they run on torch tensors
+as they are; keeping the engine's batch state on the device is the next step.
 
 Numerics: MJWarp computes in float32, C MuJoCo in float64. From the same state with the same controls the
 two agree to float32 rounding at first and drift apart as a chaotic system amplifies it; the tolerance

@@ -29,7 +29,7 @@ PARKED_X = -1000.0
 def _yaw(env, quat_sensor: str) -> np.ndarray:
     """(num_envs,) heading about +z from a framequat sensor (w, x, y, z)."""
     w, x, y, z = env.sensordata[:, env.sensor(quat_sensor, "quat_sensor")].T
-    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return env.xp.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 def _planar_pose(env, pos_sensor: str, quat_sensor: str) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def lane_offset(env, pos_sensor: str = "car_pos", center: float = 0.0) -> np.nda
 def heading(env, quat_sensor: str = "car_quat") -> np.ndarray:
     """(sin, cos) of the angle between the car's nose and the road direction."""
     yaw = _yaw(env, quat_sensor)
-    return np.stack([np.sin(yaw), np.cos(yaw)], axis=1)
+    return env.xp.stack([env.xp.sin(yaw), env.xp.cos(yaw)], axis=1)
 
 
 def obstacles_ahead(env, pos_sensor: str = "car_pos", count: int = 2, sensing_range: float = 30.0,
@@ -75,18 +75,20 @@ def obstacles_ahead(env, pos_sensor: str = "car_pos", count: int = 2, sensing_ra
         raise ValueError(f"count={count} must be >= 1")
     if sensing_range <= 0 or behind < 0:
         raise ValueError(f"sensing_range={sensing_range} must be > 0 and behind={behind} >= 0")
+    xp = env.xp
     pos = env.sensordata[:, env.sensor(pos_sensor, "pos_sensor")][:, :2]
     rel = _layout(env, "obstacles", "place_obstacles") - pos[:, None, :]
     visible = (rel[..., 0] > -behind) & (rel[..., 0] < sensing_range)
-    key = np.where(visible, rel[..., 0], np.inf)
-    order = np.argsort(key, axis=1)[:, :count]
-    picked = np.take_along_axis(rel, order[..., None], axis=1)
-    seen = np.take_along_axis(visible, order, axis=1)
+    key = xp.where(visible, rel[..., 0], xp.inf)
+    order = xp.argsort(key, axis=1)[:, :count]
+    picked = xp.take_along_axis(rel, order[..., None], axis=1)
+    seen = xp.take_along_axis(visible, order, axis=1)
     if picked.shape[1] < count:  # fewer obstacles in the model than asked for
         pad = count - picked.shape[1]
-        picked = np.concatenate([picked, np.zeros((env.num_envs, pad, 2))], axis=1)
-        seen = np.concatenate([seen, np.zeros((env.num_envs, pad), dtype=bool)], axis=1)
-    picked[~seen] = (sensing_range, 0.0)
+        picked = xp.concatenate([picked, xp.zeros((env.num_envs, pad, 2))], axis=1)
+        seen = xp.concatenate([seen, xp.zeros((env.num_envs, pad), dtype=xp.bool)], axis=1)
+    unseen = xp.astype(xp.asarray([sensing_range, 0.0]), picked.dtype)
+    picked = xp.where(seen[..., None], picked, unseen)
     return picked.reshape(env.num_envs, 2 * count)
 
 
@@ -96,15 +98,16 @@ def patch_ahead(env, pos_sensor: str = "car_pos", sensing_range: float = 30.0) -
     (range, range, 0, 0). A camera sees a wet or icy surface; it does not read off its friction."""
     if sensing_range <= 0:
         raise ValueError(f"sensing_range={sensing_range} must be > 0")
+    xp = env.xp
     pos = env.sensordata[:, env.sensor(pos_sensor, "pos_sensor")][:, :2]
     patches = _layout(env, "patches", "place_patches")
-    rel = patches - np.stack([pos[:, 0], pos[:, 0], pos[:, 1], pos[:, 1]], axis=1)[:, None, :]
+    rel = patches - xp.stack([pos[:, 0], pos[:, 0], pos[:, 1], pos[:, 1]], axis=1)[:, None, :]
     ahead = (rel[..., 1] > 0) & (rel[..., 0] < sensing_range)
-    key = np.where(ahead, rel[..., 0], np.inf)
-    nearest = np.take_along_axis(rel, np.argmin(key, axis=1)[:, None, None], axis=1)[:, 0]
-    nearest[:, :2] = np.clip(nearest[:, :2], -sensing_range, sensing_range)
-    nearest[~ahead.any(axis=1)] = (sensing_range, sensing_range, 0.0, 0.0)
-    return nearest
+    key = xp.where(ahead, rel[..., 0], xp.inf)
+    nearest = xp.take_along_axis(rel, xp.argmin(key, axis=1)[:, None, None], axis=1)[:, 0]
+    nearest = xp.concatenate([xp.clip(nearest[:, :2], -sensing_range, sensing_range), nearest[:, 2:]], axis=1)
+    none_ahead = xp.astype(xp.asarray([sensing_range, sensing_range, 0.0, 0.0]), nearest.dtype)
+    return xp.where(ahead.any(axis=1)[:, None], nearest, none_ahead)
 
 
 # ----- rewards -------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ def lane_progress(env, joint: str = "root") -> np.ndarray:
 
 
 def lane_offset_l2(env, pos_sensor: str = "car_pos", center: float = 0.0) -> np.ndarray:
-    return np.square(lane_offset(env, pos_sensor, center)[:, 0])
+    return env.xp.square(lane_offset(env, pos_sensor, center)[:, 0])
 
 
 # ----- rewards and terminations --------------------------------------------------------------
@@ -128,16 +131,17 @@ def obstacle_collision(env, pos_sensor: str = "car_pos", quat_sensor: str = "car
     """
     if margin < 0:
         raise ValueError(f"margin={margin} must be >= 0")
+    xp = env.xp
     geom = env.id_of("geom", chassis_geom, "chassis_geom")
-    half = env.model.geom_size[geom, :2]
-    offset = env.model.geom_pos[geom, :2]
+    half = xp.asarray(env.model.geom_size[geom, :2])
+    offset = xp.asarray(env.model.geom_pos[geom, :2])
     pos, yaw = _planar_pose(env, pos_sensor, quat_sensor)
     rel = _layout(env, "obstacles", "place_obstacles") - pos[:, None, :]
-    cos, sin = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-    local = np.stack([cos * rel[..., 0] + sin * rel[..., 1], -sin * rel[..., 0] + cos * rel[..., 1]], axis=-1)
+    cos, sin = xp.cos(yaw)[:, None], xp.sin(yaw)[:, None]
+    local = xp.stack([cos * rel[..., 0] + sin * rel[..., 1], -sin * rel[..., 0] + cos * rel[..., 1]], axis=-1)
     local -= offset
-    outside = np.abs(local) - half
-    distance = np.linalg.norm(np.maximum(outside, 0.0), axis=-1)
+    outside = xp.abs(local) - half
+    distance = xp.linalg.norm(xp.maximum(outside, 0.0), axis=-1)
     return (distance <= env.extras["obstacle_radius"] + margin).any(axis=1)
 
 
@@ -145,7 +149,7 @@ def off_road(env, pos_sensor: str = "car_pos", half_width: float = 3.5) -> np.nd
     """True where the car's center has left the road (|y| > half_width)."""
     if half_width <= 0:
         raise ValueError(f"half_width={half_width} must be > 0")
-    return np.abs(env.sensordata[:, env.sensor(pos_sensor, "pos_sensor")][:, 1]) > half_width
+    return env.xp.abs(env.sensordata[:, env.sensor(pos_sensor, "pos_sensor")][:, 1]) > half_width
 
 
 # ----- events: startup -----------------------------------------------------------------------

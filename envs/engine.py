@@ -72,6 +72,8 @@ class BatchedEngine:
         self._clock_tolerance = 0.5 * self.model.opt.timestep
         self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
+        # The namespace per-step terms compute with: the batch arrays below are numpy's (physai.envs.array_api).
+        self.xp = np
         self._ids: dict[tuple[str, str], int] = {}
         self._indices: dict[tuple[str, Any], Any] = {}
         self._joint_columns_of: dict[tuple[str, str], int] = {}

@@ -25,7 +25,7 @@ def qpos_obs(env, exclude: int = 1) -> np.ndarray:
 
 def qvel_obs(env, clip: Optional[float] = None) -> np.ndarray:
     """``qvel``, clipped to [-clip, clip] when given (Hopper-v5 and Walker2d-v5 clip at 10)."""
-    return env.qvel if clip is None else np.clip(env.qvel, -clip, clip)
+    return env.qvel if clip is None else env.xp.clip(env.qvel, -clip, clip)
 
 
 # ----- rewards -----------------------------------------------------------------------------
@@ -41,7 +41,7 @@ def healthy(env, z_range: Sequence[float], angle_range: Sequence[float],
 
     ``state_range`` (Hopper) bounds every coordinate of ``concat(qpos, qvel)[2:]``.
     """
-    return _is_healthy(env, z_range, angle_range, state_range, z_index, angle_index).astype(np.float64)
+    return env.xp.astype(_is_healthy(env, z_range, angle_range, state_range, z_index, angle_index), env.xp.float64)
 
 
 # ----- terminations ------------------------------------------------------------------------

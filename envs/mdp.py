@@ -3,6 +3,10 @@
 Observation, reward and termination terms take the engine and return one row per env.
 Commands and events take the engine and the ids of the envs they apply to. Everything is
 vectorized over envs; names (joints, sensors, bodies) are resolved once and cached.
+
+Per-step terms compute with ``env.xp``, the array namespace of the engine's state (numpy on the CPU,
+torch where the state lives on a device: ``physai.envs.array_api``), so each is written once. Commands
+and events draw from the engine's numpy random stream.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from typing import Optional, Sequence
 
 import mujoco
 import numpy as np
+
+from physai.envs.array_api import on_device
 
 
 def _range(name: str, bounds: Sequence[float], nonnegative: bool = False) -> tuple[float, float]:
@@ -67,7 +73,7 @@ def last_action(env) -> np.ndarray:
 
 # ----- rewards -----------------------------------------------------------------------------
 def alive(env) -> np.ndarray:
-    return np.ones(env.num_envs)
+    return env.xp.ones(env.num_envs)
 
 
 def joint_cos(env, joint: str) -> np.ndarray:
@@ -81,37 +87,39 @@ def balance_product(env, pole: str, cart: str, cart_margin: float = 1.0, spin_ma
     A product pays only for the whole skill, so whirling the pole (upright on average, half the
     time) earns a fraction of holding it, unlike a sum of the same terms.
     """
-    upright = (np.cos(env.qpos[:, env.joint_qpos(pole, "pole")]) + 1.0) / 2.0
-    centered = (1.0 + np.exp(-np.square(env.qpos[:, env.joint_qpos(cart, "cart")] / cart_margin))) / 2.0
-    small_control = (4.0 + (1.0 - np.mean(np.square(env.action), axis=1))) / 5.0
-    small_spin = (1.0 + np.exp(-np.square(env.qvel[:, env.joint_dof(pole, "pole")] / spin_margin))) / 2.0
+    xp = env.xp
+    upright = (xp.cos(env.qpos[:, env.joint_qpos(pole, "pole")]) + 1.0) / 2.0
+    centered = (1.0 + xp.exp(-xp.square(env.qpos[:, env.joint_qpos(cart, "cart")] / cart_margin))) / 2.0
+    small_control = (4.0 + (1.0 - xp.square(env.action).mean(axis=1))) / 5.0
+    small_spin = (1.0 + xp.exp(-xp.square(env.qvel[:, env.joint_dof(pole, "pole")] / spin_margin))) / 2.0
     return upright * centered * small_control * small_spin
 
 
-# Per-step sums use ``ndarray.sum``: the same reduction as ``np.sum`` with less Python around it.
+# Per-step sums use the array's ``sum`` method: numpy's and torch's take ``axis``, and numpy's has less
+# Python around it than ``np.sum``.
 def joint_pos_l2(env, joints: Sequence[str], target: float = 0.0) -> np.ndarray:
     return _bind_joint_pos_l2(env, joints, target)()
 
 
 def joint_vel_l2(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
-    return np.square(env.qvel[:, _dof_ids(env, joints)]).sum(axis=1)
+    return env.xp.square(env.qvel[:, on_device(env, _dof_ids(env, joints))]).sum(axis=1)
 
 
 def action_l2(env) -> np.ndarray:
-    return np.square(env.action).sum(axis=1)
+    return env.xp.square(env.action).sum(axis=1)
 
 
 def action_rate_l2(env) -> np.ndarray:
-    return np.square(env.action - env.last_action).sum(axis=1)
+    return env.xp.square(env.action - env.last_action).sum(axis=1)
 
 
 def distance_to_command(env, sensor_name: str, command_name: str) -> np.ndarray:
     delta = env.sensordata[:, env.sensor(sensor_name, "sensor_name")] - env.commands[command_name]
-    return np.linalg.norm(delta, axis=1)
+    return env.xp.linalg.norm(delta, axis=1)
 
 
 def within_distance(env, sensor_name: str, command_name: str, radius: float) -> np.ndarray:
-    return (distance_to_command(env, sensor_name, command_name) < radius).astype(np.float64)
+    return env.xp.astype(distance_to_command(env, sensor_name, command_name) < radius, env.xp.float64)
 
 
 def tracking_exp(env, sensor_name: str, command_name: str, sigma: float, dims: Optional[Sequence[int]] = None):
@@ -119,8 +127,8 @@ def tracking_exp(env, sensor_name: str, command_name: str, sigma: float, dims: O
     measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")]
     if dims is not None:
         measured = measured[:, list(dims)]
-    error = np.sum(np.square(measured - env.commands[command_name]), axis=1)
-    return np.exp(-error / sigma**2)
+    error = env.xp.square(measured - env.commands[command_name]).sum(axis=1)
+    return env.xp.exp(-error / sigma**2)
 
 
 def progress_along_command(env, sensor_name: str, command_name: str, dims: Sequence[int] = (0, 1)) -> np.ndarray:
@@ -130,9 +138,10 @@ def progress_along_command(env, sensor_name: str, command_name: str, dims: Seque
     """
     measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")][:, list(dims)]
     commanded = env.commands[command_name]
-    speed = np.linalg.norm(commanded, axis=1)
-    along = np.einsum("ij,ij->i", measured, commanded) / np.maximum(speed, 1e-6) ** 2
-    return np.clip(along, -1.0, 1.0)
+    xp = env.xp
+    speed = xp.linalg.norm(commanded, axis=1)
+    along = xp.einsum("ij,ij->i", measured, commanded) / xp.maximum(speed, 1e-6) ** 2
+    return xp.clip(along, -1.0, 1.0)
 
 
 def sensor_value(env, name: str, index: int = 0) -> np.ndarray:
@@ -140,11 +149,11 @@ def sensor_value(env, name: str, index: int = 0) -> np.ndarray:
 
 
 def sensor_abs(env, name: str, index: int = 0) -> np.ndarray:
-    return np.abs(sensor_value(env, name, index))
+    return env.xp.abs(sensor_value(env, name, index))
 
 
 def sensor_l2(env, name: str) -> np.ndarray:
-    return np.sum(np.square(env.sensordata[:, env.sensor(name, "name")]), axis=1)
+    return env.xp.square(env.sensordata[:, env.sensor(name, "name")]).sum(axis=1)
 
 
 # ----- terminations ------------------------------------------------------------------------
@@ -162,40 +171,41 @@ def sensor_out_of_bounds(env, name: str, low: float, high: float, index: int = 0
 # ``fn.bind(env, **params)`` returns a no-argument function that computes what ``fn(env, **params)``
 # does, with the joint columns resolved once: the engine calls it every step, and the plain term is
 # its one-off call, so each term's arithmetic is written once. Consecutive columns
-# become a slice, so a step reads a view of the state where the plain term copies it by index.
-def _columns(ids: np.ndarray):
+# become a slice, so a step reads a view of the state where the plain term copies it by index;
+# other columns are an index array where the state lives.
+def _columns(env, ids: np.ndarray):
     if ids.size and np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
         return slice(int(ids[0]), int(ids[0]) + ids.size)
-    return ids
+    return on_device(env, ids)
 
 
 def _bind_joint_pos(env, joints: Optional[Sequence[str]] = None):
-    columns = _columns(_qpos_ids(env, joints))
+    columns = _columns(env, _qpos_ids(env, joints))
     return lambda: env.qpos[:, columns]
 
 
 def _bind_joint_pos_sincos(env, joints: Sequence[str]):
-    columns = _columns(_qpos_ids(env, joints))
+    columns = _columns(env, _qpos_ids(env, joints))
 
     def bound() -> np.ndarray:
         angles = env.qpos[:, columns]
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+        return env.xp.concatenate([env.xp.sin(angles), env.xp.cos(angles)], axis=1)
     return bound
 
 
 def _bind_joint_vel(env, joints: Optional[Sequence[str]] = None, scale: float = 1.0):
-    columns = _columns(_dof_ids(env, joints))
+    columns = _columns(env, _dof_ids(env, joints))
     return lambda: env.qvel[:, columns] * scale
 
 
 def _bind_joint_cos(env, joint: str):
     column = env.joint_qpos(joint, "joint")
-    return lambda: np.cos(env.qpos[:, column])
+    return lambda: env.xp.cos(env.qpos[:, column])
 
 
 def _bind_joint_pos_l2(env, joints: Sequence[str], target: float = 0.0):
-    columns = _columns(_qpos_ids(env, joints))
-    return lambda: np.square(env.qpos[:, columns] - target).sum(axis=1)
+    columns = _columns(env, _qpos_ids(env, joints))
+    return lambda: env.xp.square(env.qpos[:, columns] - target).sum(axis=1)
 
 
 def _bind_joint_out_of_bounds(env, joint: str, low: float, high: float):
