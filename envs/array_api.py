@@ -42,10 +42,25 @@ class TorchNamespace:
     def astype(self, x: Any, dtype: Any) -> Any:
         return x.to(_torch_dtype(self._torch, dtype))
 
-    def maximum(self, x: Any, y: Any) -> Any:
+    def maximum(self, x: Any, y: Any, out: Any = None) -> Any:
         if isinstance(y, (int, float)):
-            return self._torch.clamp(x, min=y)
-        return self._torch.maximum(x, y)
+            return self._torch.clamp(x, min=y, out=out)
+        return self._torch.maximum(x, y, out=out)
+
+    def minimum(self, x: Any, y: Any, out: Any = None) -> Any:
+        if isinstance(y, (int, float)):
+            return self._torch.clamp(x, max=y, out=out)
+        return self._torch.minimum(x, y, out=out)
+
+    def copyto(self, dst: Any, src: Any) -> None:
+        dst.copy_(src)
+
+    def concatenate(self, arrays: Any, axis: int = 0, dtype: Any = None) -> Any:
+        joined = self._torch.cat(list(arrays), dim=axis)
+        return joined if dtype is None else joined.to(_torch_dtype(self._torch, dtype))
+
+    def nonzero(self, x: Any) -> tuple:
+        return self._torch.nonzero(x, as_tuple=True)
 
     def take_along_axis(self, x: Any, indices: Any, axis: int) -> Any:
         return self._torch.take_along_dim(x, indices, dim=axis)
@@ -71,6 +86,13 @@ def _torch_dtype(torch: Any, dtype: Any) -> Any:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     return getattr(torch, _NUMPY_TO_TORCH[np.dtype(dtype)])
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A numpy array of ``array`` (a copy from a device; a numpy array as it is)."""
+    if isinstance(array, np.ndarray):
+        return array
+    return array.detach().cpu().numpy()
 
 
 def namespace_of(array: Any) -> Any:

@@ -5,12 +5,11 @@ Select it with ``env.backend=physai.envs.backends_warp.WarpBackend``; it needs t
 update once cut mjlab's speed 17x, so any other version is warned about).
 
 What runs on the device: every physics step of every env (MJWarp's ``step`` over ``num_envs`` worlds),
-with the per-env model fields that randomization events edit. What does not, yet: observation, reward and
-termination terms, resets and events run on the host as they do for the CPU backend, so each control step
-copies the states and controls to the device and the state and sensors its last physics step leaves back
-(float64 on the host, float32 on the device); the physics steps before it stay on the device. The terms
-compute with the namespace of the state they read (``physai.envs.array_api``), so they run on torch tensors
-as they are; keeping the engine's batch state on the device is the next step.
+with the per-env model fields that randomization events edit. The engine hands a step either numpy arrays
+(its batch on the host: states and controls are copied to the device and the state and sensors the last
+physics step leaves back, float64 on the host, float32 on the device) or torch tensors on this backend's
+device (``BatchedEngine(array_device=...)``: the same copies, made on the device in the tensors' stream, so
+nothing crosses to the host). The physics steps before the last of a control step stay on the device.
 
 Numerics: MJWarp computes in float32, C MuJoCo in float64. From the same state with the same controls the
 two agree to float32 rounding at first and drift apart as a chaotic system amplifies it; the tolerance
@@ -28,9 +27,11 @@ the kernel that met it; silencing it would recompile every kernel.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import dataclasses
+import functools
 import logging
 from importlib import metadata
 from typing import Any, Optional, Sequence
@@ -118,6 +119,9 @@ class WarpBackend:
     """
 
     device: Optional[str] = None  # None: "cuda" when Warp finds a CUDA device, else "cpu"
+    # The engine may keep its batch as torch tensors on this backend's device (``array_device``): a step then
+    # copies state and controls in and results out on the device, and nothing crosses to the host.
+    steps_tensors = True
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, nthread: int) -> None:
         wp, mjw = import_warp()
@@ -127,6 +131,7 @@ class WarpBackend:
         self.model_name = model.names[:model.names.index(b"\0")].decode() or "(unnamed)"
         self._device = self._choose_device(wp)
         self.device_name = f"{self._device.alias} ({self._device.name})"  # e.g. "cuda:0 (NVIDIA H100 ...)"
+        self.torch_device = self._device.alias  # "cuda:0" or "cpu": where a device-resident batch must live
         self._nominal = copy.deepcopy(model)
         self._model_bytes = ModelBytes(model)
         self._batched_fields = {f.name for f in dataclasses.fields(mjw.Model)
@@ -148,6 +153,7 @@ class WarpBackend:
         # On a GPU one control step is captured once as a CUDA graph and replayed: one launch, not hundreds.
         self._graph: Any = None
         self._capture_graphs = True
+        self._tensors: dict[str, Any] = {}  # torch views of the step's device arrays, once a step got tensors
 
     def _choose_device(self, wp: Any) -> Any:
         if self.device is None:
@@ -207,30 +213,59 @@ class WarpBackend:
         """Advance every row of ``state`` by ``control.shape[1]`` physics steps; fill the outputs."""
         if models is not self._models_seen:  # a caller that does not report events: compare every env once
             self.models_edited(models, np.arange(self.num_envs), "(one the engine did not report)")
-        if self._stale:
-            self._upload_stale_fields()
         if control.shape[1] != self._frame_skip:
             self._allocate(control.shape[1])
-        np.copyto(self._host["state"], state)
-        np.copyto(self._host["control"], control.transpose(1, 0, 2))
+        on_host = isinstance(state, np.ndarray)
+        if on_host:
+            np.copyto(self._host["state"], state)
+            np.copyto(self._host["control"], control.transpose(1, 0, 2))
+            load, save = self._to_device, self._to_host
+        else:  # torch tensors on this device: copies there, in the tensors' stream
+            load = functools.partial(self._load_tensors, state, control)
+            save = functools.partial(self._save_tensors, state_out, sensor_out)
         wp = self._wp
-        with wp.ScopedDevice(self._device):
-            self._to_device()
+        with wp.ScopedDevice(self._device), self._stream_of(None if on_host else state):
+            if self._stale:  # in the stream the physics runs in, so the edited fields arrive before it reads them
+                self._upload_stale_fields()
+            load()
             if self._graph is not None:
                 wp.capture_launch(self._graph)
             else:
                 self._physics_steps()  # eagerly: compiles and loads every kernel before any capture
                 if self._device.is_cuda and self._capture_graphs:
                     self._graph = self._capture()
-            self._to_host()
+            save()
             while self._grow_on_overflow():  # contacts or constraints were dropped: redo the step with room for them
-                self._to_device()
+                load()
                 self._physics_steps()
-                self._to_host()
-        # The engine reads only what the last physics step leaves; the earlier rows of the outputs are not filled.
-        np.copyto(state_out[:, -1], self._host["state_out"])
+                save()
+        if on_host:
+            # The engine reads only what the last physics step leaves; the earlier rows of the outputs are not filled.
+            np.copyto(state_out[:, -1], self._host["state_out"])
+            if self._nsensor:
+                np.copyto(sensor_out[:, -1], self._host["sensor_out"])
+
+    def _stream_of(self, tensor: Any) -> Any:
+        """On a GPU, Warp launches in the stream of the engine's tensors, so their copies and the physics are
+        ordered without a host synchronization."""
+        if tensor is None or not self._device.is_cuda:
+            return contextlib.nullcontext()
+        return self._wp.ScopedStream(self._wp.stream_from_torch(tensor.device))
+
+    def _tensor(self, key: str) -> Any:
+        """A torch view of one of the step's device arrays (no copy)."""
+        if key not in self._tensors:
+            self._tensors[key] = self._wp.to_torch(self._device_arrays[key])
+        return self._tensors[key]
+
+    def _load_tensors(self, state: Any, control: Any) -> None:
+        self._tensor("state").copy_(state)
+        self._tensor("control").copy_(control.transpose(0, 1))
+
+    def _save_tensors(self, state_out: Any, sensor_out: Any) -> None:
+        state_out[:, -1].copy_(self._tensor("state_out"))
         if self._nsensor:
-            np.copyto(sensor_out[:, -1], self._host["sensor_out"])
+            sensor_out[:, -1].copy_(self._tensor("sensor_out"))
 
     def _allocate(self, frame_skip: int) -> None:
         """Device arrays for one control step of ``frame_skip`` physics steps, and their host mirrors
@@ -246,6 +281,7 @@ class WarpBackend:
         else:
             self._host_arrays = self._device_arrays
         self._host = {key: array.numpy() for key, array in self._host_arrays.items()}
+        self._tensors: dict[str, Any] = {}
         self._frame_skip = frame_skip
         self._graph = None
 
@@ -329,7 +365,13 @@ class WarpBackend:
     def reset_envs(self, env_ids: np.ndarray) -> None:
         """Start these envs' solver cold, as ``mj_resetData`` does."""
         warmstart = self._data.qacc_warmstart
-        if self._device.is_cuda:
+        if self._device.is_cuda and self._tensors:
+            # A device-resident batch: zero the rows there, in torch's stream, which its steps launch in too.
+            import torch
+
+            rows = torch.as_tensor(np.asarray(env_ids), device=self.torch_device)
+            self._wp.to_torch(warmstart)[rows] = 0.0
+        elif self._device.is_cuda:
             values = warmstart.numpy()
             values[env_ids] = 0.0
             warmstart.assign(values)

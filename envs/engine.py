@@ -12,6 +12,7 @@ of masses, friction, gains...). Term functions read and write views of the batch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -21,6 +22,7 @@ from typing import Any, Optional
 import mujoco
 import numpy as np
 
+from physai.envs.array_api import TorchNamespace, to_host
 from physai.envs.camera import BatchCamera
 from physai.envs.spec import DEFAULT_BACKEND, TIMED_EVENT_MODES, TaskError, TaskSpec, Term, backend_class
 
@@ -35,6 +37,11 @@ _TERM_ERRORS = (TaskError, TypeError, KeyError, ValueError, IndexError)
 
 # ``array.any()`` of a 1-D array without the Python wrapper of the method.
 _any = np.logical_or.reduce
+
+
+def _any_of(array: Any) -> bool:
+    """Whether any entry is set, for a numpy array (without the method's wrapper) or a tensor."""
+    return bool(_any(array)) if isinstance(array, np.ndarray) else bool(array.any())
 
 
 def _state_offsets(model: mujoco.MjModel) -> dict[str, int]:
@@ -61,7 +68,8 @@ class BatchedEngine:
     """Owns physics, terms, commands, events and resets for ``num_envs`` envs of one task."""
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: Optional[int] = None,
-                 nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND) -> None:
+                 nthread: Optional[int] = None, backend: str = DEFAULT_BACKEND,
+                 array_device: Optional[str] = None) -> None:
         if num_envs < 1:
             raise TaskError(f"task {spec.name}: num_envs={num_envs} must be >= 1")
         self.spec = spec
@@ -72,8 +80,12 @@ class BatchedEngine:
         self._clock_tolerance = 0.5 * self.model.opt.timestep
         self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
-        # The namespace per-step terms compute with: the batch arrays below are numpy's (physai.envs.array_api).
-        self.xp = np
+        # Where the batch arrays live and what computes on them (physai.envs.array_api): numpy on the host, or
+        # with ``array_device`` torch tensors on that device, so a GPU backend's step never leaves it. Terms,
+        # rewards, terminations and the step's bookkeeping run there; events run on the host (see _call).
+        self.array_device = array_device
+        self.xp = np if array_device is None else TorchNamespace(array_device)
+        xp = self.xp
         self._ids: dict[tuple[str, str], int] = {}
         self._indices: dict[tuple[str, Any], Any] = {}
         self._joint_columns_of: dict[tuple[str, str], int] = {}
@@ -95,38 +107,51 @@ class BatchedEngine:
         self.models = [self.model] * num_envs
         self._scratch = mujoco.MjData(self.model)
         self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
+        if array_device is not None:
+            try:
+                self._check_array_device(backend)
+            except TaskError:
+                self.backend.close()  # its thread pool or device arrays: nothing of a refused engine stays
+                raise
+            xp = self.xp
         # Optional backend hook: forget solver state (warm starts) of envs that reset.
         self._backend_reset = getattr(self.backend, "reset_envs", None)
         # Optional backend hook: the envs an event just ran on, whose MjModel it may have edited.
         self._backend_models_edited = getattr(self.backend, "models_edited", None)
         nstate = mujoco.mj_stateSize(self.model, FULL)
         offsets = _state_offsets(self.model)
-        self.state = np.zeros((num_envs, nstate))
+        self._qpos_columns = slice(offsets["qpos"], offsets["qpos"] + self.model.nq)
+        self._qvel_columns = slice(offsets["qvel"], offsets["qvel"] + self.model.nv)
+        self.state = xp.zeros((num_envs, nstate), dtype=xp.float64)
         self._state_flat = self.state.reshape(-1)  # a view: the whole batch as one vector
-        self.qpos = self.state[:, offsets["qpos"]:offsets["qpos"] + self.model.nq]
-        self.qvel = self.state[:, offsets["qvel"]:offsets["qvel"] + self.model.nv]
+        self.qpos = self.state[:, self._qpos_columns]
+        self.qvel = self.state[:, self._qvel_columns]
+        self._qpos0 = xp.asarray(self.model.qpos0)
         # qpos at the start of the current control step, for rewards on displacement (x after - x before).
-        self.qpos_before_step = np.zeros((num_envs, self.model.nq))
-        self._control = np.zeros((num_envs, spec.frame_skip, self.model.nu))
-        self._state_out = np.zeros((num_envs, spec.frame_skip, nstate))
-        self._sensor_out = np.zeros((num_envs, spec.frame_skip, self.model.nsensordata))
+        self.qpos_before_step = xp.zeros((num_envs, self.model.nq), dtype=xp.float64)
+        self._control = xp.zeros((num_envs, spec.frame_skip, self.model.nu), dtype=xp.float64)
+        self._state_out = xp.zeros((num_envs, spec.frame_skip, nstate), dtype=xp.float64)
+        self._sensor_out = xp.zeros((num_envs, spec.frame_skip, self.model.nsensordata), dtype=xp.float64)
         self._final_state_out, self._final_sensor_out = self._state_out[:, -1], self._sensor_out[:, -1]
-        self._sensordata = np.zeros((num_envs, self.model.nsensordata))
+        self._sensordata = xp.zeros((num_envs, self.model.nsensordata), dtype=xp.float64)
         # Rows whose state was set by hand (resets, events): their sensors are recomputed when first read,
         # so a task whose terms read no sensor never pays mj_forward on a reset.
         self._sensors_stale = np.zeros(num_envs, dtype=bool)
         self._any_sensors_stale = False
-        self.action = np.zeros((num_envs, self.num_actions))
-        self.last_action = np.zeros_like(self.action)
+        self.action = xp.zeros((num_envs, self.num_actions), dtype=xp.float64)
+        self.last_action = xp.zeros((num_envs, self.num_actions), dtype=xp.float64)
+        if array_device is not None:
+            self._ctrl_mid, self._ctrl_half = xp.asarray(self._ctrl_mid), xp.asarray(self._ctrl_half)
         # Action latency, set by randomize_action_delay: None until an event asks, so undelayed tasks pay nothing.
         self.action_delay: Optional[np.ndarray] = None
         self._action_fifo: Optional[np.ndarray] = None
         self._fifo_head = 0
-        self.episode_step = np.zeros(num_envs, dtype=np.int64)
-        self._none_exploded = np.zeros(num_envs, dtype=bool)
-        self._none_exploded.flags.writeable = False
-        self.episode_return = np.zeros(num_envs)
-        self.reward_sums = {term.name: np.zeros(num_envs) for term in spec.rewards}
+        self.episode_step = xp.zeros(num_envs, dtype=xp.int64)
+        self._none_exploded = xp.zeros(num_envs, dtype=xp.bool)
+        if array_device is None:
+            self._none_exploded.flags.writeable = False
+        self.episode_return = xp.zeros(num_envs, dtype=xp.float64)
+        self.reward_sums = {term.name: xp.zeros(num_envs, dtype=xp.float64) for term in spec.rewards}
         self.commands: dict[str, np.ndarray] = {}
         self._command_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.commands}
         self._event_timer = {term.name: np.zeros(num_envs, dtype=np.int64) for term in spec.events
@@ -138,9 +163,11 @@ class BatchedEngine:
         self.physics_context: dict[str, np.ndarray] = {}
         self.scaled_context: dict[str, tuple[float, float]] = {}
         # Observation noise per env: the task's base level, raised during sensor-noise bursts.
-        self.noise_std = np.full(num_envs, spec.observation_noise)
-        self.noise_burst_until = np.zeros(num_envs, dtype=np.int64)
-        self.noise_burst_std = np.zeros(num_envs)
+        self.noise_std = xp.full(num_envs, float(spec.observation_noise), dtype=xp.float64)
+        self.noise_burst_until = xp.zeros(num_envs, dtype=xp.int64)
+        self.noise_burst_std = xp.zeros(num_envs, dtype=xp.float64)
+        # Host copies of what events write, for a batch on a device: events run there on the rows they act on.
+        self._event_rows = None if array_device is None else _HostRows(self)
         self._last_obs: Optional[np.ndarray] = None
         self.camera: Optional[BatchCamera] = None
         self._bind_terms()
@@ -180,6 +207,20 @@ class BatchedEngine:
             if term.mode == "startup":
                 self._run_event(term, np.arange(self.num_envs))
 
+    def _check_array_device(self, backend: str) -> None:
+        """Refuse, at build, a device-resident batch the backend or the task cannot keep there."""
+        if not getattr(self.backend, "steps_tensors", False):
+            raise TaskError(f"task {self.spec.name}: the batch can live on a torch device only with a backend that "
+                            f"steps torch tensors (env.backend=warp); {backend!r} steps numpy arrays on the host")
+        if self.spec.pixels is not None:
+            raise TaskError(f"task {self.spec.name}: a camera task renders on the host; keep its batch there "
+                            f"(no array device)")
+        where = self.xp._torch.device(self.backend.torch_device)
+        if self.xp.device.type != where.type:
+            raise TaskError(f"task {self.spec.name}: array_device={self.array_device!r}, but the backend steps on "
+                            f"{self.backend.torch_device!r}; keep the batch where the physics runs")
+        self.xp = TorchNamespace(where)
+
     # ----- names -----------------------------------------------------------------------------
     def set_physics_context(self, name: str, env_ids: np.ndarray, values: np.ndarray) -> None:
         """Record a randomized physics quantity of some envs (startup events call this)."""
@@ -195,6 +236,9 @@ class BatchedEngine:
         of an episode apply zero, as delay_eval's harness holds a neutral command until the first action
         arrives. ``max_steps`` sizes the FIFO for later draws up to it.
         """
+        if self.array_device is not None:
+            raise TaskError(f"task {self.spec.name}: action delay (randomize_action_delay) runs on the host engine "
+                            f"only; drop the event or keep the batch on the host (no array device)")
         steps = np.asarray(steps, dtype=np.int64)
         if (steps < 0).any():
             raise ValueError(f"action delay {steps.min()} is negative; a delay is a whole number of control "
@@ -310,6 +354,8 @@ class BatchedEngine:
         try:
             if env_ids is None:
                 return term.fn(self, **term.params)
+            if self._event_rows is not None:  # the batch lives on a device: the event acts on host copies of its rows
+                return self._event_rows.run(term, env_ids)
             return term.fn(self, env_ids, **term.params)
         except _TERM_ERRORS as exc:
             raise self._term_error(term, section, exc) from exc
@@ -355,55 +401,68 @@ class BatchedEngine:
                             f"expected ({self.num_envs}, ...)")
 
     def observe(self) -> np.ndarray:
-        n = self.num_envs
-        if self.noise_burst_until[0] if n == 1 else _any(self.noise_burst_until):  # a burst event ran
-            std = np.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
+        n, xp = self.num_envs, self.xp
+        if self.noise_burst_until[0] if n == 1 else _any_of(self.noise_burst_until):  # a burst event ran
+            std = xp.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
         else:
             std = self.noise_std
         parts = []
         term = None
         try:
             for term, fn in self._observation_fns:
-                parts.append(np.asarray(fn(), dtype=np.float64).reshape(n, -1))
+                parts.append(xp.asarray(fn(), dtype=xp.float64).reshape(n, -1))
         except _TERM_ERRORS as exc:
             if term is None:
                 raise
             raise self._term_error(term, "observations", exc) from exc
-        if bool(std[0]) if n == 1 else _any(std):
-            obs = np.concatenate(parts, axis=1)
-            obs = obs + self.rng.normal(0.0, 1.0, size=obs.shape) * std[:, None]
-            return obs.astype(np.float32)
+        if bool(std[0]) if n == 1 else _any_of(std):
+            obs = xp.concatenate(parts, axis=1)
+            obs = obs + self._standard_normal(obs.shape) * std[:, None]
+            return xp.astype(obs, xp.float32)
         # Cast while concatenating: the same rounding as concatenating in float64, then casting.
-        return np.concatenate(parts, axis=1, dtype=np.float32)
+        return xp.concatenate(parts, axis=1, dtype=xp.float32)
+
+    def _standard_normal(self, shape: tuple[int, ...]) -> Any:
+        """Observation noise: the engine's numpy stream on the host; on a device, a torch generator there,
+        seeded from that stream when first used (a batch of noise drawn on the host would cross every step)."""
+        if self.array_device is None:
+            return self.rng.normal(0.0, 1.0, size=shape)
+        if getattr(self, "_device_generator", None) is None:
+            self._device_generator = self.xp.Generator(device=self.xp.device)
+            self._device_generator.manual_seed(int(self.rng.integers(2**62)))
+        return self.xp.randn(shape, generator=self._device_generator, dtype=self.xp.float64, device=self.xp.device)
 
     def _observation_names(self) -> list[str]:
         """One name per observation column: the term's name, indexed when the term is wider than 1."""
         names = []
         for term in self.spec.observations:
-            width = int(np.asarray(self._call(term, "observations")).reshape(self.num_envs, -1).shape[1])
+            width = int(self.xp.asarray(self._call(term, "observations")).reshape(self.num_envs, -1).shape[1])
             names += [term.name] if width == 1 else [f"{term.name}[{i}]" for i in range(width)]
         return names
 
     # ----- reset -----------------------------------------------------------------------------
-    def reset_envs(self, env_ids: np.ndarray) -> None:
+    def reset_envs(self, env_ids: Any) -> None:
+        env_ids = to_host(env_ids)  # timers, models and events are the host's
         if env_ids.size == 0:
             return
-        self.state[env_ids] = 0.0
-        self.qpos[env_ids] = self.model.qpos0
-        self.episode_step[env_ids] = 0
-        self.episode_return[env_ids] = 0.0
-        self.action[env_ids] = 0.0
-        self.last_action[env_ids] = 0.0
+        rows = self._rows_of(env_ids)
+        self.state[rows] = 0.0
+        self.qpos[rows] = self._qpos0
+        self.episode_step[rows] = 0
+        self.episode_return[rows] = 0.0
+        self.action[rows] = 0.0
+        self.last_action[rows] = 0.0
         if self._action_fifo is not None:
             self._action_fifo[env_ids] = 0.0
-        self.noise_burst_until[env_ids] = 0
+        self.noise_burst_until[rows] = 0
         for sums in self.reward_sums.values():
-            sums[env_ids] = 0.0
-        for term in self._reset_and_timed_events:  # in the task's order: they share the random stream
-            if term.mode == "reset":
-                self._run_event(term, env_ids)
-            else:
-                self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
+            sums[rows] = 0.0
+        with self._host_rows(env_ids):  # on a device: one round trip of these rows for all the reset's events
+            for term in self._reset_and_timed_events:  # in the task's order: they share the random stream
+                if term.mode == "reset":
+                    self._run_event(term, env_ids)
+                else:
+                    self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         for term in self.spec.commands:
             self._resample_command(term, env_ids)
             self._command_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
@@ -426,11 +485,20 @@ class BatchedEngine:
         return observation
 
     def _resample_command(self, term: Term, env_ids: np.ndarray) -> None:
-        """Draw new command values for ``env_ids``; their timers are redrawn by the caller."""
+        """Draw new command values for ``env_ids`` (host ids; the draw is the host's); their timers are redrawn
+        by the caller."""
         value = np.asarray(self._call(term, "commands", env_ids), dtype=np.float64).reshape(env_ids.size, -1)
         if term.name not in self.commands:
-            self.commands[term.name] = np.zeros((self.num_envs, value.shape[1]))
-        self.commands[term.name][env_ids] = value
+            self.commands[term.name] = self.xp.zeros((self.num_envs, value.shape[1]), dtype=self.xp.float64)
+        self.commands[term.name][self._rows_of(env_ids)] = self.xp.asarray(value)
+
+    def _host_rows(self, env_ids: np.ndarray) -> Any:
+        """Where events act on ``env_ids``: the batch itself on the host, host copies of the rows on a device."""
+        return contextlib.nullcontext() if self._event_rows is None else self._event_rows.rows(env_ids)
+
+    def _rows_of(self, env_ids: np.ndarray) -> Any:
+        """Host env ids as an index of the batch arrays (on their device)."""
+        return env_ids if self.array_device is None else self.xp.asarray(env_ids)
 
     def _forward(self, env_ids: np.ndarray) -> None:
         """Mark envs whose state was set by hand: their sensors are recomputed on the next read."""
@@ -443,25 +511,31 @@ class BatchedEngine:
         """(num_envs, nsensordata) sensor readings; rows set by hand are brought up to date first."""
         if self._any_sensors_stale:
             data = self._scratch
-            for i in np.flatnonzero(self._sensors_stale):
-                mujoco.mj_setState(self.models[i], data, self.state[i], FULL)
+            stale = np.flatnonzero(self._sensors_stale)
+            rows = self._rows_of(stale)
+            states = to_host(self.state[rows])  # one copy from a device for all the rows, and one back
+            readings = np.empty((stale.size, self.model.nsensordata))
+            for k, i in enumerate(stale):
+                mujoco.mj_setState(self.models[i], data, states[k], FULL)
                 mujoco.mj_forward(self.models[i], data)
-                self._sensordata[i] = data.sensordata
+                readings[k] = data.sensordata
+            self._sensordata[rows] = self.xp.asarray(readings)
             self._sensors_stale[:] = False
             self._any_sensors_stale = False
         return self._sensordata
 
     # ----- step ------------------------------------------------------------------------------
-    def step(self, action: np.ndarray, autoreset: bool = True) -> dict[str, Any]:
-        action = np.asarray(action, dtype=np.float64)
+    def step(self, action: Any, autoreset: bool = True) -> dict[str, Any]:
+        xp = self.xp
+        action = xp.asarray(action, dtype=xp.float64)
         if action.shape != self.action.shape:
             raise TaskError(f"task {self.spec.name}: actions of shape {action.shape}; expected "
                             f"({self.num_envs}, {self.num_actions}) (num_envs, actuators)")
         n = self.num_envs
-        np.copyto(self.last_action, self.action)
+        xp.copyto(self.last_action, self.action)
         if self._action_fifo is None:
             # np.clip's semantics (NaN passes through) without its Python-level wrapper
-            np.minimum(np.maximum(action, -1.0, out=self.action), 1.0, out=self.action)
+            xp.minimum(xp.maximum(action, -1.0, out=self.action), 1.0, out=self.action)
         else:  # terms then see the applied action, as on hardware and in delay_eval's harness
             self._delay_actions(action)
         if self._ctrl_identity:
@@ -478,18 +552,18 @@ class BatchedEngine:
             expected = float(self.state[0, 0]) + self._step_time
         else:
             expected = self.state[:, 0] + self._step_time
-        np.copyto(self.qpos_before_step, self.qpos)
+        xp.copyto(self.qpos_before_step, self.qpos)
         self._simulate()
         if n == 1:
             self.episode_step[0] += 1
         else:
             self.episode_step += 1
         exploded = self._exploded(expected)
-        any_exploded = exploded is not self._none_exploded and bool(exploded.any())
+        any_exploded = exploded is not self._none_exploded and _any_of(exploded)
         if any_exploded:
             # Zero the broken rows so no NaN reaches rewards or observations; the env resets below.
             self.state[exploded] = 0.0
-            self.qpos[exploded] = self.model.qpos0
+            self.qpos[exploded] = self._qpos0
             self._sensordata[exploded] = 0.0
         # Isaac Lab's order: rewards and terminations judge the step the policy acted on; commands
         # and interval events then change the world for the next observation.
@@ -500,15 +574,15 @@ class BatchedEngine:
                 # in the same order as the batch path, without an array operation per sum.
                 total = 0.0
                 for term, fn, sums in self._reward_fns:
-                    value = term.weight * float(np.asarray(fn(), dtype=np.float64)[0])
+                    value = term.weight * float(xp.asarray(fn(), dtype=xp.float64)[0])
                     sums[0] += value
                     total += value
-                reward = np.array([total])
+                reward = xp.asarray([total], dtype=xp.float64)
                 self.episode_return[0] += total
             else:
-                reward = np.zeros(n)
+                reward = xp.zeros(n, dtype=xp.float64)
                 for term, fn, sums in self._reward_fns:
-                    value = term.weight * np.asarray(fn(), dtype=np.float64)
+                    value = term.weight * xp.asarray(fn(), dtype=xp.float64)
                     if any_exploded:
                         value[exploded] = 0.0
                     sums += value
@@ -518,11 +592,11 @@ class BatchedEngine:
             if term is None:
                 raise
             raise self._term_error(term, "rewards", exc) from exc
-        terminated = np.zeros(n, dtype=bool)
+        terminated = xp.zeros(n, dtype=xp.bool)
         term = None
         try:
             for term, fn in self._termination_fns:
-                terminated |= np.asarray(fn(), dtype=bool)
+                terminated |= xp.asarray(fn(), dtype=xp.bool)
         except _TERM_ERRORS as exc:
             if term is None:
                 raise
@@ -543,10 +617,10 @@ class BatchedEngine:
             self.camera.capture()
         info: dict[str, Any] = {"exploded": exploded}
         if n == 1:
-            done_ids = np.zeros(1, dtype=np.int64) if terminated[0] or truncated[0] else None
+            done_ids = xp.zeros(1, dtype=xp.int64) if terminated[0] or truncated[0] else None
         else:
-            done_ids = (terminated | truncated).nonzero()[0]
-            if not done_ids.size:
+            done_ids = xp.nonzero(terminated | truncated)[0]
+            if not len(done_ids):
                 done_ids = None
         if done_ids is not None:
             info["episode_return"] = self.episode_return[done_ids]
@@ -570,6 +644,10 @@ class BatchedEngine:
         with the time this step should have taken.
         """
         tolerance = self._clock_tolerance
+        if self.array_device is not None:  # on a device: masks there, one look at whether any env blew up
+            exploded = ((self.state[:, 0] - expected_time).abs() > tolerance) | ~self.xp.isfinite(self.state).all(axis=1)
+            exploded |= (self.qvel.abs() > EXPLODED_QVEL).any(axis=1)
+            return exploded if bool(exploded.any()) else self._none_exploded
         if self.num_envs == 1:  # one clock: ``expected_time`` is a Python float
             clock_ok = abs(float(self.state[0, 0]) - expected_time) <= tolerance
         else:
@@ -609,9 +687,9 @@ class BatchedEngine:
 
     def _simulate(self) -> None:
         self.backend.step(self.models, self.state, self._control, self._state_out, self._sensor_out)
-        np.copyto(self.state, self._final_state_out)
+        self.xp.copyto(self.state, self._final_state_out)
         if self._sensordata.shape[1]:
-            np.copyto(self._sensordata, self._final_sensor_out)
+            self.xp.copyto(self._sensordata, self._final_sensor_out)
         if self._any_sensors_stale:  # every row was just computed by the step itself
             self._sensors_stale[:] = False
             self._any_sensors_stale = False
@@ -620,6 +698,64 @@ class BatchedEngine:
         self.backend.close()
         if self.camera is not None:
             self.camera.close()
+
+
+class _HostRows:
+    """Events on a batch that lives on a device: each runs as the same numpy function as on the host engine,
+    on host copies of the arrays events write (the state, its qpos/qvel, sensor-noise bursts, ``extras``
+    layouts), brought up to date for the rows it acts on before and copied back after. A step then moves only
+    the rows that reset or were pushed, never the batch; the events of one reset share one round trip."""
+
+    ARRAYS = ("state", "noise_burst_std", "noise_burst_until", "episode_step")
+
+    def __init__(self, engine: "BatchedEngine") -> None:
+        self._engine = engine
+        self._mirrors = {name: np.array(to_host(getattr(engine, name))) for name in self.ARRAYS}
+        state = self._mirrors["state"]
+        self._extras: dict[str, Any] = {}
+        self.view = _EventView(engine, {**self._mirrors, "qpos": state[:, engine._qpos_columns],
+                                        "qvel": state[:, engine._qvel_columns], "extras": self._extras})
+        self._open: Optional[np.ndarray] = None
+
+    @contextlib.contextmanager
+    def rows(self, env_ids: np.ndarray):
+        """Host copies of ``env_ids``'s rows for the events run inside; copied back to the device at the end."""
+        if self._open is not None:  # inside a reset's round trip: its rows are already here
+            yield
+            return
+        engine = self._engine
+        index = engine._rows_of(env_ids)
+        for name, mirror in self._mirrors.items():
+            mirror[env_ids] = to_host(getattr(engine, name)[index])
+        self._open = env_ids
+        try:
+            yield
+        finally:
+            self._open = None
+            for name, mirror in self._mirrors.items():
+                getattr(engine, name)[index] = engine.xp.asarray(mirror[env_ids])
+            for key, value in self._extras.items():
+                if not isinstance(value, np.ndarray):
+                    engine.extras[key] = value
+                elif key not in engine.extras:  # a layout the event just made, for every env
+                    engine.extras[key] = engine.xp.asarray(value)
+                else:
+                    engine.extras[key][index] = engine.xp.asarray(value[env_ids])
+
+    def run(self, term: Term, env_ids: np.ndarray) -> Any:
+        with self.rows(env_ids):
+            return term.fn(self.view, env_ids, **term.params)
+
+
+class _EventView:
+    """The engine as an event sees it on a device-resident batch: host arrays by name, the rest the engine's."""
+
+    def __init__(self, engine: "BatchedEngine", arrays: dict[str, Any]) -> None:
+        self._engine = engine
+        self.__dict__.update(arrays)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
 
 def _backend_class(spec: TaskSpec, backend: str) -> Any:

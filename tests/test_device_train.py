@@ -37,6 +37,7 @@ def test_the_gpu_hosts_training_run_needs_none_of_the_training_stack(tmp_path):
     # Warp's CPU device ("cpu (<its name>)"), not the C engine ("cpu (C MuJoCo)")
     assert figures["physics_device"].startswith("cpu (") and figures["physics_device"] != "cpu (C MuJoCo)"
     assert figures["policy_device"] == "cpu"
+    assert figures["batch_device"] == "cpu"  # on Warp the engine keeps its batch on the physics' device (torch)
     assert figures["settings"]["n_steps"] == 8 and figures["settings"]["batch_size"] == 16 * 8 // MINIBATCHES
     # Any return meets -1e9: the run stops at its first evaluation, after two iterations of 16 x 8 steps.
     assert figures["solved"] and figures["iterations"] == 2 and len(figures["evaluations"]) == 1
@@ -137,6 +138,7 @@ def test_a_bound_below_one_is_refused_by_the_command_line(argv, capsys):
 
 @pytest.mark.parametrize("argv, says", [
     (["--backend", "wrap"], "name one of ['rollout', 'warp', 'warp_cuda']"),
+    (["--backend", "rollout", "--batch", "device"], "a backend that steps torch tensors (env.backend=warp)"),
     pytest.param(["--device", "cuda"], "finds no CUDA device here; use --device cpu",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])

@@ -219,7 +219,9 @@ def test_the_gpu_hosts_benchmark_runs_without_the_training_stack(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "sim_cartpole_balance_warp_device.json").read_text())
     assert figures["backend"] == "warp" and figures["command"].startswith("python -m physai.bench.device_sim")
-    assert [point["num_envs"] for point in figures["points"]] == [8, 16]
+    # each batch size with the batch kept on the physics' device and on the host
+    assert [(point["num_envs"], point["batch"]) for point in figures["points"]] == [
+        (8, "device"), (8, "host"), (16, "device"), (16, "host")]
     for point in figures["points"]:
         assert point["device"].startswith(("cpu", "cuda")) and point["rounds"] == 2
         assert 0 < point["min"] <= point["median"] <= point["max"]

@@ -90,7 +90,7 @@ def evaluate(alg, spec, episodes: int, device: str) -> list[float]:
 
 def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: float, eval_every: int,
                        eval_episodes: int, changes: list[str], seed: int = 0, device: Optional[str] = None,
-                       threshold: Optional[float] = None) -> dict[str, Any]:
+                       threshold: Optional[float] = None, batch: str = "auto") -> dict[str, Any]:
     configs = packaged_task_configs()
     if task_name not in configs:
         raise SystemExit(f"--task {task_name!r} is not a physai task; choose one of {sorted(configs)}")
@@ -100,6 +100,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: torch {torch.__version__} finds no CUDA device here; use --device cpu")
     settings = ppo_settings(num_envs, changes)
+    array_device = _array_device(batch, backend)
     import_rsl_rl()  # a process's one-time imports, before the clock
     kernel_cache = _kernel_cache(backend)
     torch.manual_seed(seed)
@@ -109,7 +110,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     wall_start = time.perf_counter()
     with rsl_rl_process_state():
         start = time.perf_counter()
-        engine = BatchedEngine(spec, num_envs, seed=seed, backend=backend)
+        engine = BatchedEngine(spec, num_envs, seed=seed, backend=backend, array_device=array_device)
         env = EngineVecEnv(engine, device=device)
         try:
             alg = build_ppo(env, settings, device)
@@ -141,7 +142,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     trained_steps = env.timesteps - num_envs * int(settings["n_steps"])
     return {
         "task": task_name, "backend": backend, "num_envs": num_envs, "physics_device": physics_device,
-        "policy_device": device, "seed": seed, "settings": settings, "threshold": threshold,
+        "policy_device": device, "batch_device": array_device or "host", "seed": seed, "settings": settings, "threshold": threshold,
         "budget_s": budget_s, "eval_every_iterations": eval_every, "eval_episodes": eval_episodes,
         "solved": solved_at is not None,
         "time_to_threshold_s": solved_at["train_clock_s"] if solved_at else None,
@@ -152,9 +153,23 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
         "env_steps_per_s": trained_steps / trained_s if trained_s > 0 else None,
         "evaluations": evaluations,
         "versions": {name: _version(name) for name in VERSIONED},
-        "note": "the engine's terms, resets and events run on the host CPU, the physics on physics_device, the "
-                "networks on policy_device",
+        "note": "the physics on physics_device; the engine's batch, terms, rewards and terminations on "
+                "batch_device, its events on the host for the rows they act on; the networks on policy_device",
     }
+
+
+BATCH_CHOICES = ("auto", "host", "device")
+
+
+def _array_device(batch: str, backend: str) -> Optional[str]:
+    """Where the engine keeps its batch: ``device`` (auto's choice on Warp) where its physics runs, so a training
+    step moves no batch to the host; ``host`` (auto's choice on the C engine) in numpy arrays."""
+    if batch not in BATCH_CHOICES:
+        raise SystemExit(f"--batch {batch!r} is not one of {list(BATCH_CHOICES)}")
+    on_device = batch == "device" or (batch == "auto" and backend.startswith("warp"))
+    if not on_device:
+        return None
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _kernel_cache(backend: str) -> Optional[str]:
@@ -195,12 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="the networks' torch device (default: cuda where present)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a PPO setting")
+    parser.add_argument("--batch", choices=BATCH_CHOICES, default="auto",
+                        help="where the engine keeps its batch: on the physics' device (auto on Warp) or the host")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         result = train_to_threshold(args.task, args.envs, args.backend, args.minutes, args.eval_every,
-                                    args.eval_episodes, args.set, args.seed, args.device, args.threshold)
+                                    args.eval_episodes, args.set, args.seed, args.device, args.threshold,
+                                    args.batch)
     except TaskError as exc:  # a backend that cannot run here, named with what to do instead
         raise SystemExit(str(exc)) from exc
     result = {"command": "python -m physai.bench.device_train " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -12,12 +12,13 @@ import contextlib
 import io
 import logging
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 
 from physai.envs.engine import BatchedEngine
+from physai.envs.spec import backend_class
 from physai.train.episodes import curve_row
 
 log = logging.getLogger(__name__)
@@ -41,28 +42,50 @@ class EngineVecEnv:
         engine.reset_envs(np.arange(self.num_envs))
         self._obs = self._observation(engine.observe())
 
-    def _observation(self, obs: np.ndarray):
-        return self._tensordict({"policy": torch.from_numpy(obs).to(self.device)}, batch_size=[self.num_envs])
+    def _tensor(self, array: Any) -> torch.Tensor:
+        """A batch array of the engine as a tensor on ``device``: numpy's from the host engine, or the
+        device-resident engine's own tensor (no copy where it already lives there)."""
+        tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+        return tensor.to(self.device)
+
+    def _observation(self, obs: Any):
+        return self._tensordict({"policy": self._tensor(obs)}, batch_size=[self.num_envs])
 
     def get_observations(self):
         return self._obs
 
     def step(self, actions: torch.Tensor):
-        out = self.engine.step(actions.detach().to("cpu", torch.float64).numpy())
+        actions = actions.detach()
+        if self.engine.array_device is None:
+            out = self.engine.step(actions.to("cpu", torch.float64).numpy())
+        else:  # the batch lives on a device: the actions go there, nothing comes back to the host
+            out = self.engine.step(actions.to(self.engine.xp.device, torch.float64))
         self.timesteps += self.num_envs
         raw = out["info"]
-        for row in range(len(raw.get("done_ids", []))):
-            self.finished.append(curve_row(self.timesteps, raw["episode_return"][row], raw["episode_length"][row],
-                                           {name: sums[row] for name, sums in raw["episode_terms"].items()}))
+        if "done_ids" in raw:
+            # Python numbers: one copy from a device for all the finished envs (numpy and torch alike)
+            returns, lengths = raw["episode_return"].tolist(), raw["episode_length"].tolist()
+            terms = {name: sums.tolist() for name, sums in raw["episode_terms"].items()}
+            for row in range(len(returns)):
+                self.finished.append(curve_row(self.timesteps, returns[row], lengths[row],
+                                               {name: sums[row] for name, sums in terms.items()}))
         self._obs = self._observation(out["obs"])
-        terminated, truncated = out["terminated"], out["truncated"]
-        dones = torch.from_numpy(terminated | truncated).to(self.device)
+        terminated, truncated = self._tensor(out["terminated"]), self._tensor(out["truncated"])
         # Time limits and blow-ups are truncations: rsl-rl bootstraps them with the value estimate.
-        extras = {"time_outs": torch.from_numpy(truncated & ~terminated).to(self.device)}
-        return self._obs, torch.from_numpy(out["reward"].astype(np.float32)).to(self.device), dones, extras
+        extras = {"time_outs": truncated & ~terminated}
+        return self._obs, self._tensor(out["reward"]).to(torch.float32), terminated | truncated, extras
 
     def close(self) -> None:
         self.engine.close()
+
+
+def batch_device(backend: str, policy_device: str) -> Optional[str]:
+    """Where the engine keeps its batch for rsl-rl: on the GPU beside the networks where the physics runs there
+    too (a backend that steps torch tensors, env.backend=warp), so a training step moves no batch to the host;
+    else on the host, in numpy."""
+    if not str(policy_device).startswith("cuda") or not getattr(backend_class(backend), "steps_tensors", False):
+        return None
+    return str(policy_device)
 
 
 def runner_config(algo: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from physai.train.checkpoints import (CHECKPOINT_DIR, CURVE_COPY, FINAL_NAME, Ch
                                       read_trainer_state, step_name, verify_checkpoint)
 from physai.train.guards import (NonFiniteError, StopSignals, TrainingInterrupted, check_parameters,
                                  nonfinite_message)
-from physai.train.rsl_env import EngineVecEnv, build_ppo, rollout_and_update, rsl_rl_process_state
+from physai.train.rsl_env import (EngineVecEnv, batch_device, build_ppo, rollout_and_update,
+                                  rsl_rl_process_state)
 from physai.train.sb3 import (TRAIN_PROGRESS_COLUMNS, build_model, interrupted_message, read_curve,
                               write_checkpoint, write_training_progress)
 
@@ -186,7 +187,7 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
         if checkpoint is not None else []
     timesteps = int(state.get("timesteps", 0))
     engine = BatchedEngine(task.train_spec, int(algo.n_envs), seed=seed + timesteps, nthread=task.nthread,
-                           backend=task.backend)
+                           backend=task.backend, array_device=batch_device(task.backend, str(algo.device)))
     env = EngineVecEnv(engine, timesteps, device=str(algo.device))
     carrier = sb3_carrier(algo, task, seed)
     torch.manual_seed(seed)
