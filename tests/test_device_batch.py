@@ -119,3 +119,24 @@ def test_rsl_ppo_keeps_the_batch_beside_its_networks_only_where_the_physics_runs
     assert batch_device("warp", "cuda") == "cuda"  # physics, batch and networks on the GPU
     assert batch_device("warp", "cpu") is None  # networks on the CPU: the host engine, numpy
     assert batch_device("rollout", "cuda") is None  # C MuJoCo steps numpy arrays on the host
+
+
+@requires_warp
+def test_rsl_rls_env_adapter_gives_the_same_tensors_from_either_batch():
+    """What rsl-rl's PPO reads (observations, rewards, dones, time-outs, finished episodes) does not depend on
+    where the batch lives: a run with the batch on the device trains as one with it on the host."""
+    pytest.importorskip("tensordict")
+    from physai.train.rsl_env import EngineVecEnv
+
+    envs = [EngineVecEnv(BatchedEngine(_spec("cartpole_balance"), 8, seed=0, nthread=1, backend="warp",
+                                       array_device=where)) for where in (None, "cpu")]
+    actions = torch.as_tensor(np.random.default_rng(4).uniform(-1, 1, size=(40, 8, 1)), dtype=torch.float32)
+    assert torch.equal(envs[0].get_observations()["policy"], envs[1].get_observations()["policy"])
+    for action in actions:
+        (obs_h, rew_h, done_h, extra_h), (obs_d, rew_d, done_d, extra_d) = (env.step(action) for env in envs)
+        assert torch.equal(obs_h["policy"], obs_d["policy"]) and obs_d["policy"].dtype == torch.float32
+        assert torch.equal(rew_h, rew_d) and torch.equal(done_h, done_d)
+        assert torch.equal(extra_h["time_outs"], extra_d["time_outs"])
+    assert envs[0].finished == envs[1].finished and envs[0].finished
+    for env in envs:
+        env.close()
