@@ -27,7 +27,6 @@ the kernel that met it; silencing it would recompile every kernel.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import ctypes
 import dataclasses
@@ -155,6 +154,14 @@ class WarpBackend:
         self._capture_graphs = True
         self._tensors: dict[str, Any] = {}  # torch views of the step's device arrays, once a step got tensors
 
+    @classmethod
+    def torch_device_type(cls) -> str:
+        """Where this backend steps, "cuda" or "cpu", decided as a build decides it, without building."""
+        if cls.device is not None:
+            return "cuda" if cls.device.startswith("cuda") else "cpu"
+        wp, _ = import_warp()
+        return "cuda" if wp.get_cuda_device_count() else "cpu"
+
     def _choose_device(self, wp: Any) -> Any:
         if self.device is None:
             return wp.get_device("cuda" if wp.get_cuda_device_count() else "cpu")
@@ -169,6 +176,7 @@ class WarpBackend:
         self._models_seen = models
         nominal_opt = self._nominal.opt
         checked: set[int] = set()  # envs may share one MjModel (a task without per-env models)
+        changed: set[str] = set()  # fields whose rows differ from what the device holds: only they are uploaded
         for i in np.asarray(env_ids).reshape(-1):
             model = models[i]
             if id(model) not in checked:
@@ -176,12 +184,16 @@ class WarpBackend:
                 for name in self._model_bytes.differing(model):
                     if name not in self._carried and name not in RENDER_ONLY_FIELDS:
                         self._carry(name, event)
+                        changed.add(name)
                 if model.opt != nominal_opt:
                     raise TaskError(f"event {event!r} edits the model's opt per env, which the MuJoCo Warp "
                                     f"backend does not carry over; {CPU_BACKEND}")
             for name, rows in self._carried.items():
-                rows[i] = getattr(model, name).reshape(rows.shape[1:])
-        self._stale.update(self._carried)
+                values = getattr(model, name).reshape(rows.shape[1:]).astype(rows.dtype, copy=False)
+                if not np.array_equal(rows[i], values):  # a reset or a push leaves the model as it was
+                    rows[i] = values
+                    changed.add(name)
+        self._stale.update(changed)
 
     def _carry(self, name: str, event: str) -> None:
         """Give field ``name`` one row per env on the device, or refuse the task if MJWarp cannot."""
@@ -224,8 +236,8 @@ class WarpBackend:
             load = functools.partial(self._load_tensors, state, control)
             save = functools.partial(self._save_tensors, state_out, sensor_out)
         wp = self._wp
-        with wp.ScopedDevice(self._device), self._stream_of(None if on_host else state):
-            if self._stale:  # in the stream the physics runs in, so the edited fields arrive before it reads them
+        with wp.ScopedDevice(self._device):
+            if self._stale:
                 self._upload_stale_fields()
             load()
             if self._graph is not None:
@@ -245,24 +257,28 @@ class WarpBackend:
             if self._nsensor:
                 np.copyto(sensor_out[:, -1], self._host["sensor_out"])
 
-    def _stream_of(self, tensor: Any) -> Any:
-        """On a GPU, Warp launches in the stream of the engine's tensors, so their copies and the physics are
-        ordered without a host synchronization."""
-        if tensor is None or not self._device.is_cuda:
-            return contextlib.nullcontext()
-        return self._wp.ScopedStream(self._wp.stream_from_torch(tensor.device))
-
     def _tensor(self, key: str) -> Any:
-        """A torch view of one of the step's device arrays (no copy)."""
+        """A torch view of one of the step's device arrays (no copy); made outside inference mode, so steps inside
+        and outside it (rollouts, evaluations) may both write it."""
         if key not in self._tensors:
-            self._tensors[key] = self._wp.to_torch(self._device_arrays[key])
+            import torch
+
+            with torch.inference_mode(False):
+                self._tensors[key] = self._wp.to_torch(self._device_arrays[key])
         return self._tensors[key]
 
     def _load_tensors(self, state: Any, control: Any) -> None:
+        """The engine's tensors into the step's device arrays. The copies run in torch's stream and the physics in
+        Warp's own (where a CUDA graph can be captured): on a GPU the host waits for the copies before the physics
+        is launched, and for the physics before the results are copied back; no data crosses."""
         self._tensor("state").copy_(state)
         self._tensor("control").copy_(control.transpose(0, 1))
+        if self._device.is_cuda:
+            _torch_synchronize(state.device)
 
     def _save_tensors(self, state_out: Any, sensor_out: Any) -> None:
+        if self._device.is_cuda:
+            self._wp.synchronize_device(self._device)
         state_out[:, -1].copy_(self._tensor("state_out"))
         if self._nsensor:
             sensor_out[:, -1].copy_(self._tensor("sensor_out"))
@@ -366,11 +382,12 @@ class WarpBackend:
         """Start these envs' solver cold, as ``mj_resetData`` does."""
         warmstart = self._data.qacc_warmstart
         if self._device.is_cuda and self._tensors:
-            # A device-resident batch: zero the rows there, in torch's stream, which its steps launch in too.
+            # A device-resident batch: zero the rows there (torch's stream; the next step waits for it).
             import torch
 
             rows = torch.as_tensor(np.asarray(env_ids), device=self.torch_device)
-            self._wp.to_torch(warmstart)[rows] = 0.0
+            with torch.inference_mode(False):
+                self._wp.to_torch(warmstart)[rows] = 0.0
         elif self._device.is_cuda:
             values = warmstart.numpy()
             values[env_ids] = 0.0
@@ -392,6 +409,12 @@ class WarpBackend:
     def close(self) -> None:
         self._graph = self._data = self._model = None
         self._device_arrays = self._host_arrays = self._host = {}
+
+
+def _torch_synchronize(device: Any) -> None:
+    import torch
+
+    torch.cuda.synchronize(device)
 
 
 class WarpCudaBackend(WarpBackend):

@@ -142,6 +142,9 @@ class BatchedEngine:
         self.last_action = xp.zeros((num_envs, self.num_actions), dtype=xp.float64)
         if array_device is not None:
             self._ctrl_mid, self._ctrl_half = xp.asarray(self._ctrl_mid), xp.asarray(self._ctrl_half)
+            self._actuator_index = xp.asarray(self.actuator_ids)
+        else:
+            self._actuator_index = self.actuator_ids
         # Action latency, set by randomize_action_delay: None until an event asks, so undelayed tasks pay nothing.
         self.action_delay: Optional[np.ndarray] = None
         self._action_fifo: Optional[np.ndarray] = None
@@ -198,6 +201,7 @@ class BatchedEngine:
 
     def reseed(self, rng: np.random.Generator) -> None:
         self.rng = rng
+        self._device_generator = None  # a device's noise stream restarts from the new stream too
         self._apply_startup_events()
 
     def _apply_startup_events(self) -> None:
@@ -212,9 +216,9 @@ class BatchedEngine:
         if not getattr(self.backend, "steps_tensors", False):
             raise TaskError(f"task {self.spec.name}: the batch can live on a torch device only with a backend that "
                             f"steps torch tensors (env.backend=warp); {backend!r} steps numpy arrays on the host")
-        if self.spec.pixels is not None:
-            raise TaskError(f"task {self.spec.name}: a camera task renders on the host; keep its batch there "
-                            f"(no array device)")
+        reason = host_only_reason(self.spec)
+        if reason is not None:
+            raise TaskError(f"task {self.spec.name}: {reason}; keep its batch on the host (no array device)")
         where = self.xp._torch.device(self.backend.torch_device)
         if self.xp.device.type != where.type:
             raise TaskError(f"task {self.spec.name}: array_device={self.array_device!r}, but the backend steps on "
@@ -236,9 +240,9 @@ class BatchedEngine:
         of an episode apply zero, as delay_eval's harness holds a neutral command until the first action
         arrives. ``max_steps`` sizes the FIFO for later draws up to it.
         """
-        if self.array_device is not None:
-            raise TaskError(f"task {self.spec.name}: action delay (randomize_action_delay) runs on the host engine "
-                            f"only; drop the event or keep the batch on the host (no array device)")
+        if self.array_device is not None:  # an event that calls this without declaring host_only
+            raise TaskError(f"task {self.spec.name}: action delay runs on the host engine only; drop the event or "
+                            f"keep the batch on the host (no array device)")
         steps = np.asarray(steps, dtype=np.int64)
         if (steps < 0).any():
             raise ValueError(f"action delay {steps.min()} is negative; a delay is a whole number of control "
@@ -463,9 +467,9 @@ class BatchedEngine:
                     self._run_event(term, env_ids)
                 else:
                     self._event_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
-        for term in self.spec.commands:
-            self._resample_command(term, env_ids)
-            self._command_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
+            for term in self.spec.commands:
+                self._resample_command(term, env_ids)
+                self._command_timer[term.name][env_ids] = self._draw_interval(term, env_ids.size)
         if self._backend_reset is not None:
             self._backend_reset(env_ids)
         self._forward(env_ids)
@@ -545,7 +549,7 @@ class BatchedEngine:
             if self._all_actuators:
                 self._control[:] = ctrl
             else:
-                self._control[:, :, self.actuator_ids] = ctrl
+                self._control[:, :, self._actuator_index] = ctrl
         # One env is counted with element operations on Python scalars (the same IEEE and integer
         # arithmetic as the array operations, which cost several times more on a single row).
         if n == 1:
@@ -700,6 +704,17 @@ class BatchedEngine:
             self.camera.close()
 
 
+def host_only_reason(spec: TaskSpec) -> Optional[str]:
+    """Why this task's batch cannot live on a torch device (None when it can): what only the host engine does."""
+    if spec.pixels is not None:
+        return "a camera task renders on the host"
+    for term in spec.events:
+        reason = getattr(term.fn, "host_only", None)
+        if reason:
+            return f"event {term.name!r} ({term.fn.__name__}): {reason}"
+    return None
+
+
 class _HostRows:
     """Events on a batch that lives on a device: each runs as the same numpy function as on the host engine,
     on host copies of the arrays events write (the state, its qpos/qvel, sensor-noise bursts, ``extras``
@@ -721,6 +736,8 @@ class _HostRows:
     def rows(self, env_ids: np.ndarray):
         """Host copies of ``env_ids``'s rows for the events run inside; copied back to the device at the end."""
         if self._open is not None:  # inside a reset's round trip: its rows are already here
+            if not np.isin(env_ids, self._open).all():
+                raise RuntimeError(f"an event ran on envs {env_ids} inside a round trip of envs {self._open}")
             yield
             return
         engine = self._engine

@@ -102,7 +102,7 @@ def joint_pos_l2(env, joints: Sequence[str], target: float = 0.0) -> np.ndarray:
 
 
 def joint_vel_l2(env, joints: Optional[Sequence[str]] = None) -> np.ndarray:
-    return env.xp.square(env.qvel[:, on_device(env, _dof_ids(env, joints))]).sum(axis=1)
+    return _bind_joint_vel_l2(env, joints)()
 
 
 def action_l2(env) -> np.ndarray:
@@ -124,11 +124,7 @@ def within_distance(env, sensor_name: str, command_name: str, radius: float) -> 
 
 def tracking_exp(env, sensor_name: str, command_name: str, sigma: float, dims: Optional[Sequence[int]] = None):
     """exp(-|measured - commanded|^2 / sigma^2): Isaac Lab's velocity-tracking reward."""
-    measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")]
-    if dims is not None:
-        measured = measured[:, list(dims)]
-    error = env.xp.square(measured - env.commands[command_name]).sum(axis=1)
-    return env.xp.exp(-error / sigma**2)
+    return _bind_tracking_exp(env, sensor_name, command_name, sigma, dims)()
 
 
 def progress_along_command(env, sensor_name: str, command_name: str, dims: Sequence[int] = (0, 1)) -> np.ndarray:
@@ -136,12 +132,7 @@ def progress_along_command(env, sensor_name: str, command_name: str, dims: Seque
 
     Linear in speed, so it rewards the first steps of a gait, where an exp-tracking term is still flat.
     """
-    measured = env.sensordata[:, env.sensor(sensor_name, "sensor_name")][:, list(dims)]
-    commanded = env.commands[command_name]
-    xp = env.xp
-    speed = xp.linalg.norm(commanded, axis=1)
-    along = xp.einsum("ij,ij->i", measured, commanded) / xp.maximum(speed, 1e-6) ** 2
-    return xp.clip(along, -1.0, 1.0)
+    return _bind_progress_along_command(env, sensor_name, command_name, dims)()
 
 
 def sensor_value(env, name: str, index: int = 0) -> np.ndarray:
@@ -218,12 +209,49 @@ def _bind_joint_out_of_bounds(env, joint: str, low: float, high: float):
     return bound
 
 
+def _sensor_columns(env, sensor_name: str, dims: Optional[Sequence[int]]):
+    """Columns of ``sensordata`` a term reads: the sensor's own, or the chosen ``dims`` of them."""
+    columns = env.sensor(sensor_name, "sensor_name")
+    if dims is None:
+        return columns
+    return _columns(env, np.arange(columns.start, columns.stop)[list(dims)])
+
+
+def _bind_joint_vel_l2(env, joints: Optional[Sequence[str]] = None):
+    columns = _columns(env, _dof_ids(env, joints))
+    return lambda: env.xp.square(env.qvel[:, columns]).sum(axis=1)
+
+
+def _bind_tracking_exp(env, sensor_name: str, command_name: str, sigma: float,
+                       dims: Optional[Sequence[int]] = None):
+    columns = _sensor_columns(env, sensor_name, dims)
+
+    def bound() -> np.ndarray:
+        error = env.xp.square(env.sensordata[:, columns] - env.commands[command_name]).sum(axis=1)
+        return env.xp.exp(-error / sigma**2)
+    return bound
+
+
+def _bind_progress_along_command(env, sensor_name: str, command_name: str, dims: Sequence[int] = (0, 1)):
+    columns = _sensor_columns(env, sensor_name, dims)
+
+    def bound() -> np.ndarray:
+        xp, measured, commanded = env.xp, env.sensordata[:, columns], env.commands[command_name]
+        speed = xp.linalg.norm(commanded, axis=1)
+        along = xp.einsum("ij,ij->i", measured, commanded) / xp.maximum(speed, 1e-6) ** 2
+        return xp.clip(along, -1.0, 1.0)
+    return bound
+
+
 joint_pos.bind = _bind_joint_pos
 joint_pos_sincos.bind = _bind_joint_pos_sincos
 joint_vel.bind = _bind_joint_vel
 joint_cos.bind = _bind_joint_cos
 joint_pos_l2.bind = _bind_joint_pos_l2
 joint_out_of_bounds.bind = _bind_joint_out_of_bounds
+joint_vel_l2.bind = _bind_joint_vel_l2
+tracking_exp.bind = _bind_tracking_exp
+progress_along_command.bind = _bind_progress_along_command
 
 
 # ----- commands ----------------------------------------------------------------------------
@@ -359,6 +387,8 @@ def randomize_action_delay(env, env_ids: np.ndarray, steps: Sequence[int]) -> No
 
 
 randomize_action_delay.edits_model = False  # a startup draw needs no per-env MjModel copies
+# The FIFO of delayed actions is the host engine's: a batch on a device refuses the event at build.
+randomize_action_delay.host_only = "action delay runs on the host engine only"
 
 
 # ----- events: visual randomization (what a camera policy sees; physics untouched) -----------

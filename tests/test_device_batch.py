@@ -102,23 +102,45 @@ def test_resets_and_events_copy_to_the_host_only_the_rows_they_act_on(monkeypatc
 def test_what_cannot_live_on_the_device_is_refused_at_build():
     with pytest.raises(TaskError, match=r"backend that steps torch tensors \(env\.backend=warp\)"):
         BatchedEngine(_spec("cartpole_balance"), 2, seed=0, nthread=1, array_device="cpu")
-    with pytest.raises(TaskError, match=r"camera task renders on the host"):
+    with pytest.raises(TaskError, match=r"a camera task renders on the host; keep its batch on the host"):
         BatchedEngine(_spec("cartpole_balance_pixels"), 2, seed=0, nthread=1, backend="warp", array_device="cpu")
     spec = _spec("reach2d")
     spec.events.append(Term(name="latency", fn=mdp.randomize_action_delay, mode="startup", params={"steps": [0, 1]}))
-    with pytest.raises(TaskError, match=r"action delay \(randomize_action_delay\) runs on the host engine only"):
+    with pytest.raises(TaskError, match=r"event 'latency' \(randomize_action_delay\): action delay runs on the host"):
         BatchedEngine(spec, 2, seed=0, nthread=1, backend="warp", array_device="cpu")
     if not torch.cuda.is_available():
         with pytest.raises(TaskError, match=r"the backend steps on 'cpu'"):
             BatchedEngine(_spec("cartpole_balance"), 2, seed=0, nthread=1, backend="warp", array_device="cuda")
 
 
+@requires_warp
 def test_rsl_ppo_keeps_the_batch_beside_its_networks_only_where_the_physics_runs_there_too():
     from physai.train.rsl_env import batch_device
 
-    assert batch_device("warp", "cuda") == "cuda"  # physics, batch and networks on the GPU
-    assert batch_device("warp", "cpu") is None  # networks on the CPU: the host engine, numpy
-    assert batch_device("rollout", "cuda") is None  # C MuJoCo steps numpy arrays on the host
+    spec = _spec("cartpole_balance")
+    assert batch_device("warp", "cpu", spec) == "cpu"  # Warp's CPU device here: batch and networks on torch's CPU
+    assert batch_device("rollout", "cpu", spec) is None  # C MuJoCo steps numpy arrays on the host
+    assert batch_device("warp_cuda", "cpu", spec) is None  # physics on a GPU, networks on the CPU: the host batch
+    delayed = _spec("reach2d")
+    delayed.events.append(Term(name="latency", fn=mdp.randomize_action_delay, mode="startup", params={"steps": [0, 1]}))
+    assert batch_device("warp", "cpu", delayed) is None  # action delay: the host engine's
+    assert batch_device("warp", "cpu", _spec("cartpole_balance_pixels")) is None  # cameras render on the host
+
+
+@requires_warp
+def test_resets_and_pushes_upload_no_model_fields():
+    """Per-env masses and gains go to the device when startup randomizes them; a reset or a push leaves the models
+    as they were, so no step after re-uploads them."""
+    engine = BatchedEngine(_spec("cartpole_balance", (5, 10)), 8, seed=0, nthread=1, backend="warp",
+                           array_device="cpu")
+    uploads = []
+    upload = engine.backend._upload_stale_fields
+    engine.backend._upload_stale_fields = lambda: (uploads.append(set(engine.backend._stale)), upload())
+    resets = 0
+    for action in np.random.default_rng(5).uniform(-1, 1, size=(80, 8, 1)):
+        resets += len(engine.step(torch.as_tensor(action))["info"].get("done_ids", ()))
+    assert resets > 0 and len(uploads) <= 1  # at most the startup's fields, on the first step
+    engine.close()
 
 
 @requires_warp

@@ -32,7 +32,8 @@ from physai.deploy.devices.host import machine_description
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
 from physai.envs.spec import TaskError, build_spec
-from physai.train.rsl_env import EngineVecEnv, build_ppo, import_rsl_rl, rollout_and_update, rsl_rl_process_state
+from physai.train.rsl_env import (EngineVecEnv, batch_device, build_ppo, import_rsl_rl, rollout_and_update,
+                                  rsl_rl_process_state)
 
 # rsl-rl's defaults, as algo=rsl_ppo's schema has them (tests/test_device_train.py keeps the two equal).
 RSL_PPO_DEFAULTS: dict[str, Any] = {
@@ -100,7 +101,7 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: torch {torch.__version__} finds no CUDA device here; use --device cpu")
     settings = ppo_settings(num_envs, changes)
-    array_device = _array_device(batch, backend)
+    array_device = _array_device(batch, backend, device, spec)
     import_rsl_rl()  # a process's one-time imports, before the clock
     kernel_cache = _kernel_cache(backend)
     torch.manual_seed(seed)
@@ -142,7 +143,8 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
     trained_steps = env.timesteps - num_envs * int(settings["n_steps"])
     return {
         "task": task_name, "backend": backend, "num_envs": num_envs, "physics_device": physics_device,
-        "policy_device": device, "batch_device": array_device or "host", "seed": seed, "settings": settings, "threshold": threshold,
+        "policy_device": device, "batch_device": array_device or "host", "seed": seed, "settings": settings,
+        "threshold": threshold,
         "budget_s": budget_s, "eval_every_iterations": eval_every, "eval_episodes": eval_episodes,
         "solved": solved_at is not None,
         "time_to_threshold_s": solved_at["train_clock_s"] if solved_at else None,
@@ -161,15 +163,14 @@ def train_to_threshold(task_name: str, num_envs: int, backend: str, minutes: flo
 BATCH_CHOICES = ("auto", "host", "device")
 
 
-def _array_device(batch: str, backend: str) -> Optional[str]:
-    """Where the engine keeps its batch: ``device`` (auto's choice on Warp) where its physics runs, so a training
-    step moves no batch to the host; ``host`` (auto's choice on the C engine) in numpy arrays."""
+def _array_device(batch: str, backend: str, device: str, spec) -> Optional[str]:
+    """Where the engine keeps its batch: ``device``, on the networks' device (the engine refuses one its physics
+    does not run on); ``host``, in numpy arrays; ``auto``, as ``algo=rsl_ppo`` decides (rsl_env.batch_device)."""
     if batch not in BATCH_CHOICES:
         raise SystemExit(f"--batch {batch!r} is not one of {list(BATCH_CHOICES)}")
-    on_device = batch == "device" or (batch == "auto" and backend.startswith("warp"))
-    if not on_device:
-        return None
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if batch == "auto":
+        return batch_device(backend, device, spec)
+    return device if batch == "device" else None
 
 
 def _kernel_cache(backend: str) -> Optional[str]:
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="the networks' torch device (default: cuda where present)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a PPO setting")
     parser.add_argument("--batch", choices=BATCH_CHOICES, default="auto",
-                        help="where the engine keeps its batch: on the physics' device (auto on Warp) or the host")
+                        help="where the engine keeps its batch: beside the networks on the physics' device (auto does so where "
+                             "it can) or on the host")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

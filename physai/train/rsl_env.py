@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping, Optional
 import numpy as np
 import torch
 
-from physai.envs.engine import BatchedEngine
-from physai.envs.spec import backend_class
+from physai.envs.engine import BatchedEngine, host_only_reason
+from physai.envs.spec import TaskSpec, backend_class
 from physai.train.episodes import curve_row
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,14 @@ class EngineVecEnv:
         self.engine.close()
 
 
-def batch_device(backend: str, policy_device: str) -> Optional[str]:
-    """Where the engine keeps its batch for rsl-rl: on the GPU beside the networks where the physics runs there
-    too (a backend that steps torch tensors, env.backend=warp), so a training step moves no batch to the host;
-    else on the host, in numpy."""
-    if not str(policy_device).startswith("cuda") or not getattr(backend_class(backend), "steps_tensors", False):
+def batch_device(backend: str, policy_device: str, spec: TaskSpec) -> Optional[str]:
+    """Where the engine keeps its batch for rsl-rl: beside the networks where the physics runs on that device too
+    (a backend that steps torch tensors, env.backend=warp), so a training step moves no batch across; else on the
+    host, in numpy (the C engine, a task only the host engine runs, or networks on another device)."""
+    physics = backend_class(backend)
+    if not getattr(physics, "steps_tensors", False) or host_only_reason(spec) is not None:
+        return None
+    if torch.device(policy_device).type != physics.torch_device_type():
         return None
     return str(policy_device)
 

@@ -187,7 +187,8 @@ def _train(task, algo: DictConfig, seed: int, run_dir: Path, tracker, resume: bo
         if checkpoint is not None else []
     timesteps = int(state.get("timesteps", 0))
     engine = BatchedEngine(task.train_spec, int(algo.n_envs), seed=seed + timesteps, nthread=task.nthread,
-                           backend=task.backend, array_device=batch_device(task.backend, str(algo.device)))
+                           backend=task.backend,
+                           array_device=batch_device(task.backend, str(algo.device), task.train_spec))
     env = EngineVecEnv(engine, timesteps, device=str(algo.device))
     carrier = sb3_carrier(algo, task, seed)
     torch.manual_seed(seed)
