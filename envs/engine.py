@@ -8,6 +8,10 @@ Physics state lives in one ``(N, nstate)`` array; a step writes the controls of 
 hands the whole batch to MuJoCo's C rollout on a persistent thread pool, so Python runs once
 per batch, not once per env. Each env may have its own ``MjModel`` (domain randomization
 of masses, friction, gains...). Term functions read and write views of the batch arrays.
+
+With ``array_device`` the batch arrays are torch tensors on the device a backend steps them on (the Warp
+backend): terms and the step's bookkeeping compute there (``physai.envs.array_api``), events on host copies
+of the rows they act on (``_HostRows``).
 """
 
 from __future__ import annotations
@@ -719,7 +723,8 @@ class _HostRows:
     """Events on a batch that lives on a device: each runs as the same numpy function as on the host engine,
     on host copies of the arrays events write (the state, its qpos/qvel, sensor-noise bursts, ``extras``
     layouts), brought up to date for the rows it acts on before and copied back after. A step then moves only
-    the rows that reset or were pushed, never the batch; the events of one reset share one round trip."""
+    the rows that reset or were pushed, never the batch; the events of one reset share one round trip.
+    Array ``extras`` are per env (first dimension ``num_envs``), as the car's layouts are."""
 
     ARRAYS = ("state", "noise_burst_std", "noise_burst_until", "episode_step")
 
