@@ -410,7 +410,11 @@ class BatchedEngine:
 
     def observe(self) -> np.ndarray:
         n, xp = self.num_envs, self.xp
-        if self.noise_burst_until[0] if n == 1 else _any_of(self.noise_burst_until):  # a burst event ran
+        if self._event_rows is not None:  # on a device: whether a burst event ever ran, known on the host
+            burst = self._event_rows.bursts_seen
+        else:
+            burst = self.noise_burst_until[0] if n == 1 else _any_of(self.noise_burst_until)
+        if burst:  # a burst event ran
             std = xp.where(self.episode_step < self.noise_burst_until, self.noise_burst_std, self.noise_std)
         else:
             std = self.noise_std
@@ -423,7 +427,11 @@ class BatchedEngine:
             if term is None:
                 raise
             raise self._term_error(term, "observations", exc) from exc
-        if bool(std[0]) if n == 1 else _any_of(std):
+        if self._event_rows is not None:  # on a device, decided without looking at std there
+            noisy = bool(burst or self.spec.observation_noise)
+        else:
+            noisy = bool(std[0]) if n == 1 else _any_of(std)
+        if noisy:
             obs = xp.concatenate(parts, axis=1)
             obs = obs + self._standard_normal(obs.shape) * std[:, None]
             return xp.astype(obs, xp.float32)
@@ -736,6 +744,7 @@ class _HostRows:
         self.view = _EventView(engine, {**self._mirrors, "qpos": state[:, engine._qpos_columns],
                                         "qvel": state[:, engine._qvel_columns], "extras": self._extras})
         self._open: Optional[np.ndarray] = None
+        self.bursts_seen = False  # whether an event ever set a sensor-noise burst (then observe checks each step)
 
     @contextlib.contextmanager
     def rows(self, env_ids: np.ndarray):
@@ -756,6 +765,7 @@ class _HostRows:
             self._open = None
             for name, mirror in self._mirrors.items():
                 getattr(engine, name)[index] = engine.xp.asarray(mirror[env_ids])
+            self.bursts_seen |= bool(self._mirrors["noise_burst_until"][env_ids].any())
             for key, value in self._extras.items():
                 if not isinstance(value, np.ndarray):
                     engine.extras[key] = value

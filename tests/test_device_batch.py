@@ -162,3 +162,24 @@ def test_rsl_rls_env_adapter_gives_the_same_tensors_from_either_batch():
     assert envs[0].finished == envs[1].finished and envs[0].finished
     for env in envs:
         env.close()
+
+
+@requires_warp
+def test_observation_noise_and_bursts_on_the_device():
+    """The task's observation noise is drawn on the device (its own stream, seeded from the engine's); a
+    sensor-noise burst an event starts raises it there for the burst's steps."""
+    quiet = BatchedEngine(_spec("cartpole_balance"), 64, seed=0, nthread=1, backend="warp")
+    spec = _spec("cartpole_balance")
+    spec.observation_noise = 0.1
+    noisy = BatchedEngine(spec, 64, seed=0, nthread=1, backend="warp", array_device="cpu")
+    action = np.zeros((64, 1))
+    quiet_obs, noisy_obs = quiet.step(action)["obs"], noisy.step(torch.as_tensor(action))["obs"].numpy()
+    assert 0.08 < np.std(noisy_obs - quiet_obs) < 0.12  # the same physics until the first reset, plus noise
+    assert not noisy._event_rows.bursts_seen
+    burst = Term(name="glitch", fn=mdp.sensor_noise_burst, mode="interval", params={"std": 5.0,
+                                                                                   "duration_steps": [3, 3]})
+    noisy._run_event(burst, np.arange(64))
+    assert noisy._event_rows.bursts_seen and float(noisy.noise_burst_std.min()) == 5.0
+    assert np.std(noisy.step(torch.as_tensor(action))["obs"].numpy()) > 2.0  # the burst's std, on every env
+    quiet.close()
+    noisy.close()
