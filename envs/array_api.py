@@ -95,16 +95,6 @@ def to_host(array: Any) -> np.ndarray:
     return array.detach().cpu().numpy()
 
 
-def namespace_of(array: Any) -> Any:
-    """The namespace that computes on ``array``: numpy for an ndarray, a TorchNamespace on its device for a tensor."""
-    if isinstance(array, np.ndarray):
-        return np
-    device = getattr(array, "device", None)
-    if type(array).__module__.startswith("torch") and device is not None:
-        return TorchNamespace(device)
-    raise TypeError(f"no array namespace for {type(array).__name__}: terms compute on numpy arrays or torch tensors")
-
-
 def on_device(env: Any, columns: Any) -> Any:
     """Index columns for ``env``'s arrays: a slice as it is, index arrays moved to where the state lives
     (a numpy index on a GPU tensor would be copied to the device on every call)."""

@@ -84,12 +84,7 @@ class BatchedEngine:
         self._clock_tolerance = 0.5 * self.model.opt.timestep
         self.nthread = max(1, min(nthread or len(os.sched_getaffinity(0)), num_envs))
         self.rng = np.random.default_rng(seed)
-        # Where the batch arrays live and what computes on them (physai.envs.array_api): numpy on the host, or
-        # with ``array_device`` torch tensors on that device, so a GPU backend's step never leaves it. Terms,
-        # rewards, terminations and the step's bookkeeping run there; events run on the host (see _call).
         self.array_device = array_device
-        self.xp = np if array_device is None else TorchNamespace(array_device)
-        xp = self.xp
         self._ids: dict[tuple[str, str], int] = {}
         self._indices: dict[tuple[str, Any], Any] = {}
         self._joint_columns_of: dict[tuple[str, str], int] = {}
@@ -111,13 +106,17 @@ class BatchedEngine:
         self.models = [self.model] * num_envs
         self._scratch = mujoco.MjData(self.model)
         self.backend = _backend_class(spec, backend)(self.model, num_envs, self.nthread)
+        # Where the batch arrays live and what computes on them (physai.envs.array_api): numpy on the host, or
+        # with ``array_device`` torch tensors on the device the backend steps, so a GPU backend's step never
+        # leaves it. Terms, rewards, terminations and the step's bookkeeping run there; events on the host (_call).
+        self.xp = np
         if array_device is not None:
             try:
-                self._check_array_device(backend)
+                self.xp = self._device_namespace(backend)
             except TaskError:
                 self.backend.close()  # its thread pool or device arrays: nothing of a refused engine stays
                 raise
-            xp = self.xp
+        xp = self.xp
         # Optional backend hook: forget solver state (warm starts) of envs that reset.
         self._backend_reset = getattr(self.backend, "reset_envs", None)
         # Optional backend hook: the envs an event just ran on, whose MjModel it may have edited.
@@ -175,6 +174,7 @@ class BatchedEngine:
         self.noise_burst_std = xp.zeros(num_envs, dtype=xp.float64)
         # Host copies of what events write, for a batch on a device: events run there on the rows they act on.
         self._event_rows = None if array_device is None else _HostRows(self)
+        self._device_generator = None  # observation noise on a device: made on first use (_standard_normal)
         self._last_obs: Optional[np.ndarray] = None
         self.camera: Optional[BatchCamera] = None
         self._bind_terms()
@@ -215,19 +215,20 @@ class BatchedEngine:
             if term.mode == "startup":
                 self._run_event(term, np.arange(self.num_envs))
 
-    def _check_array_device(self, backend: str) -> None:
-        """Refuse, at build, a device-resident batch the backend or the task cannot keep there."""
+    def _device_namespace(self, backend: str) -> TorchNamespace:
+        """The namespace on the device the backend steps; a device-resident batch the backend or the task cannot
+        keep there is refused at build."""
         if not getattr(self.backend, "steps_tensors", False):
             raise TaskError(f"task {self.spec.name}: the batch can live on a torch device only with a backend that "
                             f"steps torch tensors (env.backend=warp); {backend!r} steps numpy arrays on the host")
         reason = host_only_reason(self.spec)
         if reason is not None:
             raise TaskError(f"task {self.spec.name}: {reason}; keep its batch on the host (no array device)")
-        where = self.xp._torch.device(self.backend.torch_device)
-        if self.xp.device.type != where.type:
+        namespace = TorchNamespace(self.backend.torch_device)
+        if namespace._torch.device(self.array_device).type != namespace.device.type:
             raise TaskError(f"task {self.spec.name}: array_device={self.array_device!r}, but the backend steps on "
                             f"{self.backend.torch_device!r}; keep the batch where the physics runs")
-        self.xp = TorchNamespace(where)
+        return namespace
 
     # ----- names -----------------------------------------------------------------------------
     def set_physics_context(self, name: str, env_ids: np.ndarray, values: np.ndarray) -> None:
@@ -443,7 +444,7 @@ class BatchedEngine:
         seeded from that stream when first used (a batch of noise drawn on the host would cross every step)."""
         if self.array_device is None:
             return self.rng.normal(0.0, 1.0, size=shape)
-        if getattr(self, "_device_generator", None) is None:
+        if self._device_generator is None:
             self._device_generator = self.xp.Generator(device=self.xp.device)
             self._device_generator.manual_seed(int(self.rng.integers(2**62)))
         return self.xp.randn(shape, generator=self._device_generator, dtype=self.xp.float64, device=self.xp.device)
@@ -661,8 +662,8 @@ class BatchedEngine:
         """
         tolerance = self._clock_tolerance
         if self.array_device is not None:  # on a device: masks there, one look at whether any env blew up
-            exploded = ((self.state[:, 0] - expected_time).abs() > tolerance) | ~self.xp.isfinite(self.state).all(axis=1)
-            exploded |= (self.qvel.abs() > EXPLODED_QVEL).any(axis=1)
+            exploded = (self.state[:, 0] - expected_time).abs() > tolerance
+            exploded |= ~self.xp.isfinite(self.state).all(axis=1) | (self.qvel.abs() > EXPLODED_QVEL).any(axis=1)
             return exploded if bool(exploded.any()) else self._none_exploded
         if self.num_envs == 1:  # one clock: ``expected_time`` is a Python float
             clock_ok = abs(float(self.state[0, 0]) - expected_time) <= tolerance

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from physai.envs.array_api import TorchNamespace, namespace_of, on_device
+from physai.envs.array_api import TorchNamespace, on_device
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_tasks
 from physai.envs.spec import build_spec
@@ -80,14 +80,6 @@ def test_every_per_step_term_computes_the_same_on_torch_tensors_as_on_numpy(env_
             np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64),
                                        rtol=1e-12, atol=1e-12, err_msg=where)
     engine.close()
-
-
-def test_the_namespace_follows_the_array():
-    assert namespace_of(np.zeros(2)) is np
-    xp = namespace_of(torch.zeros(2))
-    assert isinstance(xp, TorchNamespace) and xp.device == torch.device("cpu")
-    with pytest.raises(TypeError, match="numpy arrays or torch tensors"):
-        namespace_of([1.0, 2.0])
 
 
 def test_the_torch_namespace_spells_numpys_differing_calls():

@@ -27,7 +27,7 @@ from physai.core.io import write_json_atomic
 from physai.deploy.devices.host import machine_description
 from physai.envs.engine import BatchedEngine
 from physai.envs.registry import packaged_task_configs
-from physai.envs.spec import build_spec
+from physai.envs.spec import backend_class, build_spec
 from physai.envs.vector import PhysaiVectorEnv
 
 WARP_BACKEND = "warp"  # physai.envs.spec.BACKENDS
@@ -52,7 +52,7 @@ def device_batch_steps(spec, num_envs: int, seed: int) -> tuple[Callable[[int], 
     included), its ``close``, and the device."""
     import torch
 
-    array_device = "cuda" if torch.cuda.is_available() else "cpu"
+    array_device = backend_class(WARP_BACKEND).torch_device_type()  # where the physics runs
     engine = BatchedEngine(spec, num_envs, seed=seed, backend=WARP_BACKEND, array_device=array_device)
     actions = torch.as_tensor(random_actions(num_envs, engine.num_actions, seed), dtype=torch.float64,
                               device=engine.xp.device)
